@@ -1,0 +1,30 @@
+"""Make the collection importable as ansible_collections.pgexclusive.backup.
+
+Ansible finds collections only inside an ``ansible_collections`` tree, so the
+tests link this checkout into tests/output (kept out of git) and put that on
+sys.path and on ANSIBLE_COLLECTIONS_PATH for the playbooks they run.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+COLLECTIONS = REPO / "tests" / "output" / "collections"
+
+
+def _link_collection():
+    if REPO.parent.parent.name == "ansible_collections":
+        # Already in a collection tree (ansible-test, an installed copy).
+        return str(REPO.parent.parent.parent)
+    link = COLLECTIONS / "ansible_collections" / "pgexclusive" / "backup"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not link.is_symlink():
+        link.symlink_to(REPO)
+    return str(COLLECTIONS)
+
+
+COLLECTIONS_PATH = _link_collection()
+sys.path.insert(0, COLLECTIONS_PATH)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("ANSIBLE_COLLECTIONS_PATH", COLLECTIONS_PATH)

@@ -1,0 +1,320 @@
+"""One PostgreSQL cluster of the test bed, run as the ``postgres`` OS user."""
+
+import atexit
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import psycopg2
+
+from .errors import TestbedError
+from .osuser import as_postgres, chown_postgres, open_to_postgres
+
+EXTENSION_DB = "backupctl"
+
+_running = {}
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _port_in_use(port):
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def stop_all():
+    """Stop every server this process started (atexit, signals, fixtures)."""
+    for cluster in list(_running.values()):
+        cluster.stop(mode="immediate")
+
+
+atexit.register(stop_all)
+
+
+class Cluster:
+    """A server with its data directory, socket, log and WAL archive under ``root``."""
+
+    def __init__(self, inst, root, port=None):
+        self.inst = inst
+        self.root = Path(root)
+        self.data_dir = self.root / "data"
+        self.socket_dir = self.root / "sock"
+        self.archive_dir = self.root / "archive"
+        self.log_file = self.root / "server.log"
+        self.port = port or free_port()
+        self.pid = None
+        self.archiving_broken = False
+
+    def __repr__(self):
+        return f"<Cluster PG{self.major} port={self.port} {self.root}>"
+
+    @property
+    def major(self):
+        return self.inst.major
+
+    @property
+    def api(self):
+        return self.inst.api
+
+    @property
+    def backup_db(self):
+        """The database where exclusive backups are started and stopped."""
+        return EXTENSION_DB if self.api == "extension" else "postgres"
+
+    # -- life cycle -------------------------------------------------------
+
+    @classmethod
+    def create(cls, inst, root, port=None):
+        """initdb, configure with archiving, start, and prepare the backup database."""
+        cluster = cls(inst, root, port)
+        cluster._prepare_dirs()
+        cluster._pg(["initdb", "-D", cluster.data_dir, "-U", "postgres", "--auth=trust",
+                     "-E", "UTF8", "--locale=C", "--no-sync"])
+        cluster.configure()
+        cluster.start()
+        cluster.sql(f"CREATE DATABASE {EXTENSION_DB}")
+        if cluster.api == "extension":
+            cluster.sql("CREATE EXTENSION pg_exclusive_backup", dbname=EXTENSION_DB)
+        return cluster
+
+    def _prepare_dirs(self):
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o755)
+        open_to_postgres(self.root)
+        for path in (self.socket_dir, self.archive_dir):
+            path.mkdir(exist_ok=True)
+        chown_postgres(self.root)
+
+    def _pg(self, argv):
+        cmd = as_postgres([self.inst.tool(argv[0]), *argv[1:]])
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise TestbedError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}{self.log_tail()}")
+        return proc.stdout
+
+    def configure(self, **settings):
+        """Write the test bed's settings to ``testbed.conf`` (included last)."""
+        base = {
+            "listen_addresses": "127.0.0.1",
+            "port": self.port,
+            "unix_socket_directories": str(self.socket_dir),
+            "wal_level": "replica",
+            "archive_mode": "on",
+            "archive_command": f"test ! -f {self.archive_dir}/%f && cp %p {self.archive_dir}/%f",
+            "max_wal_senders": 5,
+            "max_connections": 40,
+            "shared_buffers": "32MB",
+            # Only an OS crash would need fsync; the tests crash processes, not machines.
+            "fsync": "off",
+            "log_line_prefix": "%m [%p] ",
+        }
+        base.update(settings)
+        lines = []
+        for key, value in base.items():
+            if value is None:
+                continue
+            if isinstance(value, str):
+                value = "'" + value.replace("'", "''") + "'"
+            lines.append(f"{key} = {value}\n")
+        (self.data_dir / "testbed.conf").write_text("".join(lines))
+        conf = self.data_dir / "postgresql.conf"
+        include = "include_if_exists = 'testbed.conf'\n"
+        if include not in conf.read_text():
+            with conf.open("a") as out:
+                out.write(include)
+        chown_postgres(self.data_dir)
+
+    def start(self, timeout=60):
+        if _port_in_use(self.port):
+            raise TestbedError(
+                f"Port {self.port} on 127.0.0.1 is in use: stop whatever holds it or choose another port.")
+        pidfile = self.data_dir / "postmaster.pid"
+        try:
+            self._pg(["pg_ctl", "-D", self.data_dir, "-l", self.log_file, "-w", "-t", timeout, "start"])
+        finally:
+            # Also after a failed start: a postmaster that came up too slowly must still be stopped.
+            if pidfile.exists():
+                self.pid = int(pidfile.read_text().split()[0])
+                _running[id(self)] = self
+        if self.pid is None:
+            raise TestbedError(f"The server in {self.data_dir} did not start.{self.log_tail()}")
+
+    def stop(self, mode="fast"):
+        """Stop the postmaster by its PID (pg_ctl signals the PID in postmaster.pid)."""
+        if self.pid is None:
+            return
+        try:
+            self._pg(["pg_ctl", "-D", self.data_dir, "-m", mode, "-w", "-t", 60, "stop"])
+        except TestbedError:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        finally:
+            self.pid = None
+            _running.pop(id(self), None)
+
+    def crash(self):
+        """Stop immediately: no shutdown checkpoint, like a power cut to the processes."""
+        self.stop(mode="immediate")
+
+    def restart(self):
+        self.stop()
+        self.start()
+
+    def reload(self):
+        self.sql("SELECT pg_reload_conf()")
+        time.sleep(0.3)
+
+    def destroy(self):
+        self.stop(mode="immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def log_tail(self, lines=30):
+        try:
+            return "\n--- server log ---\n" + "\n".join(self.log_file.read_text().splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    # -- SQL --------------------------------------------------------------
+
+    def conninfo(self, dbname="postgres", user="postgres"):
+        return {"host": str(self.socket_dir), "port": self.port, "dbname": dbname, "user": user}
+
+    def connect(self, dbname="postgres", user="postgres", autocommit=True):
+        conn = psycopg2.connect(**self.conninfo(dbname, user), connect_timeout=10)
+        conn.autocommit = autocommit
+        return conn
+
+    def sql(self, query, params=None, dbname="postgres", user="postgres"):
+        """Run one statement; return its rows, or None for a statement without a result."""
+        conn = self.connect(dbname, user)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(query, params)
+                return cur.fetchall() if cur.description else None
+        finally:
+            conn.close()
+
+    def value(self, query, params=None, dbname="postgres", user="postgres"):
+        return self.sql(query, params, dbname, user)[0][0]
+
+    def create_database(self, extension=False):
+        name = "t_" + uuid.uuid4().hex[:10]
+        self.sql(f"CREATE DATABASE {name}")
+        if extension:
+            self.sql("CREATE EXTENSION pg_exclusive_backup", dbname=name)
+        return name
+
+    def drop_database(self, name):
+        force = " WITH (FORCE)" if self.major >= 13 else ""
+        self.sql(f"DROP DATABASE IF EXISTS {name}{force}")
+
+    # -- backup state -----------------------------------------------------
+
+    def in_backup(self):
+        return (self.data_dir / "backup_label").exists()
+
+    def backup_label(self):
+        return (self.data_dir / "backup_label").read_text()
+
+    def start_backup(self, label, fast=True):
+        return self.value("SELECT pg_start_backup(%s, %s)::text", (label, fast), dbname=self.backup_db)
+
+    def stop_backup(self):
+        if self.api == "native":
+            return self.value("SELECT lsn::text FROM pg_stop_backup(true, false)")
+        return self.value("SELECT pg_stop_backup()::text", dbname=self.backup_db)
+
+    def end_backup_if_any(self):
+        """Leave the server out of backup mode whatever a test did."""
+        if self.pid is not None and self.in_backup():
+            self.stop_backup()
+
+    def walfile(self, lsn):
+        return self.value("SELECT pg_walfile_name(%s::pg_lsn)", (lsn,))
+
+    def wait_archived(self, walfile, timeout=60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (self.archive_dir / walfile).exists():
+                return
+            time.sleep(0.1)
+        raise TestbedError(f"WAL segment {walfile} did not reach {self.archive_dir} in {timeout}s.{self.log_tail()}")
+
+    # -- faults and topology ----------------------------------------------
+
+    def break_archiving(self):
+        """Make every archive attempt fail (ALTER SYSTEM overrides testbed.conf)."""
+        self.sql("ALTER SYSTEM SET archive_command = 'false'")
+        self.reload()
+        self.archiving_broken = True
+
+    def repair_archiving(self):
+        self.sql("ALTER SYSTEM RESET archive_command")
+        self.reload()
+        self.archiving_broken = False
+
+    def create_tablespace(self, name):
+        location = self.root / f"tblspc_{name}"
+        location.mkdir()
+        chown_postgres(location)
+        self.sql(f"CREATE TABLESPACE {name} LOCATION %s", (str(location),))
+        return location
+
+    def make_standby(self, root):
+        """A streaming standby built with pg_basebackup: a server in recovery."""
+        standby = Cluster(self.inst, root)
+        standby._prepare_dirs()
+        self._pg(["pg_basebackup", "-h", self.socket_dir, "-p", self.port, "-U", "postgres",
+                  "-D", standby.data_dir, "-R", "-X", "stream", "--no-sync"])
+        standby.configure()
+        standby.start()
+        return standby
+
+    @classmethod
+    def restore(cls, inst, copy_dir, root, archive_dir, target="immediate", timeout=120):
+        """Start a server on a restored copy, replaying from ``archive_dir``.
+
+        Returns the promoted cluster once it has reached consistency; raises
+        with the server log when it does not.
+        """
+        cluster = cls(inst, root)
+        cluster.root.mkdir(parents=True, exist_ok=True)
+        if Path(copy_dir) != cluster.data_dir:
+            shutil.move(str(copy_dir), cluster.data_dir)
+        cluster._prepare_dirs()
+        cluster.data_dir.chmod(0o700)
+        (cluster.data_dir / "recovery.signal").touch()
+        cluster.configure(
+            archive_mode="off",
+            archive_command=None,
+            restore_command=f"cp {archive_dir}/%f %p",
+            recovery_target=target,
+            recovery_target_action="promote",
+        )
+        try:
+            cluster.start(timeout=timeout)
+            deadline = time.monotonic() + timeout
+            while cluster.value("SELECT pg_is_in_recovery()"):
+                if time.monotonic() > deadline:
+                    raise TestbedError(f"The restored server at {cluster.root} is still in recovery.{cluster.log_tail()}")
+                time.sleep(0.1)
+        except Exception:
+            cluster.stop(mode="immediate")
+            raise
+        return cluster
