@@ -114,7 +114,9 @@ class Cluster:
             "unix_socket_directories": str(self.socket_dir),
             "wal_level": "replica",
             "archive_mode": "on",
-            "archive_command": f"test ! -f {self.archive_dir}/%f && cp %p {self.archive_dir}/%f",
+            # Copy, then rename: a reader never sees a half-written segment.
+            "archive_command": (f"test ! -f {self.archive_dir}/%f && cp %p {self.archive_dir}/%f.part"
+                                f" && mv {self.archive_dir}/%f.part {self.archive_dir}/%f"),
             "max_wal_senders": 5,
             "max_connections": 40,
             "shared_buffers": "32MB",
