@@ -14,6 +14,7 @@ import psycopg2
 
 from .errors import TestbedError
 from .osuser import as_postgres, chown_postgres, open_to_postgres
+from .provision import provide
 
 EXTENSION_DB = "backupctl"
 
@@ -282,7 +283,11 @@ class Cluster:
         """A streaming standby built with pg_basebackup: a server in recovery."""
         standby = Cluster(self.inst, root)
         standby._prepare_dirs()
-        self._pg(["pg_basebackup", "-h", self.socket_dir, "-p", self.port, "-U", "postgres",
+        basebackup = Path(self.inst.tool("pg_basebackup"))
+        if not basebackup.exists():
+            # The npm build of 14 ships no pg_basebackup; a newer one backs up older servers.
+            basebackup = Path(provide(15).tool("pg_basebackup"))
+        self._pg([basebackup, "-h", self.socket_dir, "-p", self.port, "-U", "postgres",
                   "-D", standby.data_dir, "-R", "-X", "stream", "--no-sync"])
         standby.configure()
         standby.start()

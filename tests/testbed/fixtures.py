@@ -1,0 +1,119 @@
+"""pytest fixtures of the real-server test bed (a conftest star-imports them).
+
+``pg`` runs a test once per PostgreSQL major (PGX_MAJORS, default all four),
+``ext_pg`` once per major that needs the extension. Each major's cluster is
+started once per session and handed to every test out of backup mode and with
+working archiving; ``db`` is a fresh database dropped after the test.
+"""
+
+import os
+import shutil
+import signal
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from . import MAJORS, Cluster, provide, stop_all
+
+
+def _selected_majors():
+    raw = os.environ.get("PGX_MAJORS", "")
+    return [int(m) for m in raw.split(",") if m.strip()] or list(MAJORS)
+
+
+SELECTED = _selected_majors()
+
+
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config):
+    # pytest tears fixtures down on KeyboardInterrupt but not on SIGTERM.
+    signal.signal(signal.SIGTERM, _sigterm)
+
+
+def pytest_unconfigure(config):
+    stop_all()
+
+
+@pytest.fixture(scope="session")
+def testbed_dir():
+    root = Path(tempfile.mkdtemp(prefix="pgx-testbed-"))
+    yield root
+    stop_all()
+    if not os.environ.get("PGX_KEEP"):
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def clusters(testbed_dir):
+    """One cluster per major, created on first use."""
+    started = {}
+
+    def get(major):
+        if major not in started:
+            started[major] = Cluster.create(provide(major), testbed_dir / f"pg{major}")
+        return started[major]
+
+    yield get
+    for cluster in started.values():
+        cluster.stop()
+
+
+def _handed_out(cluster):
+    if cluster.pid is None:
+        cluster.start()
+    yield cluster
+    if cluster.pid is None:
+        cluster.start()
+    cluster.end_backup_if_any()
+    if cluster.archiving_broken:
+        cluster.repair_archiving()
+
+
+@pytest.fixture(params=SELECTED, ids=lambda m: f"pg{m}")
+def pg(request, clusters):
+    yield from _handed_out(clusters(request.param))
+
+
+@pytest.fixture(params=[m for m in SELECTED if m >= 15], ids=lambda m: f"pg{m}")
+def ext_pg(request, clusters):
+    yield from _handed_out(clusters(request.param))
+
+
+@pytest.fixture
+def db(request):
+    """A fresh database in the test's cluster (``pg`` or ``ext_pg``)."""
+    cluster = request.getfixturevalue("ext_pg" if "ext_pg" in request.fixturenames else "pg")
+    name = cluster.create_database()
+    yield name
+    cluster.drop_database(name)
+
+
+@pytest.fixture
+def scratch(testbed_dir):
+    """A directory for one test's copies, readable by the postgres OS user."""
+    path = Path(tempfile.mkdtemp(prefix="t-", dir=testbed_dir))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def restore(scratch):
+    """restore(source, copy_dir): start a server on a copy, replaying from source's archive.
+
+    The restored servers are stopped and removed after the test.
+    """
+    restored = []
+
+    def run(source, copy_dir, target="immediate"):
+        root = scratch / f"restored-{len(restored)}"
+        restored.append(Cluster.restore(source.inst, copy_dir, root, source.archive_dir, target))
+        return restored[-1]
+
+    yield run
+    for cluster in restored:
+        cluster.destroy()
