@@ -7,7 +7,9 @@
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import calendar
 import re
+import time
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 
@@ -83,3 +85,44 @@ def restorable_label(text):
     at the backup's start (DESIGN.md). Only ever applied to a copy.
     """
     return re.sub(r"(?m)^BACKUP METHOD: pg_start_backup$", "BACKUP METHOD: streamed", text)
+
+
+def parse_tablespace_map(text):
+    """tablespace_map lines '<oid> <path>' as [{'oid': int, 'path': str}].
+
+    PostgreSQL escapes backslashes and line breaks in the path with a
+    backslash; they are unescaped here.
+    """
+    entries = []
+    for line in (text or "").splitlines():
+        if not line.strip():
+            continue
+        oid, _sep, path = line.partition(" ")
+        entries.append({"oid": int(oid), "path": re.sub(r"\\(.)", r"\1", path)})
+    return entries
+
+
+_START_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (UTC|GMT|[+-]\d\d(?::?\d\d)?)$")
+
+
+def start_time_epoch(start_time):
+    """Seconds since the epoch of a START TIME written in UTC/GMT or a numeric zone.
+
+    PostgreSQL writes the time in log_timezone; an abbreviation such as CET
+    cannot be resolved without the server, so it gives None.
+    """
+    match = _START_TIME.match(start_time or "")
+    if not match:
+        return None
+    stamp, zone = match.groups()
+    seconds = calendar.timegm(time.strptime(stamp, "%Y-%m-%d %H:%M:%S"))
+    if zone in ("UTC", "GMT"):
+        return seconds
+    digits = zone[1:].replace(":", "")
+    offset = int(digits[:2]) * 3600 + int(digits[2:] or 0) * 60
+    return seconds - offset if zone[0] == "+" else seconds + offset
+
+
+def describe_backup(fields):
+    """"'nightly' started 2026-11-21 10:56:35 UTC" for messages."""
+    return "'%s' started %s" % (fields.get("label", "?"), fields.get("start_time", "at an unknown time"))

@@ -1,0 +1,111 @@
+# -*- coding: utf-8 -*-
+# Copyright: pgexclusive.backup maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""WAL archiving: is it healthy, has a file reached the archive, waiting for it.
+
+Waiting happens here and only here: the extension's pg_stop_backup() does not
+wait, and the native one is called without waiting so both APIs behave alike.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import time
+
+from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
+from ansible_collections.pgexclusive.backup.plugins.module_utils.wal import archived_according_to
+
+SETTINGS = ("archive_mode", "archive_command", "archive_library", "wal_level", "archive_timeout")
+
+SETTINGS_QUERY = "SELECT name, setting FROM pg_catalog.pg_settings WHERE name = ANY(%s)"
+ARCHIVER_QUERY = (
+    "SELECT archived_count, last_archived_wal, last_archived_time, failed_count,"
+    " last_failed_wal, last_failed_time, stats_reset FROM pg_catalog.pg_stat_archiver")
+ARCHIVER_COLUMNS = ("archived_count", "last_archived_wal", "last_archived_time", "failed_count",
+                    "last_failed_wal", "last_failed_time", "stats_reset")
+# pg_wal/archive_status/*.done is only listed for superusers and pg_monitor;
+# pg_stat_archiver alone decides for everybody else.
+STATUS_DIR_QUERY = (
+    "SELECT name FROM pg_catalog.pg_ls_archive_statusdir() WHERE name = ANY(%s)")
+# The function exists from PostgreSQL 12 on.
+STATUS_DIR_ALLOWED = (
+    "SELECT CASE WHEN pg_catalog.to_regprocedure('pg_catalog.pg_ls_archive_statusdir()') IS NULL THEN false"
+    " ELSE pg_catalog.has_function_privilege('pg_catalog.pg_ls_archive_statusdir()', 'EXECUTE') END")
+
+POLL_SECONDS = 0.2
+
+
+def archiving_health(settings, archiver):
+    """(healthy, reason) from the archive settings and pg_stat_archiver.
+
+    ``settings`` maps setting names to values (None when hidden from the
+    user); ``archiver`` maps ARCHIVER_COLUMNS to values, times comparable.
+    """
+    if settings.get("wal_level") == "minimal":
+        return False, "wal_level is minimal: WAL cannot be archived. Set wal_level = replica and restart."
+    if settings.get("archive_mode") == "off":
+        return False, ("archive_mode is off: no WAL reaches an archive, so no backup can be restored. "
+                       "Set archive_mode = on and an archive_command, then restart.")
+    command, library = settings.get("archive_command"), settings.get("archive_library")
+    if command == "" and not library:
+        return False, ("archive_mode is on but neither archive_command nor archive_library is set: "
+                       "WAL piles up in pg_wal and never reaches an archive. Set one and reload.")
+    failed_at, archived_at = archiver.get("last_failed_time"), archiver.get("last_archived_time")
+    if failed_at is not None and (archived_at is None or failed_at > archived_at):
+        return False, ("the archiver's last attempt failed: %s at %s, after the last success (%s). "
+                       "Check archive_command and the server log."
+                       % (archiver.get("last_failed_wal"), failed_at, archiver.get("last_archived_wal") or "none"))
+    if archived_at is None:
+        return True, "archiving is configured; nothing has been archived yet and nothing has failed"
+    return True, "last archived %s at %s" % (archiver.get("last_archived_wal"), archived_at)
+
+
+def not_yet_archived(wal_files, last_archived_wal, done_files=()):
+    """The files of ``wal_files`` for which neither the archiver nor a .done says archived."""
+    done = set(done_files)
+    return [name for name in wal_files
+            if name + ".done" not in done and not archived_according_to(last_archived_wal, name)]
+
+
+def read_archiver(session):
+    return dict(zip(ARCHIVER_COLUMNS, session.row(ARCHIVER_QUERY)))
+
+
+def read_archive_settings(session):
+    """Archive settings by name; None for those the user may not see or this version lacks."""
+    found = dict(session.rows(SETTINGS_QUERY, (list(SETTINGS),)))
+    return dict((name, found.get(name)) for name in SETTINGS)
+
+
+def wait_until_archived(session, wal_files, timeout):
+    """Poll until every file of ``wal_files`` is archived; return the archiver's last state.
+
+    Raises BackupError naming what is missing and the archiver's last failure
+    when ``timeout`` seconds pass first.
+    """
+    may_list = session.value(STATUS_DIR_ALLOWED)
+    deadline = time.monotonic() + timeout
+    while True:
+        archiver = read_archiver(session)
+        done = [row[0] for row in session.rows(STATUS_DIR_QUERY, ([n + ".done" for n in wal_files],))] if may_list else []
+        missing = not_yet_archived(wal_files, archiver["last_archived_wal"], done)
+        if not missing:
+            return archiver
+        if time.monotonic() >= deadline:
+            raise BackupError(
+                "The backup is stopped, but %s did not reach the WAL archive within %s seconds; "
+                "the archiver last failed on %s at %s (last archived: %s)."
+                % (" and ".join(missing), timeout, archiver["last_failed_wal"] or "nothing",
+                   archiver["last_failed_time"] or "never", archiver["last_archived_wal"] or "nothing"),
+                "The copy cannot be restored until these files are archived: fix archive_command "
+                "(see the server log), then check that %s is in the archive." % missing[-1],
+                missing_wal_files=missing,
+                last_failed_wal=archiver["last_failed_wal"],
+                last_failed_time=_text(archiver["last_failed_time"]),
+                last_archived_wal=archiver["last_archived_wal"])
+        time.sleep(POLL_SECONDS)
+
+
+def _text(value):
+    return None if value is None else str(value)

@@ -1,0 +1,104 @@
+# -*- coding: utf-8 -*-
+# Copyright: pgexclusive.backup maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Which exclusive backup API a database offers, and its SQL.
+
+PostgreSQL 14 and earlier have it built in ('native'). 15 removed it; the
+pg_exclusive_backup extension brings it back, but only in the database where
+it is installed ('extension'). Anything else is 'none'.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+NATIVE = "native"
+EXTENSION = "extension"
+NONE = "none"
+
+EXTENSION_NAME = "pg_exclusive_backup"
+FIRST_WITHOUT_NATIVE = 150000
+# pg_stop_backup(exclusive, wait_for_archive) and pg_walfile_name() exist from 10 on.
+OLDEST_SUPPORTED = 100000
+
+START_FUNCTION = {
+    NATIVE: "pg_catalog.pg_start_backup(text, boolean, boolean)",
+    EXTENSION: "pg_catalog.pg_start_backup(text, boolean)",
+}
+STOP_FUNCTION = {
+    NATIVE: "pg_catalog.pg_stop_backup(boolean, boolean)",
+    EXTENSION: "pg_catalog.pg_stop_backup()",
+}
+# backup_label is read through SQL so that a remote least-privileged user can
+# check labels; a relative path stays inside the data directory.
+READ_FILE_FUNCTION = "pg_catalog.pg_read_file(text, bigint, bigint, boolean)"
+
+START_SQL = {
+    NATIVE: "SELECT pg_catalog.pg_start_backup(%s, %s, true)::text",
+    EXTENSION: "SELECT pg_catalog.pg_start_backup(%s, %s)::text",
+}
+# The native stop is told not to wait: archive_status.py waits for both APIs.
+STOP_SQL = {
+    NATIVE: "SELECT lsn::text FROM pg_catalog.pg_stop_backup(true, false)",
+    EXTENSION: "SELECT pg_catalog.pg_stop_backup()::text",
+}
+CREATE_EXTENSION_SQL = "CREATE EXTENSION IF NOT EXISTS pg_exclusive_backup"
+
+
+def choose_api(version_num, extension_installed, database):
+    """(api, reason): the API usable in ``database``; reason is None unless api is 'none'."""
+    if version_num < OLDEST_SUPPORTED:
+        return NONE, "PostgreSQL %s is older than 10, which this collection does not support." % version_num
+    if version_num < FIRST_WITHOUT_NATIVE:
+        return NATIVE, None
+    if extension_installed:
+        return EXTENSION, None
+    return NONE, ("PostgreSQL 15 and later have no exclusive backup API of their own, and the %s "
+                  "extension is not installed in database '%s'." % (EXTENSION_NAME, database))
+
+
+def extension_hint(database):
+    return ("Install the extension in a database dedicated to backups (it removes pg_backup_start/"
+            "pg_backup_stop from the database it is created in, which tools such as pgBackRest use): "
+            "CREATE DATABASE backupctl; then in backupctl: CREATE EXTENSION %s; and set login_db: backupctl. "
+            "Or set create_extension: true to create it in '%s'." % (EXTENSION_NAME, database))
+
+
+def quote_ident(name):
+    return '"%s"' % name.replace('"', '""')
+
+
+def grant_statement(functions, role):
+    """The GRANT a superuser runs so that ``role`` may call ``functions``."""
+    return "GRANT EXECUTE ON FUNCTION %s TO %s;" % (", ".join(functions), quote_ident(role))
+
+
+def is_concurrent_start_error(message):
+    """True for the error a start gets when another exclusive backup holds the server.
+
+    PostgreSQL 14: 'a backup is already in progress'; the extension:
+    'exclusive backup is already in progress'.
+    """
+    return "already in progress" in (message or "")
+
+
+# The label of the backup in progress, straight from backup_label (LABEL: is never the first line).
+LABEL_IN_PROGRESS = ("pg_catalog.substring(pg_catalog.pg_read_file('backup_label', 0, 1048576, true),"
+                     " '\\nLABEL: ([^\\n]*)')")
+READ_LABEL_SQL = "SELECT " + LABEL_IN_PROGRESS
+# Check the label and stop in one statement: the THEN branch (and so the stop)
+# runs only when backup_label carries the label; NULL means nothing was stopped.
+# The native stop returns a set, so it sits in a subquery, which PostgreSQL
+# evaluates only when the branch is taken.
+GUARDED_STOP_SQL = {
+    NATIVE: "SELECT CASE WHEN %s = %%s THEN (SELECT lsn::text FROM pg_catalog.pg_stop_backup(true, false)) END"
+            % LABEL_IN_PROGRESS,
+    EXTENSION: "SELECT CASE WHEN %s = %%s THEN pg_catalog.pg_stop_backup()::text END" % LABEL_IN_PROGRESS,
+}
+# Every stop of this collection (the module's and the watchdog's) holds this
+# advisory lock from reading the label to recording the outcome, so a stop
+# never acts on a label another stop has just ended. Session-level: a client
+# that dies releases it. The key spells 'pgxbk'.
+STOP_LOCK_KEY = 0x7067786B62
+LOCK_SQL = "SELECT pg_catalog.pg_advisory_lock(%s)"
+UNLOCK_SQL = "SELECT pg_catalog.pg_advisory_unlock(%s)"

@@ -1,0 +1,23 @@
+# -*- coding: utf-8 -*-
+# Copyright: pgexclusive.backup maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""The edge between AnsibleModule and the logic: BackupError becomes fail_json here."""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+from ansible_collections.pgexclusive.backup.plugins.module_utils.connection import ensure_driver
+from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
+
+
+def run_module(module, action):
+    """exit_json with ``action(params, check_mode)``'s result; its 'warnings' become module warnings."""
+    ensure_driver(module)
+    try:
+        result = action(module.params, module.check_mode)
+    except BackupError as exc:
+        module.fail_json(**exc.fail_kwargs())
+    for warning in result.pop("warnings", []):
+        module.warn(warning)
+    module.exit_json(**result)

@@ -1,0 +1,213 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: pgexclusive.backup maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: pg_start_backup
+short_description: Start an exclusive low-level backup of PostgreSQL
+description:
+  - Puts the server into exclusive backup mode with C(pg_start_backup), which writes
+    C(backup_label) (and C(tablespace_map)) into the data directory. The mode outlives the
+    connection, so a later task copies the data directory and M(pgexclusive.backup.pg_stop_backup)
+    ends it.
+  - PostgreSQL 14 and earlier use the built-in function (RV(api=native)); 15 and later need the
+    C(pg_exclusive_backup) extension in O(login_db) (RV(api=extension)).
+  - Idempotent per label. A backup with the same O(label) already in progress is reported
+    with C(changed=false); a backup with another label makes the module fail, naming that
+    label and its start time, and nothing is started or stopped.
+  - Refuses a server in recovery (exclusive backups run only on a primary) and C(wal_level=minimal).
+  - The label of a backup in progress is read with C(pg_read_file), so the module works from
+    any host; a non-superuser needs EXECUTE on C(pg_catalog.pg_read_file) (text, bigint, bigint, boolean)
+    and on the start function, and is told the exact C(GRANT) when one is missing.
+version_added: 0.1.0
+author: pgexclusive.backup maintainers (@pgexclusive)
+options:
+  label:
+    description:
+      - Names the backup; written to C(backup_label) and the backup history file.
+      - Non-empty, one line, at most 1024 bytes. Quotes and semicolons are stored literally.
+      - M(pgexclusive.backup.pg_stop_backup) uses it to stop only this backup.
+    type: str
+    required: true
+  fast:
+    description:
+      - Request an immediate checkpoint, so the backup starts at once at the cost of an I/O spike.
+      - When false, the start waits for a checkpoint spread over C(checkpoint_completion_target).
+    type: bool
+    default: false
+  create_extension:
+    description:
+      - On PostgreSQL 15 and later, run C(CREATE EXTENSION pg_exclusive_backup) in O(login_db)
+        when it is missing there (needs a superuser).
+      - Without it, a missing extension makes the module fail with instructions.
+      - Ignored on PostgreSQL 14 and earlier.
+    type: bool
+    default: false
+  max_duration:
+    description:
+      - Lease in seconds. With a value above C(0) the module leaves a watchdog process on the host it
+        runs on (the database host), detached from Ansible, that stops this backup when the lease
+        expires - if and only if the backup in progress still carries O(label) - and records what it
+        did in the state record. It covers the controller being killed or an AWX job cancelled,
+        when no C(rescue)/C(always) runs.
+      - M(pgexclusive.backup.pg_stop_backup) with this label ends the watchdog. When the watchdog
+        stopped the backup first, that stop fails: the copy is void.
+      - C(0) means no safety stop.
+    type: int
+    default: 0
+  state_dir:
+    description:
+      - Directory on the host the module runs on for the state records, one per cluster and label
+        (who started the backup, when, the lease, the outcome). Created with mode C(0700).
+      - Must be writable when O(max_duration) is above C(0); otherwise an unusable directory only
+        warns. Never inside the data directory (it would be copied).
+    type: path
+    default: /var/lib/pgexclusive-backup
+  controller_host:
+    description: The controller running the play, for the state record (which run left a backup).
+    type: str
+  job_id:
+    description: The AWX/Tower job id, for the state record.
+    type: str
+extends_documentation_fragment:
+  - pgexclusive.backup.connection
+attributes:
+  check_mode:
+    support: full
+    description: Reports whether it would start a backup, and the statements it would run.
+notes:
+  - "Least privilege, run by a superuser in O(login_db), on PostgreSQL 15 and later -
+    GRANT EXECUTE ON FUNCTION pg_catalog.pg_start_backup(text, boolean), pg_catalog.pg_stop_backup(),
+    pg_catalog.pg_read_file(text, bigint, bigint, boolean) TO backup_user;"
+  - "On PostgreSQL 14 and earlier -
+    GRANT EXECUTE ON FUNCTION pg_catalog.pg_start_backup(text, boolean, boolean),
+    pg_catalog.pg_stop_backup(boolean, boolean), pg_catalog.pg_read_file(text, bigint, bigint, boolean) TO backup_user;"
+  - A server that stops while the backup is in progress leaves C(backup_label) behind;
+    M(pgexclusive.backup.pg_backup_info) with C(data_directory) explains what to do.
+seealso:
+  - module: pgexclusive.backup.pg_stop_backup
+  - module: pgexclusive.backup.pg_backup_info
+'''
+
+EXAMPLES = r'''
+- name: Start a backup (PostgreSQL 15+, extension in the backupctl database)
+  pgexclusive.backup.pg_start_backup:
+    label: "nightly {{ now(utc=true, fmt='%Y-%m-%dT%H:%M:%SZ') }}"
+    fast: true
+    login_db: backupctl
+  register: backup_start
+
+- name: Start a backup on PostgreSQL 14 over TCP as a least-privileged role
+  pgexclusive.backup.pg_start_backup:
+    label: nightly
+    login_host: db1.example.com
+    login_user: backup_user
+    login_password: "{{ vault_backup_password }}"
+    login_db: postgres
+
+- name: Start a backup, creating the extension in a dedicated database first
+  pgexclusive.backup.pg_start_backup:
+    label: weekly
+    login_db: backupctl
+    create_extension: true
+'''
+
+RETURN = r'''
+label:
+  description: The backup's label.
+  returned: always
+  type: str
+  sample: nightly 2026-11-21T10:56:35Z
+api:
+  description: The API used - C(native) (PostgreSQL 14 and earlier) or C(extension).
+  returned: always
+  type: str
+  sample: extension
+start_lsn:
+  description: WAL location where the backup starts (the checkpoint's redo point). Null in check mode.
+  returned: always
+  type: str
+  sample: 0/2000028
+start_wal_file:
+  description: WAL segment holding O(start_lsn); the first file a restore needs.
+  returned: always
+  type: str
+  sample: "000000010000000000000002"
+checkpoint_lsn:
+  description: Location of the backup's checkpoint record.
+  returned: always
+  type: str
+  sample: 0/2000060
+timeline:
+  description: Timeline the backup starts on.
+  returned: always
+  type: int
+  sample: 1
+start_time:
+  description: Start time as C(backup_label) states it, in the server's C(log_timezone).
+  returned: always
+  type: str
+  sample: 2026-11-21 10:56:35 UTC
+backup_label:
+  description: The text of C(backup_label) as the server wrote it. Null in check mode.
+  returned: always
+  type: str
+  sample: "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n..."
+tablespace_map:
+  description: The entries of C(tablespace_map); empty without tablespaces.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    oid:
+      description: The tablespace's OID, the link's name in C(pg_tblspc/).
+      type: int
+    path:
+      description: Where the link points.
+      type: str
+  sample: [{"oid": 16390, "path": "/srv/tblspc/fast"}]
+state_record:
+  description: The backup's state record (label, controller_host, job_id, started_at, lease, expires_at,
+    outcome, watchdog_pid); null in check mode or without a usable O(state_dir).
+  returned: when the module got as far as checking for a backup in progress
+  type: dict
+earlier_failures:
+  description: State records of earlier backups of this cluster that ended badly (lease expired,
+    watchdog lost), each reported by one start only, with C(effective_outcome) and C(what_to_do).
+  returned: when the module got as far as checking for a backup in progress
+  type: list
+  elements: dict
+max_duration:
+  description: O(max_duration) as given.
+  returned: when the module got as far as checking for a backup in progress
+  type: int
+  sample: 0
+changed:
+  description: True when this task started the backup (or created the extension).
+  returned: always
+  type: bool
+queries:
+  description: The SQL statements the module ran, and in check mode those it would run.
+  returned: always
+  type: list
+  elements: str
+  sample: ["SELECT pg_catalog.pg_start_backup('nightly', true)::text"]
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_session import (
+    start_argument_spec, start_backup)
+from ansible_collections.pgexclusive.backup.plugins.module_utils.module_runner import run_module
+
+
+def main():
+    run_module(AnsibleModule(argument_spec=start_argument_spec(), supports_check_mode=True), start_backup)
+
+
+if __name__ == "__main__":
+    main()

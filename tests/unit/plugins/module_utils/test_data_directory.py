@@ -1,0 +1,72 @@
+"""data_directory reads real files in a temporary directory; no server involved."""
+
+import pytest
+
+from ansible_collections.pgexclusive.backup.plugins.module_utils.data_directory import (
+    advice, age_offline, read_data_directory)
+from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
+
+LABEL = """START WAL LOCATION: 0/2000028 (file 000000010000000000000002)
+CHECKPOINT LOCATION: 0/3000060
+BACKUP METHOD: pg_start_backup
+BACKUP FROM: primary
+START TIME: 1970-01-01 00:00:00 UTC
+LABEL: nightly
+START TIMELINE: 1
+"""
+
+
+@pytest.fixture
+def datadir(tmp_path):
+    (tmp_path / "PG_VERSION").write_text("15\n")
+    (tmp_path / "pg_wal").mkdir()
+    (tmp_path / "pg_tblspc").mkdir()
+    return tmp_path
+
+
+def test_not_a_data_directory(tmp_path):
+    with pytest.raises(BackupError, match="PG_VERSION"):
+        read_data_directory(str(tmp_path))
+
+
+def test_clean_directory(datadir):
+    facts, backup = read_data_directory(str(datadir))
+    assert backup is None and facts["pg_version"] == "15" and facts["postmaster_pid"] is None
+    assert "starts normally" in advice(facts, backup, False)
+
+
+def test_crashed_primary_with_missing_checkpoint_wal(datadir):
+    (datadir / "backup_label").write_text(LABEL)
+    (datadir / "postmaster.pid").write_text("4242\n/data\n")
+    (datadir / "pg_wal" / "000000010000000000000002").write_text("")
+    (datadir / "pg_tblspc" / "16390").symlink_to("/srv/ts")
+    facts, backup = read_data_directory(str(datadir))
+    assert backup["label"] == "nightly" and backup["tablespace_map"] == []
+    assert facts["needed_wal_files"] == ["000000010000000000000002", "000000010000000000000003"]
+    assert facts["missing_wal_files"] == ["000000010000000000000003"]
+    assert facts["tablespaces"] == [{"oid": 16390, "name": None, "location": "/srv/ts"}]
+    text = advice(facts, backup, False)
+    assert "4242" in text and "will fail" in text and "move backup_label" in text
+
+
+def test_restored_copy_keeps_its_label(datadir):
+    (datadir / "backup_label").write_text(LABEL)
+    (datadir / "recovery.signal").write_text("")
+    facts, backup = read_data_directory(str(datadir))
+    text = advice(facts, backup, False)
+    assert "Never remove it" in text and "move backup_label" not in text
+
+
+def test_age_offline():
+    facts_backup = {"start_time": "1970-01-01 00:00:00 UTC"}
+    assert age_offline(facts_backup, now=90) == 90
+    assert age_offline({"start_time": "1970-01-01 00:00:00 CET"}, now=90) is None
+
+
+def test_system_identifier_is_read_from_pg_control(tmp_path):
+    import struct
+    from ansible_collections.pgexclusive.backup.plugins.module_utils.data_directory import system_identifier
+    (tmp_path / "global").mkdir()
+    (tmp_path / "global" / "pg_control").write_bytes(struct.pack("=Q", 7310592362290628506) + b"\0" * 100)
+    assert system_identifier(str(tmp_path)) == "7310592362290628506"
+    assert system_identifier(str(tmp_path / "missing")) is None
