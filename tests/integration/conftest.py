@@ -1,1 +1,3 @@
-from testbed.fixtures import *  # noqa: F401,F403  (pytest finds fixtures and hooks by name)
+# pytest finds fixtures and hooks by their names in a conftest module.
+from testbed.fixtures import (  # noqa: F401  pylint: disable=unused-import
+    clusters, db, ext_pg, pg, pytest_configure, pytest_unconfigure, restore, scratch, testbed_dir)

@@ -124,7 +124,7 @@ class Cluster:
 
     def _pg(self, argv):
         cmd = as_postgres([self.inst.tool(argv[0]), *argv[1:]])
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise TestbedError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}{self.log_tail()}")
         return proc.stdout

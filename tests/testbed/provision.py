@@ -46,7 +46,7 @@ class Installation:
 
 
 def _run(argv, **kwargs):
-    proc = subprocess.run(argv, capture_output=True, text=True, **kwargs)
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, **kwargs)
     if proc.returncode != 0:
         raise TestbedError(
             f"{' '.join(map(str, argv))} failed with exit code {proc.returncode}:\n"
@@ -66,7 +66,7 @@ def _locked():
 
 def apt_install(packages):
     missing = [p for p in packages if subprocess.run(
-        ["dpkg-query", "-W", "-f=${Status}", p], capture_output=True, text=True
+        ["dpkg-query", "-W", "-f=${Status}", p], capture_output=True, text=True, check=False
     ).stdout != "install ok installed"]
     if not missing:
         return

@@ -1,0 +1,36 @@
+"""Fixtures for the ecosystem checks: a copy of the collection in an ansible_collections tree."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tooling import OUTPUT, REPO, run, shown
+
+
+@pytest.fixture(scope="session")
+def collection_tree():
+    """The files git knows of (committed or not, ignored ones left out), under ansible_collections/.
+
+    ansible-test insists on running from inside ansible_collections/<ns>/<name>
+    and resolves symlinks, so this is a real copy.
+    """
+    root = OUTPUT / "tree" / "ansible_collections" / "pgexclusive" / "backup"
+    shutil.rmtree(root, ignore_errors=True)
+    listed = run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO)
+    assert listed.returncode == 0, shown(listed)
+    for name in filter(None, listed.stdout.split("\0")):
+        source = REPO / name
+        if source.is_file():
+            target = root / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    return root
+
+
+@pytest.fixture(scope="session")
+def pip_bootstrap():
+    cache = Path.home() / ".ansible" / "test" / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    for version in ("24_2",):
+        shutil.copy(Path(__file__).with_name("get_pip_standin.py"), cache / f"get_pip_{version}.py")
