@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test provision
+.PHONY: test provision demo
 
 $(PY): tests/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,3 +16,8 @@ provision: $(PY)
 
 test: provision
 	$(PY) -m pytest
+
+# A throwaway PostgreSQL 15 with archiving and the extension, one backup through
+# playbooks/backup.yml, pg_verifybackup, a restore; see tests/demo.py.
+demo: $(PY)
+	$(PY) -m tests.demo

@@ -1,0 +1,119 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: pgexclusive.backup maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: pg_backup_wal
+short_description: Put the WAL an exclusive backup needs into the backup directory
+description:
+  - Copies every WAL segment from the backup's start to its stop, and the backup history file, out of
+    the WAL archive into the backup, so that the backup restores without the archive.
+  - Plain copies get them in C(data/pg_wal/) (where recovery and C(pg_verifybackup) look);
+    tar copies get C(pg_wal.tar) (compressed like the rest); the command method gets C(pg_wal/).
+  - Fails naming the first segment missing from the archive.
+version_added: 0.1.0
+author: pgexclusive.backup maintainers (@pgexclusive)
+options:
+  backup_dir:
+    description: The backup directory, C(<dest>/<label>).
+    type: path
+    required: true
+  wal_archive_dir:
+    description: The directory the server's C(archive_command) copies WAL into (uncompressed segments).
+    type: path
+    required: true
+  start_wal_file:
+    description: The first segment (C(start_wal_file) of pg_start_backup).
+    type: str
+    required: true
+  stop_wal_file:
+    description: The last segment (C(stop_wal_file) of pg_stop_backup).
+    type: str
+    required: true
+  backup_history_file:
+    description: The C(.backup) history file the stop wrote, copied too when given.
+    type: str
+  compression:
+    description: Compression of C(pg_wal.tar) for tar copies.
+    type: str
+    choices: [none, gzip, zstd]
+    default: none
+notes:
+  - Check mode copies nothing and reports changed.
+'''
+
+EXAMPLES = r'''
+- name: Make the backup self-contained
+  pgexclusive.backup.pg_backup_wal:
+    backup_dir: /srv/backups/{{ label }}
+    wal_archive_dir: /srv/wal-archive
+    start_wal_file: "{{ started.start_wal_file }}"
+    stop_wal_file: "{{ stopped.stop_wal_file }}"
+    backup_history_file: "{{ stopped.backup_history_file }}"
+'''
+
+RETURN = r'''
+wal_files:
+  description: The WAL files put into the backup.
+  returned: success
+  type: list
+  elements: str
+location:
+  description: Where they are, relative to the backup directory.
+  returned: success
+  type: str
+'''
+
+import os
+import shutil
+import subprocess
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_record import include_wal
+from ansible_collections.pgexclusive.backup.plugins.module_utils.copy import DATA_SUBDIR, TAR_COMPRESS_ARG, tar_name
+from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            backup_dir=dict(type="path", required=True),
+            wal_archive_dir=dict(type="path", required=True),
+            start_wal_file=dict(type="str", required=True),
+            stop_wal_file=dict(type="str", required=True),
+            backup_history_file=dict(type="str"),
+            compression=dict(type="str", choices=["none", "gzip", "zstd"], default="none"),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    if module.check_mode:
+        module.exit_json(changed=True, wal_files=[], location=None)
+    plain = os.path.isdir(os.path.join(p["backup_dir"], DATA_SUBDIR))
+    tarred = not plain and any(n.startswith("base.tar") for n in os.listdir(p["backup_dir"]))
+    target = os.path.join(p["backup_dir"], DATA_SUBDIR, "pg_wal") if plain else os.path.join(p["backup_dir"], "pg_wal")
+    try:
+        files = include_wal(p["wal_archive_dir"], target, p["start_wal_file"], p["stop_wal_file"],
+                            p["backup_history_file"])
+    except BackupError as exc:
+        module.fail_json(**exc.fail_kwargs())
+    location = os.path.relpath(target, p["backup_dir"])
+    if tarred:
+        output = os.path.join(p["backup_dir"], tar_name("pg_wal", p["compression"]))
+        argv = ["tar", "-C", target, "-cf", output] + TAR_COMPRESS_ARG[p["compression"]] + sorted(files)
+        rc = subprocess.call(argv)
+        if rc != 0:
+            module.fail_json(msg="tar of the WAL failed with exit code %d: %s" % (rc, " ".join(argv)))
+        shutil.rmtree(target)
+        location = os.path.basename(output)
+    module.exit_json(changed=True, wal_files=files, location=location)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,262 @@
+"""The exclusive_backup role end to end: a backup counts as good only when it restored.
+
+Each test runs the role through the real ansible-playbook against a test bed
+server while a writer commits rows, then restores the backup with
+recovery_target = 'immediate' and checks the rows against the stop LSN.
+"""
+
+import json
+import subprocess
+
+import pytest
+
+from role_play import Writer, check_rows_against_stop, run_role
+
+
+def prepare_table(pg, db):
+    pg.sql("CREATE TABLE t (id int PRIMARY KEY, phase text NOT NULL)", dbname=db)
+    pg.sql("INSERT INTO t SELECT g, 'before' FROM generate_series(1, 1000) g", dbname=db)
+
+
+def extract(archive, target):
+    target.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["tar", "-C", str(target), "-xf", str(archive)], check=True)
+    return target
+
+
+def backup_with_writer(pg, db, scratch, **role_vars):
+    prepare_table(pg, db)
+    with Writer(pg, db) as writer:
+        run = run_role(pg, scratch, exclusive_backup_dest=str(scratch / "backups"), **role_vars)
+    assert writer.error is None, writer.error
+    pg.sql("INSERT INTO t SELECT g, 'after' FROM generate_series(900001, 900100) g", dbname=db)
+    assert run.rc == 0, run.output[-6000:]
+    return run, writer
+
+
+def restored_ids(restored, db):
+    return [row[0] for row in restored.sql("SELECT id FROM t", dbname=db)]
+
+
+def test_tar_backup_restores_with_recovery_target_immediate(pg, db, scratch, restore):
+    run, writer = backup_with_writer(pg, db, scratch)
+    result = run.result
+    assert result["status"] == "complete"
+    backup_dir = scratch / "backups" / result["label"]
+    record = json.loads((backup_dir / "backup.json").read_text())
+    assert record["status"] == "complete" and record["label"] == result["label"]
+    assert record["api"] == pg.api and record["method"] == "tar"
+    assert not pg.in_backup(), "the role must leave the server out of backup mode"
+    copy = extract(backup_dir / "base.tar", scratch / "copy")
+    label = (copy / "backup_label").read_text()
+    assert f"LABEL: {result['label']}" in label
+    if pg.major >= 15:
+        assert "BACKUP METHOD: streamed" in label, label
+    assert not (copy / "postmaster.pid").exists()
+    restored = restore(pg, copy)
+    ids = restored_ids(restored, db)
+    assert set(range(1, 1001)) <= set(ids)
+    assert not any(i > 900000 for i in ids)
+    must_in, must_out = check_rows_against_stop(writer, ids, record["stop_lsn"])
+    assert must_in > 0, "the writer committed nothing during the backup"
+
+
+def test_failed_copy_stops_the_backup_and_records_failed(pg, scratch):
+    label = f"failing-copy-{pg.major}"
+    backup_dir = scratch / "backups" / label
+    # tar cannot write base.tar when a directory of that name is in the way: a real tar failure (exit 2).
+    (backup_dir / "base.tar").mkdir(parents=True)
+    run = run_role(pg, scratch, exclusive_backup_dest=str(scratch / "backups"), exclusive_backup_label=label)
+    assert run.rc != 0
+    assert "The backup %s failed" % label in run.output and "tar exited with 2" in run.output, run.output[-4000:]
+    assert not pg.in_backup(), "after a failed copy the server must be out of backup mode"
+    record = json.loads((backup_dir / "backup.json").read_text())
+    assert record["status"] == "failed" and "tar" in record["error"]
+    assert record["stop_lsn"], "the failed record still names the stop"
+    assert run.result["status"] == "failed"
+
+
+def test_failed_command_copy_stops_the_backup(pg, scratch):
+    if pg.major not in (14, 15):
+        pytest.skip("the command method's failure path is the same on every extension major")
+    run = run_role(pg, scratch, exclusive_backup_dest=str(scratch / "backups"),
+                   exclusive_backup_method="command",
+                   exclusive_backup_command="echo snapshot tool broke >&2; exit 3")
+    assert run.rc != 0 and "snapshot tool broke" in run.output
+    assert not pg.in_backup()
+    record = json.loads((scratch / "backups" / run.result["label"] / "backup.json").read_text())
+    assert record["status"] == "failed"
+
+
+def test_another_runs_backup_is_left_alone(pg, scratch):
+    pg.start_backup("someone else's backup")
+    try:
+        run = run_role(pg, scratch, exclusive_backup_dest=str(scratch / "backups"))
+        assert run.rc != 0
+        assert "someone else's backup" in run.output, run.output[-4000:]
+        assert pg.in_backup(), "the other run's backup must still be in progress"
+        assert "LABEL: someone else's backup" in pg.backup_label()
+        assert "This run started no backup and stopped none" in run.output
+        assert not (scratch / "backups").exists() or not any((scratch / "backups").iterdir())
+    finally:
+        pg.stop_backup()
+
+
+def test_broken_archiving_refuses_to_start(pg, scratch):
+    pg.break_archiving()
+    run = run_role(pg, scratch, exclusive_backup_dest=str(scratch / "backups"), exclusive_backup_archive_timeout=3)
+    assert run.rc != 0
+    assert "no backup was started" in run.output, run.output[-4000:]
+    assert not pg.in_backup()
+    assert not (scratch / "backups").exists()
+
+
+def test_plain_backup_with_tablespace_wal_manifest_and_restore_check(pg, db, scratch, restore):
+    # Both plain methods on every major would double the slowest test: alternate them.
+    method = "rsync" if pg.major in (14, 16) else "copy"
+    name = f"ts_{method}_{db}"
+    location = pg.create_tablespace(name)
+    try:
+        pg.sql(f"CREATE TABLE in_ts (id int) TABLESPACE {name}", dbname=db)
+        pg.sql("INSERT INTO in_ts SELECT generate_series(1, 500)", dbname=db)
+        run, writer = backup_with_writer(
+            pg, db, scratch, exclusive_backup_method=method, exclusive_backup_include_wal=True,
+            exclusive_backup_wal_archive_dir=str(pg.archive_dir), exclusive_backup_verify_restore=True)
+        backup_dir = scratch / "backups" / run.result["label"]
+        record = json.loads((backup_dir / "backup.json").read_text())
+        assert record["verify_restore"]["ok"] is True
+        assert record["wal_included"] and record["stop_wal_file"] in record["wal_included"]
+        data = backup_dir / "data"
+        oid = record["tablespaces"][0]["oid"]
+        link = data / "pg_tblspc" / oid
+        assert link.is_symlink(), "the tablespace link stays a link"
+        assert (backup_dir / "tablespaces" / oid).is_dir()
+        assert (data / "tablespace_map").read_text().startswith(f"{oid} {location}")
+        # pg_verifybackup of the major (15+ ship it); 14's npm build has none: use 15's, the format is the same.
+        tool = pg.inst.bindir / "pg_verifybackup"
+        if not tool.exists():
+            tool = "/usr/lib/postgresql/15/bin/pg_verifybackup"
+        check = subprocess.run([str(tool), "-m", str(backup_dir / "backup_manifest"), str(data)]
+                               + (["-n"] if pg.major < 15 else []), capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+        # The restore check passed; restore it here too, relocating the tablespace.
+        copy = scratch / "restored-copy"
+        subprocess.run(["cp", "-a", str(data), str(copy)], check=True)
+        new_location = scratch / "restored-ts"
+        subprocess.run(["cp", "-a", str(backup_dir / "tablespaces" / oid), str(new_location)], check=True)
+        (copy / "tablespace_map").write_text(f"{oid} {new_location}\n")
+        subprocess.run(["chown", "-R", "postgres:postgres", str(new_location)], check=True)
+        restored = restore(pg, copy)
+        assert restored.value("SELECT count(*) FROM in_ts", dbname=db) == 500
+        check_rows_against_stop(writer, restored_ids(restored, db), record["stop_lsn"])
+    finally:
+        pg.sql(f"DROP DATABASE IF EXISTS {db}")
+        pg.sql(f"DROP TABLESPACE IF EXISTS {name}")
+
+
+def test_tar_zstd_with_tablespace_self_contained(pg, db, scratch, restore):
+    """tar + zstd, a tablespace, the WAL in pg_wal.tar.zst: restores without the archive."""
+    name = f"ts_tar_{db}"
+    pg.create_tablespace(name)
+    try:
+        pg.sql(f"CREATE TABLE in_ts (id int) TABLESPACE {name}", dbname=db)
+        pg.sql("INSERT INTO in_ts SELECT generate_series(1, 300)", dbname=db)
+        run, writer = backup_with_writer(
+            pg, db, scratch, exclusive_backup_compression="zstd", exclusive_backup_include_wal=True,
+            exclusive_backup_wal_archive_dir=str(pg.archive_dir), exclusive_backup_verify_restore=True)
+        backup_dir = scratch / "backups" / run.result["label"]
+        record = json.loads((backup_dir / "backup.json").read_text())
+        oid = record["tablespaces"][0]["oid"]
+        names = sorted(p.name for p in backup_dir.iterdir())
+        assert names == sorted(["backup.json", "base.tar.zst", f"{oid}.tar.zst", "pg_wal.tar.zst"]), names
+        assert record["verify_restore"]["ok"] is True
+        # Restore here without any archive: only what the backup holds.
+        copy = scratch / "copy"
+        copy.mkdir()
+        subprocess.run(["tar", "--zstd", "-C", str(copy), "-xf", str(backup_dir / "base.tar.zst")], check=True)
+        subprocess.run(["tar", "--zstd", "-C", str(copy / "pg_wal"), "-xf", str(backup_dir / "pg_wal.tar.zst")], check=True)
+        ts = scratch / "ts-restored"
+        ts.mkdir()
+        subprocess.run(["tar", "--zstd", "-C", str(ts), "-xf", str(backup_dir / f"{oid}.tar.zst")], check=True)
+        subprocess.run(["chown", "-R", "postgres:postgres", str(ts)], check=True)
+        (copy / "tablespace_map").write_text(f"{oid} {ts}\n")
+        empty_archive = scratch / "no-archive"
+        empty_archive.mkdir()
+        restored = restore(type("NoArchive", (), {"inst": pg.inst, "archive_dir": empty_archive})(), copy)
+        assert restored.value("SELECT count(*) FROM in_ts", dbname=db) == 300
+        check_rows_against_stop(writer, restored_ids(restored, db), record["stop_lsn"])
+    finally:
+        pg.sql(f"DROP DATABASE IF EXISTS {db}")
+        pg.sql(f"DROP TABLESPACE IF EXISTS {name}")
+
+
+def test_command_method_snapshot_restores_with_the_label_the_role_gives(ext_pg, db, scratch, restore):
+    """command on 15+: the role cannot fix the snapshot's label, it hands over backup_label.restorable."""
+    if ext_pg.major != 15:
+        pytest.skip("one extension major is enough for the command method's success path")
+    pg = ext_pg
+    snap = "tar -C \"$PGX_DATA_DIRECTORY\" -cf \"$PGX_BACKUP_DIR/snapshot.tar\" --exclude=./postmaster.pid " \
+           "--exclude='./pg_wal/*' . || [ $? -eq 1 ]"
+    run, writer = backup_with_writer(pg, db, scratch, exclusive_backup_method="command", exclusive_backup_command=snap)
+    assert "BACKUP METHOD: streamed" in run.output, "the role tells what to change in the snapshot"
+    backup_dir = scratch / "backups" / run.result["label"]
+    record = json.loads((backup_dir / "backup.json").read_text())
+    copy = extract(backup_dir / "snapshot.tar", scratch / "copy")
+    assert "BACKUP METHOD: pg_start_backup" in (copy / "backup_label").read_text()
+    (copy / "backup_label").write_text((backup_dir / "backup_label.restorable").read_text())
+    restored = restore(pg, copy)
+    check_rows_against_stop(writer, restored_ids(restored, db), record["stop_lsn"])
+
+
+def test_playbook_retention_and_set_stats(pg, scratch):
+    """playbooks/backup.yml: hosts from a variable, retention keeps the newest, set_stats publishes."""
+    if pg.major != 15:
+        pytest.skip("retention and the playbook do not depend on the major")
+    dest = scratch / "backups"
+    for label, status, when in (("old-1", "complete", "2020-01-01T00:00:00Z"), ("old-2", "complete", "2020-01-02T00:00:00Z"),
+                                ("old-failed", "failed", "2020-01-03T00:00:00Z")):
+        (dest / label).mkdir(parents=True)
+        (dest / label / "backup.json").write_text(json.dumps({"label": label, "status": status, "finished_at": when}))
+    (dest / "not-a-backup").mkdir()
+    import os
+    os.environ["ANSIBLE_SHOW_CUSTOM_STATS"] = "1"
+    try:
+        from role_play import REPO
+        run = run_role(pg, scratch, playbook=REPO / "playbooks" / "backup.yml", exclusive_backup_hosts="localhost",
+                       exclusive_backup_dest=str(dest), exclusive_backup_retention=2,
+                       exclusive_backup_verify_archiving="passive", awx_job_id=4242)
+    finally:
+        del os.environ["ANSIBLE_SHOW_CUSTOM_STATS"]
+    assert run.rc == 0, run.output[-5000:]
+    assert "CUSTOM STATS" in run.output and "exclusive_backup_results" in run.output
+    left = sorted(p.name for p in dest.iterdir())
+    assert "old-1" not in left and {"old-2", "old-failed", "not-a-backup"} <= set(left) and len(left) == 4, left
+    assert "Removed by retention: old-1" in run.output
+    assert any(name.startswith("pgx-localhost-awx4242-") for name in left), "the label carries the AWX job id"
+
+
+def test_wal_not_archived_after_the_stop_fails_and_records_failed(pg, scratch):
+    """Archiving breaks during the backup: the backup is stopped, backup.json says failed, the play fails."""
+    pg.break_archiving()
+    run = run_role(pg, scratch, exclusive_backup_dest=str(scratch / "backups"),
+                   exclusive_backup_verify_archiving="skip", exclusive_backup_archive_timeout=3)
+    assert run.rc != 0
+    assert "WARNING: exclusive_backup_verify_archiving is skip" in run.output
+    assert not pg.in_backup(), "the backup is stopped even though its WAL is not archived"
+    record = json.loads((scratch / "backups" / run.result["label"] / "backup.json").read_text())
+    assert record["status"] == "failed" and record["error"]
+
+
+def test_same_label_started_by_another_run_is_left_alone(pg, scratch):
+    """pg_start_backup is idempotent for one label; the role still never adopts a backup it did not start."""
+    if pg.major not in (14, 15):
+        pytest.skip("native and extension API: 14 and 15 cover both")
+    pg.start_backup("nightly")
+    try:
+        run = run_role(pg, scratch, exclusive_backup_dest=str(scratch / "backups"), exclusive_backup_label="nightly")
+        assert run.rc != 0
+        assert "another run uses the same label" in run.output, run.output[-4000:]
+        assert pg.in_backup() and "LABEL: nightly" in pg.backup_label()
+        assert not (scratch / "backups" / "nightly" / "base.tar").exists()
+    finally:
+        pg.stop_backup()
