@@ -187,7 +187,8 @@ def _ensure_api(server, params, check_mode):
 def _refuse_other_backup(server, params, backup, action):
     _path, record = safety_stop.record_of(server, params, backup.get("label") or "")
     whose = ("; this collection's state record says: %s" % describe_record(record)) if record else (
-        "; no state record on this host knows it (another tool, another host, or started without one)")
+        "; no state record on this host names it (started a moment ago and not recorded yet, or by another "
+        "tool, another host, or without a state_dir)")
     raise BackupError(
         "Another exclusive backup is in progress: %s%s. Nothing was %s." % (describe_backup(backup), whose, action),
         "Wait for it to finish, or stop it with pg_stop_backup label: '%s' if it is abandoned." % backup.get("label"),
@@ -218,17 +219,13 @@ def start_backup(server, params, check_mode):
     # Check mode writes nothing, and without a usable state_dir there are no records to keep.
     keeps_records = not check_mode and not result["warnings"]
     running = server.read_backup()
-    if keeps_records:
-        earlier = safety_stop.unreported_failures(server, params, running.get("label") if running else None)
-        result["earlier_failures"] = earlier
-        result["warnings"] += [safety_stop.failure_warning(item) for item in earlier]
     if running is not None:
         if running.get("label") != label:
             _refuse_other_backup(server, params, running, "started or stopped")
         # Same label again: the record and watchdog of the run that started it stay as they are.
         _path, record = safety_stop.record_of(server, params, label)
         result.update(start_facts(running, api), changed=created, state_record=record)
-        return result
+        return _report_earlier_failures(server, params, result, keeps_records)
     if check_mode:
         server.session.would_run(backup_api.START_SQL[api], (label, params["fast"]))
         result.update(start_facts({"label": label}, api), changed=True)
@@ -256,14 +253,23 @@ def start_backup(server, params, check_mode):
     try:
         path, record = safety_stop.arm(server, params, result)
     except BackupError as exc:
-        _stop_unguarded(server, api, label)
+        _stop_again(server, api, label)
         exc.facts.update(start_facts(started, api), changed=True, stopped_again=True)
         raise
     result.update(state_record=record, state_record_path=path)
+    return _report_earlier_failures(server, params, result, keeps_records)
+
+
+def _report_earlier_failures(server, params, result, keeps_records):
+    """Only a start that succeeds reports them: a failed module's warnings are not shown."""
+    if keeps_records:
+        earlier = safety_stop.unreported_failures(server, params, result["label"])
+        result["earlier_failures"] = earlier
+        result["warnings"] += [safety_stop.failure_warning(item) for item in earlier]
     return result
 
 
-def _stop_unguarded(server, api, label):
+def _stop_again(server, api, label):
     """A backup whose safety stop could not be put in place is stopped again at once, label-guarded."""
     with stop_lock(server.session):
         server.session.value(backup_api.GUARDED_STOP_SQL[api], (label,))

@@ -12,6 +12,7 @@ start, in a restored copy or a standby it is what makes recovery correct.
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import errno
 import os
 import struct
 import time
@@ -127,3 +128,59 @@ def advice(facts, backup, server_running):
                        "backup_label (and tablespace_map) aside, e.g. to backup_label.old, then start the server."
                        % ", ".join(facts["missing_wal_files"]))
     return text + "That WAL is present, so the server should start and then discard backup_label on its own."
+
+
+def _postmaster_running(facts):
+    """True when postmaster.pid names a live process. A crash leaves the file behind with a dead PID."""
+    pid = facts["postmaster_pid"]
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError as exc:
+        return exc.errno == errno.EPERM
+    # A killed postmaster nobody has reaped yet still answers kill(0): a zombie runs nothing.
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (IOError, OSError, IndexError):
+        return True
+
+
+def check_label_may_be_set_aside(facts, backup, record, confirm):
+    """Raise BackupError unless backup_label may be moved aside: the last checks before touching the primary."""
+    label = backup.get("label")
+    if facts["signal_files"]:
+        raise BackupError(
+            "%s is a restored copy or a standby (%s present): its backup_label tells recovery where the backup "
+            "ends. Nothing was changed." % (facts["path"], " and ".join(facts["signal_files"])),
+            "Never remove backup_label there; start the server and let recovery consume it.")
+    if _postmaster_running(facts):
+        raise BackupError(
+            "The server of %s is running (postmaster.pid names live process %d). Nothing was changed."
+            % (facts["path"], facts["postmaster_pid"]),
+            "A running primary ends its backup with pg_stop_backup label: '%s'; this step is only for a "
+            "stopped one." % label)
+    if record is None:
+        raise BackupError(
+            "backup_label names '%s', which this collection did not start on this host (no state record). "
+            "Nothing was changed." % label,
+            "Find out which tool started it and follow its instructions; pg_backup_info's advice says what "
+            "a start of this server needs.")
+    if confirm != label:
+        raise BackupError(
+            "Setting backup_label aside needs explicit confirmation. Nothing was changed.",
+            "Check pg_backup_info's advice first, then set confirm to the label exactly: '%s'." % label,
+            label=label)
+
+
+def set_aside_backup_label(path, stamp):
+    """Rename backup_label (and tablespace_map) to <name>.pgexclusive-<stamp>: kept, never deleted."""
+    moved = []
+    for name in (LABEL_FILE, TABLESPACE_MAP):
+        source = os.path.join(path, name)
+        if os.path.exists(source):
+            target = "%s.pgexclusive-%s" % (source, stamp)
+            os.rename(source, target)
+            moved.append(target)
+    return moved

@@ -51,11 +51,11 @@ options:
     description:
       - Lease in seconds. With a value above C(0) the module leaves a watchdog process on the host it
         runs on (the database host), detached from Ansible, that stops this backup when the lease
-        expires - if and only if the backup in progress still carries O(label) - and records what it
+        expires (if and only if the backup in progress still carries O(label)) and records what it
         did in the state record. It covers the controller being killed or an AWX job cancelled,
         when no C(rescue)/C(always) runs.
       - M(pgexclusive.backup.pg_stop_backup) with this label ends the watchdog. When the watchdog
-        stopped the backup first, that stop fails: the copy is void.
+        stopped the backup first, that stop fails, because the copy is void.
       - C(0) means no safety stop.
     type: int
     default: 0
@@ -133,7 +133,7 @@ start_lsn:
   type: str
   sample: 0/2000028
 start_wal_file:
-  description: WAL segment holding O(start_lsn); the first file a restore needs.
+  description: WAL segment holding RV(start_lsn); the first file a restore needs.
   returned: always
   type: str
   sample: "000000010000000000000002"
@@ -178,7 +178,7 @@ state_record:
 earlier_failures:
   description: State records of earlier backups of this cluster that ended badly (lease expired,
     watchdog lost), each reported by one start only, with C(effective_outcome) and C(what_to_do).
-  returned: when the module got as far as checking for a backup in progress
+  returned: when the start succeeded with a usable O(state_dir)
   type: list
   elements: dict
 max_duration:

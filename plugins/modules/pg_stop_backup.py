@@ -57,7 +57,7 @@ options:
       - Where M(pgexclusive.backup.pg_start_backup) keeps its state records (same host, same value).
       - The stop marks this label's record stopped and ends its watchdog. When nothing is in
         progress and the record says the watchdog stopped this label's backup at lease expiry, the
-        module fails (RV(safety_stopped)): the copy taken under it is not usable.
+        module fails with RV(safety_stopped), because the copy taken under it is not usable.
     type: path
     default: /var/lib/pgexclusive-backup
 extends_documentation_fragment:
@@ -157,6 +157,14 @@ last_failed_time:
 changed:
   description: True when this task stopped a backup.
   returned: always
+  type: bool
+watchdog_ended:
+  description: Whether this stop ended the backup's watchdog (see O(state_dir)).
+  returned: when this task stopped the backup
+  type: bool
+safety_stopped:
+  description: True when the watchdog had already stopped this label's backup at lease expiry; the module fails then.
+  returned: on that failure
   type: bool
 queries:
   description: The SQL statements the module ran, and in check mode those it would run.

@@ -1,9 +1,15 @@
 """data_directory reads real files in a temporary directory; no server involved."""
 
+import os
+import struct
+import subprocess
+import sys
+
 import pytest
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.data_directory import (
-    advice, age_offline, read_data_directory)
+    advice, age_offline, check_label_may_be_set_aside, read_data_directory, set_aside_backup_label,
+    system_identifier)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 
 LABEL = """START WAL LOCATION: 0/2000028 (file 000000010000000000000002)
@@ -64,9 +70,52 @@ def test_age_offline():
 
 
 def test_system_identifier_is_read_from_pg_control(tmp_path):
-    import struct
-    from ansible_collections.pgexclusive.backup.plugins.module_utils.data_directory import system_identifier
     (tmp_path / "global").mkdir()
     (tmp_path / "global" / "pg_control").write_bytes(struct.pack("=Q", 7310592362290628506) + b"\0" * 100)
     assert system_identifier(str(tmp_path)) == "7310592362290628506"
     assert system_identifier(str(tmp_path / "missing")) is None
+
+
+def crashed(datadir, pid=None, signal_file=None):
+    (datadir / "backup_label").write_text(LABEL)
+    (datadir / "tablespace_map").write_text("16390 /srv/ts\n")
+    if pid is not None:
+        (datadir / "postmaster.pid").write_text("%d\n/data\n" % pid)
+    if signal_file:
+        (datadir / signal_file).write_text("")
+    return read_data_directory(str(datadir))
+
+
+def test_set_aside_needs_every_safeguard(datadir):
+    facts, backup = crashed(datadir, pid=os.getpid())
+    with pytest.raises(BackupError, match="is running"):
+        check_label_may_be_set_aside(facts, backup, {"label": "nightly"}, "nightly")
+    (datadir / "postmaster.pid").unlink()
+    for name in ("standby.signal", "recovery.signal"):
+        facts, backup = crashed(datadir, signal_file=name)
+        with pytest.raises(BackupError, match="Never remove backup_label"):
+            check_label_may_be_set_aside(facts, backup, {"label": "nightly"}, "nightly")
+        (datadir / name).unlink()
+    facts, backup = crashed(datadir)
+    with pytest.raises(BackupError, match="did not start"):
+        check_label_may_be_set_aside(facts, backup, None, "nightly")
+    with pytest.raises(BackupError, match="explicit confirmation") as exc:
+        check_label_may_be_set_aside(facts, backup, {"label": "nightly"}, "")
+    assert "'nightly'" in exc.value.hint
+    check_label_may_be_set_aside(facts, backup, {"label": "nightly"}, "nightly")
+
+
+def test_a_dead_postmaster_pid_does_not_count_as_running(datadir):
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    facts, backup = crashed(datadir, pid=proc.pid)
+    check_label_may_be_set_aside(facts, backup, {"label": "nightly"}, "nightly")
+
+
+def test_set_aside_renames_and_keeps_the_files(datadir):
+    crashed(datadir)
+    moved = set_aside_backup_label(str(datadir), "20261121T120000Z")
+    assert sorted(os.path.basename(path) for path in moved) == [
+        "backup_label.pgexclusive-20261121T120000Z", "tablespace_map.pgexclusive-20261121T120000Z"]
+    assert not (datadir / "backup_label").exists()
+    assert (datadir / "backup_label.pgexclusive-20261121T120000Z").read_text() == LABEL

@@ -1,0 +1,198 @@
+# -*- coding: utf-8 -*-
+# Copyright: pgexclusive.backup maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""The safety stop: a process on the database host that ends a backup whose lease expired.
+
+Ansible runs neither rescue nor always when the controller is killed or an
+AWX job is cancelled, so pg_start_backup leaves this watchdog behind. It is
+detached from everything Ansible owns:
+
+- it runs as ``python -c <source>``: AnsiballZ runs the module from a
+  temporary zip that is deleted when the task ends, so the watchdog carries
+  the source of this file and of backup_state.py in its command line instead
+  of importing them from that zip (it needs only the standard library and
+  psycopg2, which the module itself needed);
+- it is double-forked into a new session with its standard streams on
+  /dev/null, so neither a SIGKILL of ansible-playbook, nor the end of the
+  module process, nor a hang-up of a terminal reaches it;
+- the connection parameters, password included, reach it through a pipe on
+  its standard input: never the command line (ps shows it), the environment
+  (/proc/<pid>/environ) or a file.
+
+At expiry it takes the collection's advisory lock (the stop module takes it
+too, so the two never interleave), re-reads the state record (a normal stop
+marks it stopped), and stops the backup in one statement that checks the
+label in backup_label and stops only if it is this backup's. What it did goes
+into the state record.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+# Imported by name from the module itself: in the watchdog process only that
+# module is registered (see _BOOTSTRAP), not the packages above it.
+from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_state import (
+    EXPIRED_ERROR, EXPIRED_NOT_IN_PROGRESS, EXPIRED_OTHER_LABEL, EXPIRED_STOPPED, EXPIRED_UNREACHABLE, RUNNING,
+    is_watchdog_of, now_iso, read_record, update_record, write_record)
+
+# Connection attempts at expiry go on for this long at most, in seconds, but
+# never longer than the lease itself: a server restarting must get its chance.
+UNREACHABLE_GRACE = 60
+RETRY_INTERVAL = 2
+
+_BOOTSTRAP = r'''
+import sys, types
+def _load(name, source):
+    module = types.ModuleType(name)
+    sys.modules[name] = module
+    exec(compile(source, name, "exec"), module.__dict__)
+    return module
+_load(%(state_name)r, %(state_source)r)
+_load(%(watchdog_name)r, %(watchdog_source)r).main()
+'''
+
+
+def _source_of(module):
+    """A module's source, also from inside the AnsiballZ zip (the loader still has it while the task runs)."""
+    source = module.__loader__.get_source(module.__name__)
+    if source is None:
+        raise RuntimeError("the source of %s is not available" % module.__name__)
+    return source
+
+
+def watchdog_argv(record_path):
+    """python -c <bootstrap> <record path>; the path lets the stop recognise this watchdog by its PID."""
+    code = _BOOTSTRAP % dict(
+        state_name=read_record.__module__, state_source=_source_of(sys.modules[read_record.__module__]),
+        watchdog_name=__name__, watchdog_source=_source_of(sys.modules[__name__]))
+    return [sys.executable, "-c", code, record_path]
+
+
+def spawn(config):
+    """Start the watchdog described by ``config``; return its PID once it has written its record.
+
+    ``config`` holds: connect (psycopg2.connect keyword arguments, password
+    included), record_path, record (the state record to write, outcome
+    running), deadline (epoch seconds), lock_sql, unlock_sql, lock_key,
+    guarded_stop_sql, read_label_sql.
+    """
+    proc = subprocess.Popen(watchdog_argv(config["record_path"]), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd="/", start_new_session=True, close_fds=True)
+    out, err = proc.communicate(json.dumps(config).encode("utf-8"), timeout=60)
+    text = out.decode("utf-8", "replace").strip()
+    if proc.returncode != 0 or not text.isdigit():
+        raise RuntimeError("the watchdog did not start (exit %s): %s" % (
+            proc.returncode, (err.decode("utf-8", "replace").strip() or text)[-2000:]))
+    return int(text)
+
+
+def main():
+    """Entry point of the ``python -c`` process: read the config, detach, wait, act."""
+    config = json.loads(sys.stdin.read())
+    sys.stdin.close()
+    if os.fork() > 0:
+        # The first child exits at once: the module reaps it, and the watchdog,
+        # no session leader, can never get a controlling terminal back.
+        os._exit(0)
+    os.umask(0o077)
+    record = dict(config["record"], watchdog_pid=os.getpid())
+    write_record(config["record_path"], record)
+    sys.stdout.write("%d\n" % os.getpid())
+    sys.stdout.flush()
+    _detach_stdio()
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # SIGTERM before expiry is how a normal stop ends the watchdog; the stop has recorded the outcome.
+    signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(0))
+    while True:
+        left = config["deadline"] - time.time()
+        if left <= 0:
+            break
+        time.sleep(min(left, 60))
+    # From here on the watchdog finishes what it started: a SIGTERM must not cut a stop in half.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        changes = expire(config)
+    except Exception as exc:  # noqa: BLE001 - whatever happened must reach the record
+        changes = dict(outcome=EXPIRED_ERROR, error=str(exc).strip())
+    if changes:
+        changes.setdefault("ended_at", now_iso())
+        update_record(config["record_path"], **changes)
+    os._exit(0)
+
+
+def _detach_stdio():
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def _connect(config):
+    import psycopg2
+    give_up = time.time() + min(UNREACHABLE_GRACE, max(RETRY_INTERVAL, config["record"].get("lease") or 0))
+    while True:
+        try:
+            conn = psycopg2.connect(**config["connect"])
+            conn.autocommit = True
+            return conn
+        except psycopg2.Error as exc:
+            if time.time() >= give_up:
+                raise _Unreachable(str(exc).strip())
+            time.sleep(RETRY_INTERVAL)
+
+
+class _Unreachable(Exception):
+    pass
+
+
+def expire(config):
+    """What the watchdog did at expiry, as record changes; None when a normal stop came first."""
+    try:
+        conn = _connect(config)
+    except _Unreachable as exc:
+        return dict(outcome=EXPIRED_UNREACHABLE, error=str(exc))
+    try:
+        cursor = conn.cursor()
+        cursor.execute(config["lock_sql"], (config["lock_key"],))
+        try:
+            return decide(config, cursor)
+        finally:
+            cursor.execute(config["unlock_sql"], (config["lock_key"],))
+    finally:
+        conn.close()
+
+
+def decide(config, cursor):
+    """Under the lock: stop the backup if it still carries our label; the record is written before unlocking."""
+    record = read_record(config["record_path"])
+    if record is None or record.get("outcome") != RUNNING:
+        return None
+    label = config["record"]["label"]
+    cursor.execute(config["guarded_stop_sql"], (label,))
+    stop_lsn = cursor.fetchone()[0]
+    if stop_lsn is not None:
+        return dict(outcome=EXPIRED_STOPPED, stop_lsn=stop_lsn)
+    cursor.execute(config["read_label_sql"])
+    other = cursor.fetchone()[0]
+    if other is None:
+        return dict(outcome=EXPIRED_NOT_IN_PROGRESS)
+    return dict(outcome=EXPIRED_OTHER_LABEL, other_label=other)
+
+
+def end(pid, record_path):
+    """End the watchdog of ``record_path`` if ``pid`` is still it; True when it was running."""
+    if not is_watchdog_of(pid, record_path):
+        return False
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except OSError:
+        return False
+    return True

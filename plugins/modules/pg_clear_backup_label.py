@@ -1,0 +1,90 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: pgexclusive.backup maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: pg_clear_backup_label
+short_description: Set aside the backup_label a crash during an exclusive backup left in a stopped primary
+description:
+  - After the server stopped during an exclusive backup, C(backup_label) stays in the data directory
+    and its next start replays WAL from the backup's checkpoint, which fails when that WAL is gone.
+    M(pgexclusive.backup.pg_backup_info) with O(data_directory) explains the case.
+  - This module renames C(backup_label) (and C(tablespace_map)) to C(<name>.pgexclusive-<UTC time>),
+    never deletes them, and only when all of this holds - the server is stopped (no live
+    C(postmaster.pid)); the directory is a primary (no C(standby.signal), no C(recovery.signal));
+    this collection started the backup named in it (its state record in O(state_dir)); and
+    O(confirm) repeats that label exactly. Otherwise it fails and changes nothing.
+  - Runs on the database host, as root or the server's OS user.
+version_added: 0.1.0
+author: pgexclusive.backup maintainers (@pgexclusive)
+options:
+  data_directory:
+    description: The stopped server's data directory.
+    type: path
+    required: true
+  confirm:
+    description: The label written in C(backup_label), typed back as explicit confirmation.
+    type: str
+    default: ''
+  state_dir:
+    description: Where M(pgexclusive.backup.pg_start_backup) kept its state records.
+    type: path
+    default: /var/lib/pgexclusive-backup
+attributes:
+  check_mode:
+    support: full
+    description: Checks everything and reports the renames it would make.
+seealso:
+  - module: pgexclusive.backup.pg_backup_info
+'''
+
+EXAMPLES = r'''
+- name: Set aside the backup_label a crash left (after reading pg_backup_info's advice)
+  pgexclusive.backup.pg_clear_backup_label:
+    data_directory: /var/lib/postgresql/15/main
+    confirm: "pgx-db1-20261121T020000Z-1a2b"
+  become: true
+'''
+
+RETURN = r'''
+label:
+  description: The label found in C(backup_label); null when there was none.
+  returned: always
+  type: str
+moved:
+  description: The new paths of the renamed files (would-be paths in check mode).
+  returned: always
+  type: list
+  elements: str
+files:
+  description: The data directory's facts as M(pgexclusive.backup.pg_backup_info) reports them.
+  returned: always
+  type: dict
+state_record:
+  description: The state record of the label.
+  returned: when a backup_label was found and set aside
+  type: dict
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.pgexclusive.backup.plugins.module_utils.crashed_backup import (
+    clear_argument_spec, clear_crashed_backup)
+from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
+
+
+def main():
+    module = AnsibleModule(argument_spec=clear_argument_spec(), supports_check_mode=True)
+    try:
+        result = clear_crashed_backup(module.params, module.check_mode)
+    except BackupError as exc:
+        module.fail_json(**exc.fail_kwargs())
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,312 @@
+"""The fault suite: the role and the modules on real servers when things go wrong.
+
+Majors: the kills run on 14 (native API) and 15 (extension), because they
+prove the watchdog, whose stop statement differs per API; every other fault
+runs on 15 only: it exercises the collection's handling (role, copy, archive
+wait, state records), which is the same on every major, and 15 is the first
+major that needs the extension. Leases are a few seconds and the copy is
+`sleep`, so the suite stays within a few minutes. Measured numbers are printed
+(pytest -s) and go into docs/reliability.md.
+"""
+
+import json
+import re
+import signal
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from playbook import connection, run_tasks, task
+from role_process import RoleProcess
+from role_play import Writer, check_rows_against_stop, run_role
+from testbed.fixtures import SELECTED, _handed_out
+from watchdogs import end_watchdogs, record, wait_for, watchdog_running
+
+LEASE = 8
+PGBENCH = "/usr/lib/postgresql/15/bin/pgbench"
+
+
+def _majors(wanted):
+    chosen = [m for m in SELECTED if m in wanted]
+    return chosen or [pytest.param(min(wanted), marks=pytest.mark.skip(reason="major not selected"))]
+
+
+@pytest.fixture(params=_majors((14, 15)), ids=lambda m: f"pg{m}")
+def kill_pg(request, clusters):
+    yield from _handed_out(clusters(request.param))
+
+
+@pytest.fixture(params=_majors((15,)), ids=lambda m: f"pg{m}")
+def fault_pg(request, clusters):
+    yield from _handed_out(clusters(request.param))
+
+
+@pytest.fixture
+def runs(scratch):
+    """Background role runs; their leftover processes and watchdogs are ended by id after the test."""
+    started = []
+    state_dir = scratch / "state"
+
+    def start(cluster, name="run", **role_vars):
+        role_vars.setdefault("exclusive_backup_dest", str(scratch / "backups"))
+        role_vars.setdefault("exclusive_backup_state_dir", str(state_dir))
+        started.append(RoleProcess(cluster, scratch, name, **role_vars))
+        return started[-1]
+
+    start.state_dir = state_dir
+    yield start
+    for run in started:
+        run.cleanup()
+    end_watchdogs(state_dir)
+
+
+def label_for(kind, cluster):
+    return "fault-%s-pg%d-%s" % (kind, cluster.major, uuid.uuid4().hex[:8])
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_controller_killed_mid_copy(kill_pg, runs, signum):
+    pg = kill_pg
+    label = label_for(signal.Signals(signum).name, pg)
+    run = runs(pg, exclusive_backup_label=label, exclusive_backup_max_duration=LEASE,
+               exclusive_backup_method="command", exclusive_backup_command="sleep 120",
+               exclusive_backup_verify_archiving="passive")
+    wait_for(lambda: pg.in_backup() and record(runs.state_dir, label) is not None, 60)
+    rec = record(runs.state_dir, label)
+    assert watchdog_running(rec), rec
+    time.sleep(1)   # well inside the copy
+    killed_at = time.time()
+    run.signal_group(signum)
+    run.wait(60)
+    assert run.rc != 0 and run.result is None, "the play must not have reached its always section"
+    assert pg.in_backup(), "nothing else may stop the backup before the lease"
+    wait_for(lambda: not pg.in_backup(), LEASE + 10)
+    left = time.time()
+    assert left - rec["started_epoch"] < LEASE + 3
+    wait_for(lambda: record(runs.state_dir, label)["outcome"] != "running", 10)
+    assert record(runs.state_dir, label)["outcome"] == "expired-stopped"
+    print("\nMEASURED pg%d %s: left backup mode %.1f s after the kill, %.1f s after the start (lease %d s)"
+          % (pg.major, signal.Signals(signum).name, left - killed_at, left - rec["started_epoch"], LEASE))
+
+    # The next run sees and reports the dead backup.
+    info, nxt, stop = run_tasks([
+        task("pg_backup_info", state_dir=str(runs.state_dir), **connection(pg)),
+        task("pg_start_backup", label=label + "-next", fast=True, state_dir=str(runs.state_dir), **connection(pg)),
+        task("pg_stop_backup", label=label + "-next", state_dir=str(runs.state_dir), **connection(pg)),
+    ])
+    dead = [r for r in info["state_records"] if r["label"] == label][0]
+    assert dead["effective_outcome"] == "expired-stopped" and "safety stop ended it" in dead["what_to_do"]
+    assert [f["label"] for f in nxt["earlier_failures"]] == [label]
+    assert any("ended as expired-stopped" in w for w in nxt["warnings"])
+    assert stop["changed"]
+
+
+def test_lease_expiring_before_the_copy_finishes_fails_the_run(fault_pg, runs, scratch):
+    pg = fault_pg
+    label = label_for("lease", pg)
+    run = runs(pg, exclusive_backup_label=label, exclusive_backup_max_duration=3,
+               exclusive_backup_method="command", exclusive_backup_command="sleep 7",
+               exclusive_backup_verify_archiving="passive").wait(120)
+    assert run.rc != 0 and run.result["status"] == "failed", run.output[-3000:]
+    assert "already stopped by its safety stop" in run.output
+    saved = json.loads((scratch / "backups" / label / "backup.json").read_text())
+    assert saved["status"] == "failed" and "safety stop" in saved["error"]
+    assert record(runs.state_dir, label)["outcome"] == "expired-stopped" and not pg.in_backup()
+    print("\nMEASURED lease expired mid-copy: run failed in %.1f s, backup.json failed; %s"
+          % (run.seconds, _failure_line(run.output)))
+
+
+def test_copy_into_a_read_only_destination_fails_and_stops(fault_pg, runs, scratch):
+    pg = fault_pg
+    dest = scratch / "ro"
+    dest.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(dest)], check=True)
+    try:
+        run = runs(pg, exclusive_backup_dest=str(dest), exclusive_backup_verify_archiving="passive",
+                   exclusive_backup_max_duration=60).wait()
+    finally:
+        subprocess.run(["umount", str(dest)], check=True)
+    assert run.rc != 0
+    assert "Read-only file system" in run.output, run.output[-3000:]
+    assert not pg.in_backup()
+    print("\nMEASURED read-only dest: failed in %.1f s; %s" % (run.seconds, _failure_line(run.output)))
+
+
+def test_copy_into_a_full_destination_fails_stops_and_records_failed(fault_pg, runs, scratch):
+    pg = fault_pg
+    dest = scratch / "full"
+    dest.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(dest)], check=True)
+    try:
+        label = label_for("full", pg)
+        run = runs(pg, exclusive_backup_dest=str(dest), exclusive_backup_label=label,
+                   exclusive_backup_verify_archiving="passive", exclusive_backup_max_duration=60).wait()
+        record_file = dest / label / "backup.json"
+        saved = json.loads(record_file.read_text()) if record_file.exists() else None
+    finally:
+        subprocess.run(["umount", str(dest)], check=True)
+    assert run.rc != 0
+    assert "No space left on device" in run.output or "Wrote only" in run.output, run.output[-3000:]
+    assert not pg.in_backup()
+    assert run.result["status"] == "failed"
+    assert saved is None or saved["status"] == "failed", "a full disk must never leave a complete record"
+    assert record(runs.state_dir, label)["outcome"] == "stopped"
+    print("\nMEASURED full dest: failed in %.1f s, backup.json %s; %s"
+          % (run.seconds, saved and saved["status"], _failure_line(run.output)))
+
+
+def test_server_stopped_immediately_during_the_backup_then_cleared(fault_pg, runs, scratch):
+    pg = fault_pg
+    label = label_for("crash", pg)
+    run = runs(pg, exclusive_backup_label=label, exclusive_backup_max_duration=4,
+               exclusive_backup_method="command", exclusive_backup_command="sleep 6",
+               exclusive_backup_verify_archiving="passive")
+    wait_for(lambda: pg.in_backup() and record(runs.state_dir, label) is not None, 60)
+    pg.stop(mode="immediate")
+    run.wait(120)
+    assert run.rc != 0 and run.result["status"] == "failed"
+    assert (pg.data_dir / "backup_label").exists(), "an immediate stop leaves backup_label behind"
+    wait_for(lambda: record(runs.state_dir, label)["outcome"] != "running", 30)
+    assert record(runs.state_dir, label)["outcome"] == "expired-unreachable"
+
+    state = str(runs.state_dir)
+    # apply: the refusals fail inside the included tasks, which must not end the play.
+    clear = {"include_role": {"name": "pgexclusive.backup.exclusive_backup", "tasks_from": "clear_crashed_backup",
+                              "apply": {"ignore_errors": True}}}
+    common = dict(exclusive_backup_data_directory=str(pg.data_dir), exclusive_backup_state_dir=state,
+                  exclusive_backup_login_unix_socket=str(pg.socket_dir), exclusive_backup_login_port=pg.port)
+    info, unconfirmed, wrong = run_tasks([
+        task("pg_backup_info", data_directory=str(pg.data_dir), state_dir=state, **connection(pg)),
+        dict(clear, vars=common),
+        dict(clear, vars=dict(common, exclusive_backup_clear_confirm="not-the-label")),
+    ])
+    assert info["server_running"] is False and info["in_backup"] is True
+    assert info["backup"]["state_record"]["label"] == label
+    assert "This collection started it" in info["advice"] and "expired-unreachable" in info["advice"]
+    assert "needs explicit confirmation" in unconfirmed["_output"] and label in unconfirmed["_output"]
+    assert (pg.data_dir / "backup_label").exists(), "without confirmation nothing changes"
+    standby_signal = pg.data_dir / "standby.signal"
+    standby_signal.touch()
+    try:
+        as_standby, = run_tasks([dict(clear, vars=dict(common, exclusive_backup_clear_confirm=label))])
+    finally:
+        standby_signal.unlink()
+    assert "Never remove backup_label there" in as_standby["_output"]
+    assert (pg.data_dir / "backup_label").exists()
+    cleared, = run_tasks([dict(clear, vars=dict(common, exclusive_backup_clear_confirm=label))])
+    assert not (pg.data_dir / "backup_label").exists()
+    moved = list(pg.data_dir.glob("backup_label.pgexclusive-*"))
+    assert len(moved) == 1 and f"LABEL: {label}" in moved[0].read_text(), "renamed, not deleted"
+    pg.start()
+    assert not pg.in_backup() and pg.value("SELECT 1") == 1
+    moved[0].unlink()
+    print("\nMEASURED immediate stop: run failed in %.1f s; cleared after explicit confirmation" % run.seconds)
+
+
+def test_clear_refuses_a_running_server_and_a_foreign_label(fault_pg, scratch):
+    pg = fault_pg
+    pg.start_backup("foreign tool")
+    running, = run_tasks([task("pg_clear_backup_label", data_directory=str(pg.data_dir), confirm="foreign tool",
+                               state_dir=str(scratch / "state"))])
+    assert running["failed"] and "is running" in running["msg"]
+    pg.crash()
+    foreign, = run_tasks([task("pg_clear_backup_label", data_directory=str(pg.data_dir), confirm="foreign tool",
+                               state_dir=str(scratch / "state"))])
+    assert foreign["failed"] and "did not start" in foreign["msg"] and (pg.data_dir / "backup_label").exists()
+    pg.start()
+
+
+def test_archive_failing_before_the_backup_refuses_it(fault_pg, runs):
+    pg = fault_pg
+    pg.break_archiving()
+    run = runs(pg, exclusive_backup_archive_timeout=5).wait()
+    assert run.rc != 0 and not pg.in_backup()
+    assert "no backup was started" in run.output, run.output[-3000:]
+    print("\nMEASURED archive broken before: refused in %.1f s; %s" % (run.seconds, _failure_line(run.output)))
+
+
+def test_archive_failing_during_the_backup_names_the_missing_segment(fault_pg, scratch):
+    pg = fault_pg
+    label = label_for("archive", pg)
+    conn = dict(connection(pg), state_dir=str(scratch / "state"))
+    started, = run_tasks([task("pg_start_backup", label=label, fast=True, **conn)])
+    pg.break_archiving()
+    began = time.monotonic()
+    stopped, = run_tasks([task("pg_stop_backup", label=label, archive_timeout=3, **conn)])
+    assert stopped["failed"] and not pg.in_backup(), "the backup IS stopped"
+    assert stopped["stop_wal_file"] in stopped["missing_wal_files"]
+    assert stopped["stop_wal_file"] in stopped["msg"] and "did not reach the WAL archive" in stopped["msg"]
+    print("\nMEASURED archive broken during: stop failed after %.1f s naming %s"
+          % (time.monotonic() - began, stopped["missing_wal_files"]))
+
+
+def test_two_runs_at_the_same_moment(fault_pg, runs, scratch):
+    pg = fault_pg
+    labels = [label_for("twin%d" % i, pg) for i in (1, 2)]
+    both = [runs(pg, "twin%d" % i, exclusive_backup_label=label, exclusive_backup_max_duration=60,
+                 exclusive_backup_method="command", exclusive_backup_command="sleep 6",
+                 exclusive_backup_verify_archiving="passive")
+            for i, label in enumerate(labels)]
+    for run in both:
+        run.wait(180)
+    winners = [run for run in both if run.rc == 0]
+    losers = [run for run in both if run.rc != 0]
+    assert len(winners) == 1 and len(losers) == 1, [(r.rc, r.output[-1500:]) for r in both]
+    winner, loser = winners[0], losers[0]
+    assert winner.result["status"] == "complete"
+    assert "Another exclusive backup is in progress" in loser.output
+    assert "started no backup and stopped none" in loser.output
+    assert record(runs.state_dir, winner.result["label"])["outcome"] == "stopped"
+    assert record(runs.state_dir, loser.result["label"]) is None, "the loser started nothing"
+    assert not pg.in_backup()
+    print("\nMEASURED two runs: one complete in %.1f s, the other failed cleanly in %.1f s; %s"
+          % (winner.seconds, loser.seconds, _failure_line(loser.output)))
+
+
+@pytest.fixture
+def fault_db(fault_pg):
+    name = fault_pg.create_database()
+    yield name
+    fault_pg.drop_database(name)
+
+
+def test_pgbench_throughout_restores_consistently(fault_pg, fault_db, scratch, restore):
+    pg, db = fault_pg, fault_db
+    env = {"PGHOST": str(pg.socket_dir), "PGPORT": str(pg.port), "PGUSER": "postgres", "PATH": "/usr/bin:/bin"}
+    subprocess.run([PGBENCH, "-i", "-s", "1", "-q", db], env=env, check=True, capture_output=True)
+    pg.sql("CREATE TABLE t (id int PRIMARY KEY, phase text NOT NULL)", dbname=db)
+    bench = subprocess.Popen([PGBENCH, "-c", "2", "-T", "40", "-n", db], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        with Writer(pg, db) as writer:
+            time.sleep(1)
+            run = run_role(pg, scratch, exclusive_backup_dest=str(scratch / "backups"),
+                           exclusive_backup_state_dir=str(scratch / "state"))
+    finally:
+        bench.terminate()
+        bench_out, _ = bench.communicate(30)
+    assert run.rc == 0, run.output[-4000:]
+    record_json = json.loads((scratch / "backups" / run.result["label"] / "backup.json").read_text())
+    copy = scratch / "copy"
+    copy.mkdir()
+    subprocess.run(["tar", "-C", str(copy), "-xf", str(scratch / "backups" / run.result["label"] / "base.tar")],
+                   check=True)
+    restored = restore(pg, copy)
+    ids = [row[0] for row in restored.sql("SELECT id FROM t", dbname=db)]
+    must_in, _ = check_rows_against_stop(writer, ids, record_json["stop_lsn"])
+    sums = restored.sql("SELECT (SELECT sum(abalance) FROM pgbench_accounts), (SELECT sum(tbalance) FROM "
+                        "pgbench_tellers), (SELECT sum(bbalance) FROM pgbench_branches), "
+                        "(SELECT coalesce(sum(delta), 0) FROM pgbench_history), "
+                        "(SELECT count(*) FROM pgbench_history)", dbname=db)[0]
+    assert sums[0] == sums[1] == sums[2] == sums[3], "pgbench's balances disagree in the restored copy: %s" % (sums,)
+    assert sums[4] > 0 and must_in > 0
+    print("\nMEASURED pgbench: %d pgbench transactions and %d checked rows in the restored copy; balances agree"
+          % (sums[4], must_in))
+
+
+def _failure_line(output):
+    """The last failure message of a run, for the measured table."""
+    found = re.findall(r'"msg": "((?:[^"\\]|\\.)*)"', output)
+    return found[-1][:400] if found else output.strip().splitlines()[-1][:400]

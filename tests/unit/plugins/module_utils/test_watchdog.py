@@ -1,0 +1,92 @@
+"""watchdog: its decision under the lock with a fake cursor, and the detached process itself (no server)."""
+
+import os
+import signal
+import sys
+import time
+
+from ansible_collections.pgexclusive.backup.plugins.module_utils import backup_api, watchdog
+from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_state import (
+    EXPIRED_NOT_IN_PROGRESS, EXPIRED_OTHER_LABEL, EXPIRED_STOPPED, EXPIRED_UNREACHABLE, RUNNING, STOPPED,
+    is_watchdog_of, read_record, write_record)
+
+
+class FakeCursor:
+    def __init__(self, answers):
+        self.answers, self.sent = list(answers), []
+
+    def execute(self, sql, args=None):
+        self.sent.append((sql, args))
+
+    def fetchone(self):
+        return (self.answers.pop(0),)
+
+
+def config(tmp_path, outcome=RUNNING, lease=1, deadline=None):
+    path = str(tmp_path / "rec.json")
+    record = {"label": "mine", "outcome": outcome, "lease": lease}
+    write_record(path, record)
+    return dict(record_path=path, record=record, guarded_stop_sql=backup_api.GUARDED_STOP_SQL["native"],
+                read_label_sql=backup_api.READ_LABEL_SQL, lock_sql=backup_api.LOCK_SQL,
+                unlock_sql=backup_api.UNLOCK_SQL, lock_key=backup_api.STOP_LOCK_KEY,
+                deadline=deadline if deadline is not None else time.time() + lease,
+                connect={"host": str(tmp_path / "no-socket-here"), "port": 1, "dbname": "x", "connect_timeout": 1})
+
+
+def test_stops_only_through_the_guarded_statement_with_its_label(tmp_path):
+    cursor = FakeCursor(["0/3000100"])
+    assert watchdog.decide(config(tmp_path), cursor) == {"outcome": EXPIRED_STOPPED, "stop_lsn": "0/3000100"}
+    assert cursor.sent == [(backup_api.GUARDED_STOP_SQL["native"], ("mine",))]
+
+
+def test_reports_another_label_or_nothing(tmp_path):
+    assert watchdog.decide(config(tmp_path), FakeCursor([None, "theirs"])) == {
+        "outcome": EXPIRED_OTHER_LABEL, "other_label": "theirs"}
+    assert watchdog.decide(config(tmp_path), FakeCursor([None, None])) == {"outcome": EXPIRED_NOT_IN_PROGRESS}
+
+
+def test_a_normal_stop_recorded_first_wins(tmp_path):
+    cursor = FakeCursor([])
+    assert watchdog.decide(config(tmp_path, outcome=STOPPED), cursor) is None
+    assert cursor.sent == [], "nothing is sent once the record says stopped"
+
+
+def test_the_bootstrap_carries_the_sources_and_the_record_path(tmp_path):
+    argv = watchdog.watchdog_argv("/state/1/abc.json")
+    assert argv[0] == sys.executable and argv[1] == "-c" and argv[3] == "/state/1/abc.json"
+    assert "def write_record" in argv[2] and "def decide" in argv[2]
+    compile(argv[2], "bootstrap", "exec")
+
+
+def test_detached_watchdog_records_an_unreachable_server(tmp_path):
+    """The real process: it detaches, writes its PID, outlives its parent, and records what it found."""
+    cfg = config(tmp_path, lease=1)
+    pid = watchdog.spawn(cfg)
+    try:
+        assert is_watchdog_of(pid, cfg["record_path"])
+        assert os.getsid(pid) != os.getsid(0), "a session of its own"
+        assert read_record(cfg["record_path"])["watchdog_pid"] == pid
+        deadline = time.time() + 20
+        while read_record(cfg["record_path"])["outcome"] == RUNNING and time.time() < deadline:
+            time.sleep(0.1)
+        rec = read_record(cfg["record_path"])
+        assert rec["outcome"] == EXPIRED_UNREACHABLE and rec["error"], rec
+    finally:
+        if is_watchdog_of(pid, cfg["record_path"]):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_sigterm_before_expiry_ends_it_without_touching_the_record(tmp_path):
+    cfg = config(tmp_path, lease=600)
+    pid = watchdog.spawn(cfg)
+    try:
+        assert watchdog.end(pid, cfg["record_path"])
+        deadline = time.time() + 5
+        while is_watchdog_of(pid, cfg["record_path"]) and time.time() < deadline:
+            time.sleep(0.05)
+        assert not is_watchdog_of(pid, cfg["record_path"])
+        assert read_record(cfg["record_path"])["outcome"] == RUNNING
+        assert not watchdog.end(pid, cfg["record_path"]), "a PID that is no longer the watchdog is left alone"
+    finally:
+        if is_watchdog_of(pid, cfg["record_path"]):
+            os.kill(pid, signal.SIGKILL)
