@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from testbed.fixtures import (  # noqa: F401  pylint: disable=unused-import
+    clusters, pytest_configure, pytest_unconfigure, scratch, testbed_dir)
 from tooling import OUTPUT, REPO, run, shown
 
 
@@ -25,6 +27,10 @@ def collection_tree():
             target = root / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
+    # The tree lies inside this repository's ignored tests/output, and ansible-test lists targets
+    # with git: without a repository of its own it finds no targets and passes having checked nothing.
+    proc = run(["git", "init", "-q", str(root)])
+    assert proc.returncode == 0, shown(proc)
     return root
 
 

@@ -62,7 +62,7 @@ class PlaybookRun:
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
     def wait(self, timeout=300):
-        self.output, _ = self.proc.communicate(timeout=timeout)
+        self.output = self.proc.communicate(timeout=timeout)[0]
         if not self.out.exists():
             raise AssertionError("ansible-playbook exited %s without results:\n%s" % (self.proc.returncode, self.output))
         results = json.loads(self.out.read_text())

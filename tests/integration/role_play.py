@@ -61,7 +61,7 @@ def run_role(cluster, workdir, playbook=None, **role_vars):
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), str(playbook),
          "-e", f"@{vars_file}"],
-        capture_output=True, text=True, env=env, cwd=str(REPO), timeout=600)
+        capture_output=True, text=True, env=env, cwd=str(REPO), timeout=600, check=False)
     result = json.loads(result_file.read_text()) if result_file.exists() else None
     return Run(proc.returncode, proc.stdout + proc.stderr, result, time.monotonic() - started)
 

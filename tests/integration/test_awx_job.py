@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import sys
-import uuid
 from pathlib import Path
 
 import ansible_runner

@@ -72,15 +72,15 @@ def test_module_inputs(bad_pg, scratch, password_user, unprivileged_user):
     cases = {
         "label with a newline": task("pg_start_backup", label="two\nlines", max_duration=5, **conn),
         "label over 1024 bytes": task("pg_start_backup", label="x" * 1025, max_duration=5, **conn),
-        "unknown login_db": task("pg_start_backup", label="l", **dict(conn, login_db="no_such_db")),
+        "unknown login_db": task("pg_start_backup", label="l", **{**conn, "login_db": "no_such_db"}),
         "wrong password": task("pg_start_backup", label="l", login_user=password_user, login_password=secret, **tcp),
         "unreachable server": task("pg_start_backup", label="l", connect_timeout=3,
-                                   **dict(tcp, login_port=free_port())),
-        "missing extension": task("pg_start_backup", label="l", **dict(conn, login_db=no_extension)),
-        "user without EXECUTE": task("pg_start_backup", label="l", **dict(conn, login_user=unprivileged_user)),
+                                   **{**tcp, "login_port": free_port()}),
+        "missing extension": task("pg_start_backup", label="l", **{**conn, "login_db": no_extension}),
+        "user without EXECUTE": task("pg_start_backup", label="l", **{**conn, "login_user": unprivileged_user}),
         "negative max_duration": task("pg_start_backup", label="l", max_duration=-1, **conn),
         "unusable state_dir with a lease": task("pg_start_backup", label="l", max_duration=5,
-                                                **dict(conn, state_dir="/proc/pgx-state")),
+                                                **{**conn, "state_dir": "/proc/pgx-state"}),
     }
     try:
         results = dict(zip(cases, run_tasks(list(cases.values()))))

@@ -286,7 +286,7 @@ def test_pgbench_throughout_restores_consistently(fault_pg, fault_db, scratch, r
                            exclusive_backup_state_dir=str(scratch / "state"))
     finally:
         bench.terminate()
-        bench_out, _ = bench.communicate(30)
+        bench_out = bench.communicate(30)[0]
     assert run.rc == 0, run.output[-4000:]
     record_json = json.loads((scratch / "backups" / run.result["label"] / "backup.json").read_text())
     copy = scratch / "copy"
@@ -295,7 +295,7 @@ def test_pgbench_throughout_restores_consistently(fault_pg, fault_db, scratch, r
                    check=True)
     restored = restore(pg, copy)
     ids = [row[0] for row in restored.sql("SELECT id FROM t", dbname=db)]
-    must_in, _ = check_rows_against_stop(writer, ids, record_json["stop_lsn"])
+    must_in = check_rows_against_stop(writer, ids, record_json["stop_lsn"])[0]
     sums = restored.sql("SELECT (SELECT sum(abalance) FROM pgbench_accounts), (SELECT sum(tbalance) FROM "
                         "pgbench_tellers), (SELECT sum(bbalance) FROM pgbench_branches), "
                         "(SELECT coalesce(sum(delta), 0) FROM pgbench_history), "

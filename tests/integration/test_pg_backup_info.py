@@ -98,8 +98,8 @@ def test_server_down_with_data_directory(pg):
 def test_connection_errors_say_what_to_do(pg):
     secret = "s3cret-%s" % uuid.uuid4().hex
     bad_db, bad_port = run_tasks([
-        task("pg_backup_info", login_password=secret, **dict(connection(pg), login_db="no_such_db")),
-        task("pg_backup_info", login_password=secret, **dict(connection(pg), login_port=1)),
+        task("pg_backup_info", login_password=secret, **{**connection(pg), "login_db": "no_such_db"}),
+        task("pg_backup_info", login_password=secret, **{**connection(pg), "login_port": 1}),
     ])
     assert bad_db["failed"] and 'database "no_such_db" does not exist' in bad_db["msg"]
     assert "Set login_db" in bad_db["msg"]

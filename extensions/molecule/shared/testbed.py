@@ -11,7 +11,6 @@ server is stopped by its PID on destroy (and restored servers right after the ch
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys

@@ -3,4 +3,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared"))
 
-from verifier_fixtures import backups, failure, in_backup, restore_check, state  # noqa: E402,F401
+from verifier_fixtures import backups, failure, in_backup, restore_check, state  # noqa: E402
+
+# pytest finds fixtures by name in the conftest's namespace: these are used.
+__all__ = ["backups", "failure", "in_backup", "restore_check", "state"]

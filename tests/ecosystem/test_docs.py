@@ -1,0 +1,101 @@
+"""The documentation stays in step with the code: ansible-doc, the role's README, README's troubleshooting."""
+
+import ast
+import json
+import os
+import re
+
+import pytest
+import yaml
+
+from tooling import BIN, REPO, run, shown
+
+MODULES = sorted(p.stem for p in (REPO / "plugins" / "modules").glob("*.py") if not p.name.startswith("_"))
+ROLE = REPO / "roles" / "exclusive_backup"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_ansible_doc_renders_every_module(module):
+    fqcn = f"pgexclusive.backup.{module}"
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1")
+    text = run([BIN / "ansible-doc", "-t", "module", fqcn], env=env)
+    assert text.returncode == 0 and "OPTIONS" in text.stdout and "EXAMPLES" in text.stdout, shown(text)
+    as_json = run([BIN / "ansible-doc", "-t", "module", "--json", fqcn], env=env)
+    assert as_json.returncode == 0, shown(as_json)
+    doc = json.loads(as_json.stdout)[fqcn]
+    assert doc["doc"]["short_description"] and doc["doc"]["description"], doc["doc"]
+    assert doc["examples"].strip(), f"{fqcn} has no EXAMPLES"
+    assert doc["return"], f"{fqcn} has no RETURN"
+    assert all(v.get("description") for v in doc["return"].values()), f"{fqcn}: a return value lacks a description"
+
+
+def test_ansible_doc_renders_the_role():
+    proc = run([BIN / "ansible-doc", "-t", "role", "pgexclusive.backup.exclusive_backup"],
+               env=dict(os.environ, ANSIBLE_NOCOLOR="1"))
+    assert proc.returncode == 0 and "exclusive_backup_dest" in proc.stdout, shown(proc)
+
+
+def role_options():
+    specs = yaml.safe_load((ROLE / "meta" / "argument_specs.yml").read_text())
+    return specs["argument_specs"]["main"]["options"]
+
+
+def test_role_readme_and_defaults_follow_the_argument_specs():
+    readme = (ROLE / "README.md").read_text()
+    defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+    options = role_options()
+    assert not [name for name in options if f"`{name}`" not in readme], "variables missing from the role README"
+    for name, spec in options.items():
+        if spec.get("required"):
+            assert name not in defaults, f"{name} is required, yet has a default"
+        else:
+            assert name in defaults, f"{name} has no default in defaults/main.yml"
+            assert defaults[name] == spec.get("default"), f"{name}: defaults/main.yml and argument_specs differ"
+    public = [name for name in defaults if not name.startswith("__")]
+    assert not [name for name in public if name not in options], "defaults without an argument spec"
+
+
+# A format placeholder in an error message (%s, %d, %r, %(name)s, %5.1f).
+PLACEHOLDER = re.compile(r"%(\([^)]*\))?[-#0 +]*\d*(\.\d+)?[sdrif]")
+
+
+def _literal(node):
+    """The message's format string: "..." or "..." % args."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod):
+        return _literal(node.left)
+    return None
+
+
+def error_messages():
+    """(where, message) for every BackupError/DatabaseError and fail_json(msg=...) with a literal message."""
+    found = []
+    for path in sorted((REPO / "plugins").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            name = getattr(node.func, "id", getattr(node.func, "attr", None))
+            message = None
+            if name in ("BackupError", "DatabaseError") and node.args:
+                message = _literal(node.args[0])
+            elif name == "fail_json":
+                message = next((_literal(k.value) for k in node.keywords if k.arg == "msg"), None)
+            if message:
+                found.append((f"{path.relative_to(REPO)}:{node.lineno}", message))
+    return found
+
+
+def test_readme_troubleshooting_covers_every_error_message():
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Troubleshooting"):]
+    section = " ".join(section.replace("\\|", "|").split())
+    messages = error_messages()
+    assert len(messages) > 40, "the scan found too few messages to be working"
+    missing = []
+    for where, message in messages:
+        # The message's longest fixed text must appear in the troubleshooting section.
+        fixed = max(PLACEHOLDER.split(message.replace("%%", "%")), key=lambda s: len((s or "").strip())).strip()
+        if fixed not in section:
+            missing.append(f"{where}: {message}")
+    assert not missing, "\n".join(missing)
