@@ -49,6 +49,15 @@ options:
     type: str
     choices: [none, gzip, zstd]
     default: none
+  parallel:
+    description:
+      - Copy workers. With O(method=copy), the files are shared out by size among this many streams;
+        with O(method=tar) and O(compression=zstd), zstd compresses with this many threads. O(compression=gzip)
+        is always done by the module with zlib (faster than GNU gzip), in blocks compressed by this many
+        threads, each block a gzip member of its own (as pigz writes; C(tar -xzf) reads it). rsync and uncompressed tar copy in
+        one stream. On a host with few cores, more workers than cores gains nothing.
+    type: int
+    default: 1
   exclude:
     description: More patterns to leave out, matched against the path relative to the data directory and the file name.
     type: list
@@ -151,6 +160,7 @@ def main():
             fix_label=dict(type="bool", default=False),
             command=dict(type="str"),
             rsync_target=dict(type="str"),
+            parallel=dict(type="int", default=1),
         ),
         required_if=[("method", "command", ("command",))],
         supports_check_mode=True,
@@ -158,7 +168,7 @@ def main():
     p = module.params
     try:
         copier = Copier(p["data_directory"], p["backup_dir"], p["label"], p["method"], p["compression"],
-                        p["exclude"], p["fix_label"], p["command"], p["rsync_target"])
+                        p["exclude"], p["fix_label"], p["command"], p["rsync_target"], parallel=p["parallel"])
         if module.check_mode:
             module.exit_json(changed=True, method=p["method"], outputs=[], label_fixed=p["fix_label"],
                              msg="Check mode: would copy %s into %s with %s." % (p["data_directory"], p["backup_dir"], p["method"]))

@@ -157,3 +157,69 @@ def test_rsync_to_a_target_creates_label_directory_and_keeps_links(tmp_path):
     assert (copy / "pg_tblspc/16384").is_symlink()
     assert (target / "run-1" / "tablespaces" / "16384" / "PG_15_1" / "f").exists()
     assert result["warnings"], "the remote links still point at the original tablespace: said so"
+
+
+def test_balanced_shares_are_near_equal_and_keep_every_job():
+    jobs = [(size, "f%d" % i) for i, size in enumerate([100, 90, 50, 40, 30, 20, 10, 5, 5, 1])]
+    shares = c.balanced(jobs, 3)
+    assert sorted(j for share in shares for j in share) == sorted(jobs)
+    totals = [sum(j[0] for j in share) for share in shares]
+    assert max(totals) - min(totals) <= 10
+    assert len(c.balanced(jobs[:2], 4)) == 2, "no empty share for a worker with nothing to do"
+
+
+def tree(root):
+    return {str(p.relative_to(root)): (p.is_symlink(), p.read_bytes() if p.is_file() and not p.is_symlink() else None)
+            for p in root.rglob("*")}
+
+
+def test_parallel_copy_writes_the_same_tree_as_one_stream(tmp_path):
+    data = make_data_dir(tmp_path)
+    for i in range(40):
+        (data / "base/1" / str(16384 + i)).write_bytes(os.urandom(1000 * (i + 1)))
+    one = c.Copier(str(data), str(tmp_path / "one"), "run-1", method="copy", fix_label=True).copy()
+    many = c.Copier(str(data), str(tmp_path / "many"), "run-1", method="copy", fix_label=True, parallel=3).copy()
+    assert tree(tmp_path / "one") == tree(tmp_path / "many")
+    assert one["bytes"] == many["bytes"]
+    assert "BACKUP METHOD: streamed" in (tmp_path / "many/data/backup_label").read_text()
+
+
+def test_parallel_zstd_uses_threads_and_other_compressions_do_not():
+    assert c.tar_compress_args("zstd", 2) == ["--use-compress-program=zstd -T2"]
+    assert c.tar_compress_args("zstd", 1) == ["--zstd"]
+    assert c.tar_compress_args("gzip", 4) == ["--gzip"]
+    argv = c.tar_data_command("/d", "/s", "/b/base.tar.zst", "zstd", parallel=2)
+    assert "--use-compress-program=zstd -T2" in argv and "--zstd" not in argv
+    with pytest.raises(BackupError):
+        c.Copier("/d", "/b", "l", method="copy", parallel=0)
+
+
+@pytest.mark.parametrize("parallel", [1, 3])
+def test_gzip_is_a_gzip_tar_reads(tmp_path, parallel):
+    import subprocess
+    data = make_data_dir(tmp_path)
+    (data / "base/1/big").write_bytes(os.urandom(300000) + b"x" * 300000)
+    out = tmp_path / "backup"
+    result = c.Copier(str(data), str(out), "run-1", method="tar", compression="gzip", fix_label=True,
+                      parallel=parallel).copy()
+    assert result["outputs"] == ["base.tar.gz", "16384.tar.gz"]
+    listed = subprocess.run(["tar", "-tzf", str(out / "base.tar.gz")], capture_output=True, text=True, check=True)
+    assert "./base/1/big" in listed.stdout.split() and "backup_label" in listed.stdout.split()
+    assert "./postmaster.pid" not in listed.stdout.split()
+    extracted = tmp_path / "x"
+    extracted.mkdir()
+    subprocess.run(["tar", "-xzf", str(out / "base.tar.gz"), "-C", str(extracted)], check=True)
+    assert (extracted / "base/1/big").read_bytes() == (data / "base/1/big").read_bytes()
+    assert "BACKUP METHOD: streamed" in (extracted / "backup_label").read_text()
+
+
+def test_parallel_gzip_small_blocks_and_tar_failure(tmp_path):
+    import gzip
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "f").write_bytes(os.urandom(50000))
+    out = tmp_path / "o.tar.gz"
+    rc, _err = c.gzip_parallel(["tar", "-C", str(source), "-cf", "-", "."], str(out), 2, block=1000)
+    assert rc == 0 and len(gzip.open(str(out)).read()) % 512 == 0
+    rc, err = c.gzip_parallel(["tar", "-C", str(tmp_path / "missing"), "-cf", "-", "."], str(out), 2)
+    assert rc == 2 and "missing" in err

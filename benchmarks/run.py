@@ -1,0 +1,454 @@
+"""Benchmarks of the exclusive_backup role against raw tar and pg_basebackup.
+
+    .venv/bin/python benchmarks/run.py                      # scale 100 (1.5 GB), 3 repetitions: docs/benchmarks.md
+    .venv/bin/python benchmarks/run.py --scale 20           # 300 MB, about 5x faster
+    .venv/bin/python benchmarks/run.py --quick --out /tmp/b.md   # seconds: proves the harness works
+
+Two PostgreSQL 15 clusters of the same size are built with the test bed: one
+filled by ``pgbench -i`` (compresses about 20x) and one filled with random
+bytea rows (does not compress). Every repetition runs every variant once, in
+the same order, so a slow minute of the machine hits all variants alike; the
+table reports medians. Time in backup mode is measured from outside: a thread
+watches the live ``backup_label`` (the file exists exactly while an exclusive
+backup is in progress) every few milliseconds.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+import conftest  # noqa: E402  links the collection into tests/output for ansible-playbook
+from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_state import DEFAULT_STATE_DIR  # noqa: E402
+from ansible_collections.pgexclusive.backup.plugins.module_utils.data_directory import system_identifier  # noqa: E402
+from testbed import Cluster, provide, stop_all  # noqa: E402
+from testbed.osuser import as_postgres  # noqa: E402
+
+MAJOR = 15
+PLAYBOOK = REPO / "playbooks" / "backup.yml"
+# Role variants: (name, role variables). The first is the reference for the backup-mode target.
+ROLE_VARIANTS = [
+    ("role tar", {"exclusive_backup_method": "tar"}),
+    ("role tar gzip", {"exclusive_backup_method": "tar", "exclusive_backup_compression": "gzip"}),
+    ("role tar zstd", {"exclusive_backup_method": "tar", "exclusive_backup_compression": "zstd"}),
+    ("role tar zstd, parallel 2", {"exclusive_backup_method": "tar", "exclusive_backup_compression": "zstd",
+                                   "exclusive_backup_parallel": 2}),
+    ("role tar gzip, parallel 2", {"exclusive_backup_method": "tar", "exclusive_backup_compression": "gzip",
+                                   "exclusive_backup_parallel": 2}),
+    ("role rsync", {"exclusive_backup_method": "rsync"}),
+    ("role copy", {"exclusive_backup_method": "copy"}),
+    ("role copy, parallel 2", {"exclusive_backup_method": "copy", "exclusive_backup_parallel": 2}),
+]
+QUICK_ROLE_VARIANTS = ("role tar", "role copy, parallel 2")
+
+
+class BackupModeWatch:
+    """Seconds during which ``backup_label`` existed in a live data directory."""
+
+    def __init__(self, data_dir, interval=0.002):
+        self.path = data_dir / "backup_label"
+        self.interval = interval
+        self.seconds = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self):
+        since = None
+        while not self._stop.is_set():
+            now = time.monotonic()
+            present = self.path.exists()
+            if present and since is None:
+                since = now
+            elif not present and since is not None:
+                self.seconds += now - since
+                since = None
+            time.sleep(self.interval)
+        if since is not None:
+            self.seconds += time.monotonic() - since
+
+
+def run_checked(argv, ok=(0,), **kwargs):
+    """Run ``argv`` and return its wall time; a failure stops the benchmark (a broken variant has no time)."""
+    argv = [str(a) for a in argv]
+    started = time.monotonic()
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, **kwargs)
+    seconds = time.monotonic() - started
+    if proc.returncode not in ok:
+        raise SystemExit(f"{' '.join(map(str, argv))} failed ({proc.returncode}):\n"
+                         f"{proc.stdout[-4000:]}{proc.stderr[-4000:]}")
+    return seconds
+
+
+def psql(cluster, sql, dbname="postgres"):
+    run_checked(as_postgres([cluster.inst.tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h",
+                             cluster.socket_dir, "-p", cluster.port, "-U", "postgres", "-d", dbname, "-c", sql]))
+
+
+def data_bytes(cluster):
+    """Bytes a backup copies: the data directory without pg_wal's segments."""
+    total = 0
+    for root, dirs, files in os.walk(cluster.data_dir):
+        if Path(root) == cluster.data_dir:
+            dirs[:] = [d for d in dirs if d != "pg_wal"]
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def fill_pgbench(cluster, scale):
+    run_checked(as_postgres([cluster.inst.tool("pgbench"), "-i", "-q", "-s", scale, "-h", cluster.socket_dir,
+                             "-p", cluster.port, "-U", "postgres", "postgres"]))
+
+
+def fill_random(cluster, target_bytes):
+    """Random bytea rows (1 KiB each, stored inline, never compressible) up to ``target_bytes`` of data directory."""
+    psql(cluster, "CREATE EXTENSION IF NOT EXISTS pgcrypto; CREATE TABLE noise (id bigint, payload bytea)")
+    first = 0
+    while True:
+        missing = target_bytes - data_bytes(cluster)
+        # A row takes about 1.1 KiB on disk with its share of page and index overhead.
+        rows = min(200000, missing // 1100)
+        if rows < 100:
+            break
+        psql(cluster, f"INSERT INTO noise SELECT g, gen_random_bytes(1024) FROM generate_series({first}, "
+                      f"{first + rows - 1}) g")
+        first += rows
+        psql(cluster, "CHECKPOINT")
+
+
+def settle(cluster):
+    """Same starting point for every variant: dirty pages on disk, WAL switched and archived."""
+    psql(cluster, "CHECKPOINT")
+    run_checked(["sync"])
+
+
+class Bench:
+    def __init__(self, args, work):
+        self.args = args
+        self.work = work
+        self.out = work / "out"
+        self.samples = {}      # (dataset, variant) -> [seconds]
+        self.modes = {}        # (dataset, variant) -> [seconds in backup mode]
+        self.sizes = {}        # (dataset, variant) -> bytes written
+        self.counter = 0
+
+    def target(self, name):
+        self.counter += 1
+        path = self.out / f"{self.counter:04d}-{name.replace(' ', '_').replace(',', '')}"
+        path.mkdir(parents=True)
+        return path
+
+    def note(self, dataset, variant, seconds, mode=None, size=None):
+        self.samples.setdefault((dataset, variant), []).append(seconds)
+        if mode is not None:
+            self.modes.setdefault((dataset, variant), []).append(mode)
+        if size is not None:
+            self.sizes[(dataset, variant)] = size
+        print(f"  {dataset:8} {variant:28} {seconds:7.2f} s" + (f"  backup mode {mode:6.2f} s" if mode else ""),
+              flush=True)
+
+    @staticmethod
+    def written(path):
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+
+    def done_with(self, path):
+        shutil.rmtree(path)
+
+    # -- variants ---------------------------------------------------------
+
+    def raw_tar(self, dataset, cluster):
+        """GNU tar of the same files the backup copies, to the same disk: the single-stream floor."""
+        settle(cluster)
+        dest = self.target("raw-tar")
+        seconds = run_checked(["tar", "-C", cluster.data_dir, "-cf", dest / "base.tar", "--anchored",
+                               "--exclude=./pg_wal/*", "."], ok=(0, 1))
+        self.note(dataset, "raw tar", seconds, size=self.written(dest))
+        self.done_with(dest)
+
+    def basebackup(self, dataset, cluster, name, extra):
+        settle(cluster)
+        dest = self.target(name)
+        # --no-sync: no variant here fsyncs its output, so none pays for it.
+        seconds = run_checked([cluster.inst.tool("pg_basebackup"), "-h", cluster.socket_dir, "-p", cluster.port,
+                               "-U", "postgres", "-D", dest / "backup", "-c", "fast", "--no-sync", *extra])
+        self.note(dataset, name, seconds, size=self.written(dest))
+        self.done_with(dest)
+
+    def role(self, dataset, clusters, name, role_vars, forks=1):
+        """ansible-playbook playbooks/backup.yml over ``clusters`` (one inventory host each)."""
+        for cluster in clusters:
+            settle(cluster)
+        dest = self.target(name)
+        hosts = {}
+        for i, cluster in enumerate(clusters):
+            hosts[f"pg{i + 1}"] = {
+                "ansible_connection": "local",
+                "ansible_python_interpreter": sys.executable,
+                "exclusive_backup_dest": str(dest / f"pg{i + 1}"),
+                "exclusive_backup_login_unix_socket": str(cluster.socket_dir),
+                "exclusive_backup_login_port": cluster.port,
+                "exclusive_backup_login_db": cluster.backup_db,
+            }
+        inventory = dest / "inventory.json"
+        inventory.write_text(json.dumps({"postgresql": {"hosts": hosts}}))
+        extra = dest / "vars.json"
+        extra.write_text(json.dumps(role_vars))
+        env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=conftest.COLLECTIONS_PATH, ANSIBLE_NOCOLOR="1",
+                   ANSIBLE_RETRY_FILES_ENABLED="0", ANSIBLE_PIPELINING="1", ANSIBLE_LOCALHOST_WARNING="0",
+                   ANSIBLE_FORKS=str(forks))
+        watches = [BackupModeWatch(c.data_dir) for c in clusters]
+        for watch in watches:
+            watch.__enter__()
+        try:
+            seconds = run_checked([str(Path(sys.executable).parent / "ansible-playbook"), "-i", inventory,
+                                   PLAYBOOK, "-e", f"@{extra}"], env=env, cwd=str(REPO))
+        finally:
+            for watch in watches:
+                watch.__exit__()
+        for host in hosts:
+            records = list((dest / host).glob("*/backup.json"))
+            status = [json.loads(r.read_text()).get("status") for r in records]
+            if status != ["complete"]:
+                raise SystemExit(f"{name} on {host}: backup.json says {status}, expected one complete backup")
+        size = sum(self.written(dest / h) for h in hosts)
+        self.note(dataset, name, seconds, mode=max(w.seconds for w in watches), size=size)
+        self.done_with(dest)
+
+
+def median(values):
+    return statistics.median(values) if values else None
+
+
+def machine():
+    mem = "?"
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemTotal:"):
+                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    cpu = "?"
+    with open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return cpu, mem
+
+
+def describe_disk(path):
+    return subprocess.run(["df", "-h", "--output=source,fstype,size,avail,target", str(path)],
+                          capture_output=True, text=True, check=False).stdout.strip()
+
+
+def tool_version(argv):
+    return subprocess.run(argv, capture_output=True, text=True, check=False).stdout.splitlines()[0].strip()
+
+
+def fmt(value, digits=2):
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def report(bench, args, sizes, clusters, started, notes, reps_done):
+    cpu, mem = machine()
+    pg_version = tool_version([clusters[0].inst.tool("postgres"), "--version"])
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by `benchmarks/run.py` (see benchmarks/README.md); do not edit the measured part by hand.",
+        "",
+        "## Machine",
+        "",
+        f"- CPU: {os.cpu_count()} cores (`nproc`), {cpu}",
+        f"- memory: {mem}",
+        f"- PostgreSQL: {pg_version}, test bed settings (shared_buffers 32MB, fsync off, archiving on)",
+        f"- tools: {tool_version(['tar', '--version'])}, {tool_version(['zstd', '--version'])}, "
+        f"{tool_version(['rsync', '--version'])}",
+        f"- Python {platform.python_version()}, {tool_version([str(Path(sys.executable).parent / 'ansible'), '--version'])}",
+        "- disk (source and backups on the same file system):",
+        "",
+        "```",
+        describe_disk(bench.work),
+        "```",
+        "",
+        "## Run",
+        "",
+        f"- pgbench scale {args.scale}; {reps_done} of {args.reps} repetition(s) of every variant, interleaved; "
+        "medians below",
+        "- bytes a backup copies (data directory without pg_wal segments): "
+        + ", ".join(f"{name} {size / 1024 / 1024:.0f} MiB" for name, size in sizes.items() if name != "empty"),
+        f"- wall time of the whole run: {(time.monotonic() - started) / 60:.1f} min",
+        "",
+    ]
+    for dataset in sizes:
+        raw = median(bench.samples.get((dataset, "raw tar"), []))
+        plain = median(bench.samples.get((dataset, "pg_basebackup plain"), []))
+        lines += [f"## {dataset}", "",
+                  "| variant | median s | min–max s | in backup mode s | × raw tar | × pg_basebackup plain | output MiB |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for (ds, variant), values in bench.samples.items():
+            if ds != dataset:
+                continue
+            med = median(values)
+            mode = median(bench.modes.get((ds, variant), []))
+            size = bench.sizes.get((ds, variant))
+            lines.append(
+                f"| {variant} | {fmt(med)} | {fmt(min(values))}–{fmt(max(values))} | {fmt(mode)} | "
+                f"{fmt(med / raw if raw else None)} | {fmt(med / plain if plain else None)} | "
+                f"{fmt(size / 1024 / 1024 if size else None, 0)} |")
+        lines.append("")
+    lines += targets(bench, sizes)
+    if notes:
+        lines += ["## Notes", "", notes.strip(), ""]
+    return "\n".join(lines) + "\n"
+
+
+def targets(bench, sizes):
+    """The issue's targets, computed from this run's medians."""
+    def med(dataset, variant):
+        return median(bench.samples.get((dataset, variant), []))
+
+    def mode(dataset, variant):
+        return median(bench.modes.get((dataset, variant), []))
+
+    lines = ["## Targets (this run's medians)", "",
+             "| target | dataset | measured | verdict |", "| --- | --- | --- | --- |"]
+
+    def row(name, dataset, text, ok):
+        lines.append(f"| {name} | {dataset} | {text} | {'met' if ok else 'missed'} |")
+
+    for dataset in sizes:
+        raw = med(dataset, "raw tar")
+        if dataset == "empty":
+            role = med(dataset, "role tar")
+            row("fixed overhead ≤ 5 s (role tar − raw tar, empty cluster)", dataset,
+                f"{role:.2f} − {raw:.2f} = {role - raw:.2f} s", role - raw <= 5)
+            continue
+        role_variants = [(v, m) for (d, v), m in bench.samples.items() if d == dataset and v.startswith("role ")
+                         and "hosts" not in v]
+        uncompressed = [(v, median(m)) for v, m in role_variants if "gzip" not in v and "zstd" not in v]
+        best_v, best = min(uncompressed, key=lambda item: item[1])
+        in_mode = mode(dataset, best_v)
+        row("backup mode ≤ 1.05 × raw tar", dataset,
+            f"{best_v}: {in_mode:.2f} s vs raw tar {raw:.2f} s = {in_mode / raw:.2f}×", in_mode <= 1.05 * raw)
+        row("role end to end ≤ raw tar + 5 s", dataset,
+            f"{best_v}: {best:.2f} s vs {raw:.2f} + 5 s", best <= raw + 5)
+        plain = med(dataset, "pg_basebackup plain")
+        row("best method ≤ pg_basebackup plain", dataset,
+            f"{best_v}: {best:.2f} s vs {plain:.2f} s", best <= plain)
+        zstd = [median(m) for v, m in role_variants if "zstd" in v]
+        gzip = med(dataset, "pg_basebackup tar gzip")
+        if zstd and gzip:
+            row("role zstd < pg_basebackup gzip", dataset, f"{min(zstd):.2f} s vs {gzip:.2f} s", min(zstd) < gzip)
+    multi = [(d, v, median(m)) for (d, v), m in bench.samples.items() if "hosts" in v]
+    for dataset, variant, seconds in multi:
+        single = max(med(ds, "role tar") for ds in sizes if ds != "empty")
+        lines.append(f"| (no target) N clusters, one play | all | {variant}: {seconds:.2f} s vs slowest single "
+                     f"cluster {single:.2f} s = {seconds / single:.2f}× | – |")
+    lines.append("")
+    return lines
+
+
+def write_report(bench, args, sizes, clusters, started, reps_done):
+    notes = "" if args.quick or not args.notes.exists() else args.notes.read_text()
+    text = report(bench, args, {"empty": 0, **sizes}, clusters, started, notes, reps_done)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    if args.json:
+        args.json.write_text(json.dumps({
+            "scale": args.scale, "reps": reps_done, "bytes": sizes,
+            "samples": [{"dataset": d, "variant": v, "seconds": s, "backup_mode": bench.modes.get((d, v))}
+                        for (d, v), s in bench.samples.items()]}, indent=1))
+    return text
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=int, default=100, help="pgbench scale (100 is about 1.5 GB)")
+    parser.add_argument("--reps", type=int, default=3, help="repetitions of every variant")
+    parser.add_argument("--quick", action="store_true",
+                        help="scale 1, one repetition, a few variants: proves the harness works in about a minute")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
+    parser.add_argument("--notes", type=Path, default=REPO / "benchmarks" / "notes.md",
+                        help="hand-written analysis appended to the report (skipped with --quick)")
+    parser.add_argument("--json", type=Path, help="also write every sample as JSON (for tests and comparisons)")
+    parser.add_argument("--dir", type=Path, help="working directory (default: a new one under /var/tmp)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.scale, args.reps = 1, 1
+    variants = [v for v in ROLE_VARIANTS if not args.quick or v[0] in QUICK_ROLE_VARIANTS]
+
+    work = args.dir or Path(tempfile.mkdtemp(prefix="pgx-bench-", dir="/var/tmp"))
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    inst = provide(MAJOR)
+    bench = Bench(args, work)
+    clusters = {}
+    try:
+        for name in ("pgbench", "random"):
+            clusters[name] = Cluster.create(inst, work / name)
+        # The fixed overhead is measured on a fresh cluster, before it is filled.
+        empty = clusters["pgbench"]
+        print("empty cluster", flush=True)
+        for _rep in range(args.reps):
+            bench.raw_tar("empty", empty)
+            bench.role("empty", [empty], "role tar", dict(variants[0][1]))
+
+        print(f"filling: pgbench -i -s {args.scale}, then random rows of the same size", flush=True)
+        fill_pgbench(clusters["pgbench"], args.scale)
+        fill_random(clusters["random"], data_bytes(clusters["pgbench"]))
+        sizes = {name: data_bytes(c) for name, c in clusters.items()}
+
+        basebackups = [("pg_basebackup plain", ["-Fp"]),
+                       ("pg_basebackup tar gzip", ["-Ft", "-Z", "client-gzip"]),
+                       ("pg_basebackup tar zstd", ["-Ft", "-Z", "client-zstd"])]
+        if args.quick:
+            basebackups = basebackups[:1]
+        for rep in range(args.reps):
+            print(f"repetition {rep + 1}/{args.reps}", flush=True)
+            for name, cluster in clusters.items():
+                bench.raw_tar(name, cluster)
+                for variant, extra in basebackups:
+                    bench.basebackup(name, cluster, variant, extra)
+                for variant, role_vars in variants:
+                    bench.role(name, [cluster], variant, dict(role_vars))
+            both = list(clusters.values())
+            bench.role("all", both, f"role tar, {len(both)} hosts, forks {len(both)}", dict(variants[0][1]),
+                       forks=len(both))
+            # After every repetition: a run cut short still leaves its report.
+            text = write_report(bench, args, sizes, list(clusters.values()), started, rep + 1)
+        print(text)
+    finally:
+        for cluster in clusters.values():
+            cluster.stop()
+            # The role keeps a state record per cluster on the database host: these clusters are gone.
+            identifier = system_identifier(str(cluster.data_dir))
+            if identifier:
+                shutil.rmtree(Path(DEFAULT_STATE_DIR) / identifier, ignore_errors=True)
+        stop_all()
+        if not args.dir:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
