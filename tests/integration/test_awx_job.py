@@ -8,6 +8,7 @@ job's status and rc, and the set_stats artifacts a workflow's next node sees.
 import json
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -58,8 +59,11 @@ def job(private_data_dir, pg, dest, **survey):
     (env / "extravars").write_text(json.dumps(extravars))
     (env / "envvars").write_text(json.dumps({
         "ANSIBLE_COLLECTIONS_PATH": os.environ["ANSIBLE_COLLECTIONS_PATH"], "JOB_ID": str(JOB_ID)}))
+    # A cancel_callback of our own: by default ansible-runner takes over SIGTERM and
+    # SIGINT for the rest of the process, and the test bed could no longer stop its
+    # servers when the test run is interrupted.
     return ansible_runner.run(private_data_dir=str(private_data_dir), playbook="backup.yml",
-                              ident=f"job-{JOB_ID}", quiet=True)
+                              ident=f"job-{JOB_ID}", quiet=True, cancel_callback=lambda: False)
 
 
 def artifacts(run):
@@ -70,6 +74,7 @@ def artifacts(run):
 
 
 def test_job_template_takes_a_verified_backup(pg15, scratch):
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     dest = scratch / "backups"
     run = job(scratch / "awx", pg15, dest, exclusive_backup_method="tar", exclusive_backup_include_wal=True,
               exclusive_backup_verify_restore=True)
@@ -81,6 +86,8 @@ def test_job_template_takes_a_verified_backup(pg15, scratch):
     record = json.loads((Path(result["backup_dir"]) / "backup.json").read_text())
     assert record["status"] == "complete" and record["label"] == result["label"]
     assert not pg15.in_backup()
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers, \
+        "the test bed's own SIGTERM/SIGINT handling must survive ansible-runner"
 
 
 def test_bad_extra_vars_fail_in_argument_validation_before_the_server(pg15, scratch):
