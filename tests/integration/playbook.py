@@ -7,6 +7,7 @@ registered results as JSON. Each run costs about two seconds: batch tasks.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -62,10 +63,14 @@ class PlaybookRun:
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
     def wait(self, timeout=300):
-        self.output = self.proc.communicate(timeout=timeout)[0]
-        if not self.out.exists():
-            raise AssertionError("ansible-playbook exited %s without results:\n%s" % (self.proc.returncode, self.output))
-        results = json.loads(self.out.read_text())
+        try:
+            self.output = self.proc.communicate(timeout=timeout)[0]
+            if not self.out.exists():
+                raise AssertionError("ansible-playbook exited %s without results:\n%s"
+                                     % (self.proc.returncode, self.output))
+            results = json.loads(self.out.read_text())
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
         for result in results:
             # Warnings are printed, not registered: attach them so tests can assert on them.
             result.setdefault("warnings", [])
