@@ -12,16 +12,14 @@ __metaclass__ = type
 
 import json
 import os
-import re
 import shutil
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
-from ansible_collections.pgexclusive.backup.plugins.module_utils.wal import segment_name
+from ansible_collections.pgexclusive.backup.plugins.module_utils.wal import segment_name, segment_number
 
 RECORD_FILE = "backup.json"
 RECORD_VERSION = 1
 STATUSES = ("complete", "failed")
-WAL_NAME = re.compile(r"^[0-9A-F]{24}$")
 # The record's keys, in the order they are written (the rest follow sorted).
 ORDER = ("format", "label", "status", "error", "host", "server_version", "api", "method", "compression",
          "timeline", "start_lsn", "stop_lsn", "start_wal_file", "stop_wal_file", "checkpoint_lsn",
@@ -66,21 +64,17 @@ def read_record(backup_dir):
 
 # -- WAL ---------------------------------------------------------------------
 
-def segments_per_xlogid(segment_size):
-    return 0x100000000 // segment_size
-
-
-def segno_of(name, segment_size):
-    """(timeline, segment number) of a WAL file name."""
-    if not WAL_NAME.match(name or ""):
+def _segment_number(name, segment_size):
+    try:
+        return segment_number(name, segment_size)
+    except ValueError:
         raise BackupError("%r is not a WAL segment name." % (name,), "Expect 24 hexadecimal digits.")
-    return int(name[:8], 16), int(name[8:16], 16) * segments_per_xlogid(segment_size) + int(name[16:], 16)
 
 
 def segments_between(start, stop, segment_size):
     """Every WAL segment name from ``start`` to ``stop`` inclusive (one timeline)."""
-    tli, first = segno_of(start, segment_size)
-    stop_tli, last = segno_of(stop, segment_size)
+    tli, first = _segment_number(start, segment_size)
+    stop_tli, last = _segment_number(stop, segment_size)
     if stop_tli != tli:
         raise BackupError(
             "The backup starts on timeline %d and stops on timeline %d." % (tli, stop_tli),

@@ -27,9 +27,22 @@ def parse_lsn(text):
     return (int(match.group(1), 16) << 32) | int(match.group(2), 16)
 
 
+def _segments_per_id(segment_size):
+    return 0x100000000 // segment_size
+
+
 def segment_name(timeline, segno, segment_size):
-    per_id = 0x100000000 // segment_size
+    per_id = _segments_per_id(segment_size)
     return "%08X%08X%08X" % (timeline, segno // per_id, segno % per_id)
+
+
+def segment_number(wal_file, segment_size):
+    """(timeline, segment number) of a WAL file name: the inverse of segment_name."""
+    match = _SEGMENT.match(wal_file or "")
+    if not match:
+        raise ValueError("not a WAL segment name: %r" % (wal_file,))
+    timeline, log_id, seg = (int(part, 16) for part in match.groups())
+    return timeline, log_id * _segments_per_id(segment_size) + seg
 
 
 def segment_of(timeline, lsn, segment_size):
