@@ -35,6 +35,24 @@ class Run:
         return f"<Run rc={self.rc} {self.seconds:.1f}s result={self.result}>"
 
 
+
+def role_playbook(result_file):
+    """A play running the role and writing exclusive_backup_result to ``result_file``, whatever happens."""
+    return (
+        "- hosts: localhost\n  gather_facts: false\n  tasks:\n"
+        "    - block:\n"
+        "        - ansible.builtin.include_role:\n            name: pgexclusive.backup.exclusive_backup\n"
+        "      always:\n"
+        "        - ansible.builtin.copy:\n"
+        "            content: \"{{ exclusive_backup_result | default({}) | to_json }}\"\n"
+        f"            dest: {result_file}\n"
+        "            mode: '0600'\n")
+
+
+def playbook_env():
+    return dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_RETRY_FILES_ENABLED="0",
+                ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_HOST_KEY_CHECKING="0", ANSIBLE_PIPELINING="1")
+
 def run_role(cluster, workdir, playbook=None, **role_vars):
     """Run the role (or ``playbook``) on localhost; return Run with exclusive_backup_result."""
     workdir = Path(workdir)
@@ -44,19 +62,9 @@ def run_role(cluster, workdir, playbook=None, **role_vars):
     vars_file.write_text(json.dumps(variables))
     if playbook is None:
         playbook = workdir / "play.yml"
-        playbook.write_text(
-            "- hosts: localhost\n  gather_facts: false\n  tasks:\n"
-            "    - block:\n"
-            "        - ansible.builtin.include_role:\n            name: pgexclusive.backup.exclusive_backup\n"
-            "      always:\n"
-            "        - ansible.builtin.copy:\n"
-            "            content: \"{{ exclusive_backup_result | default({}) | to_json }}\"\n"
-            f"            dest: {result_file}\n"
-            "            mode: '0600'\n")
+        playbook.write_text(role_playbook(result_file))
     inventory = write_inventory(workdir / "inventory.yml")
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_RETRY_FILES_ENABLED="0",
-               ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_HOST_KEY_CHECKING="0",
-               ANSIBLE_PIPELINING="1")
+    env = playbook_env()
     started = time.monotonic()
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), str(playbook),

@@ -14,18 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from role_play import REPO, connection_vars, write_inventory
-
-PLAY = (
-    "- hosts: localhost\n  gather_facts: false\n  tasks:\n"
-    "    - block:\n"
-    "        - ansible.builtin.include_role:\n            name: pgexclusive.backup.exclusive_backup\n"
-    "      always:\n"
-    "        - ansible.builtin.copy:\n"
-    "            content: \"{{ exclusive_backup_result | default({}) | to_json }}\"\n"
-    "            dest: %s\n"
-    "            mode: '0600'\n")
-
+from role_play import REPO, connection_vars, playbook_env, role_playbook, write_inventory
 
 class RoleProcess:
     def __init__(self, cluster, workdir, name="run", **role_vars):
@@ -33,10 +22,9 @@ class RoleProcess:
         self.dir.mkdir(parents=True)
         self.result_file = self.dir / "result.json"
         (self.dir / "vars.json").write_text(json.dumps({**connection_vars(cluster), **role_vars}))
-        (self.dir / "play.yml").write_text(PLAY % self.result_file)
+        (self.dir / "play.yml").write_text(role_playbook(self.result_file))
         inventory = write_inventory(self.dir / "inventory.yml")
-        env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_RETRY_FILES_ENABLED="0",
-                   ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_PIPELINING="1")
+        env = playbook_env()
         self.log = (self.dir / "output.log").open("w")
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
