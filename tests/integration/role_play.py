@@ -35,7 +35,6 @@ class Run:
         return f"<Run rc={self.rc} {self.seconds:.1f}s result={self.result}>"
 
 
-
 def role_playbook(result_file):
     """A play running the role and writing exclusive_backup_result to ``result_file``, whatever happens."""
     return (
@@ -52,6 +51,7 @@ def role_playbook(result_file):
 def playbook_env():
     return dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_RETRY_FILES_ENABLED="0",
                 ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_HOST_KEY_CHECKING="0", ANSIBLE_PIPELINING="1")
+
 
 def run_role(cluster, workdir, playbook=None, **role_vars):
     """Run the role (or ``playbook``) on localhost; return Run with exclusive_backup_result."""

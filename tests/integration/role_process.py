@@ -16,6 +16,7 @@ from pathlib import Path
 
 from role_play import REPO, connection_vars, playbook_env, role_playbook, write_inventory
 
+
 class RoleProcess:
     def __init__(self, cluster, workdir, name="run", **role_vars):
         self.dir = Path(workdir) / name
