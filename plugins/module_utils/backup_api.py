@@ -86,15 +86,28 @@ def is_concurrent_start_error(message):
 LABEL_IN_PROGRESS = ("pg_catalog.substring(pg_catalog.pg_read_file('backup_label', 0, 1048576, true),"
                      " '\\nLABEL: ([^\\n]*)')")
 READ_LABEL_SQL = "SELECT " + LABEL_IN_PROGRESS
-# Check the label and stop in one statement: the THEN branch (and so the stop)
-# runs only when backup_label carries the label; NULL means nothing was stopped.
-# The native stop returns a set, so it sits in a subquery, which PostgreSQL
-# evaluates only when the branch is taken.
+# Check the backup and stop it in one statement, which reads backup_label once.
+# The stop runs only when the label matches and, when a start LSN is given, the
+# backup started there: a backup that ended (a restart, another client's stop)
+# and was followed by another one under the same label is not this backup.
+# NULL means nothing was stopped. The native stop returns a set, so it sits in
+# a subquery, which PostgreSQL evaluates only when the branch is taken.
+_GUARDED_STOP = (
+    "SELECT CASE WHEN f.label = %%(label)s AND (%%(start_lsn)s::text IS NULL"
+    " OR f.start_lsn::pg_catalog.pg_lsn = %%(start_lsn)s::pg_catalog.pg_lsn) THEN %s END"
+    " FROM (SELECT pg_catalog.substring(t, '\\nLABEL: ([^\\n]*)') AS label,"
+    " pg_catalog.substring(t, '^START WAL LOCATION: ([0-9A-Fa-f]+/[0-9A-Fa-f]+)') AS start_lsn"
+    " FROM pg_catalog.pg_read_file('backup_label', 0, 1048576, true) AS t) AS f")
 GUARDED_STOP_SQL = {
-    NATIVE: "SELECT CASE WHEN %s = %%s THEN (SELECT lsn::text FROM pg_catalog.pg_stop_backup(true, false)) END"
-            % LABEL_IN_PROGRESS,
-    EXTENSION: "SELECT CASE WHEN %s = %%s THEN pg_catalog.pg_stop_backup()::text END" % LABEL_IN_PROGRESS,
+    NATIVE: _GUARDED_STOP % "(SELECT lsn::text FROM pg_catalog.pg_stop_backup(true, false))",
+    EXTENSION: _GUARDED_STOP % "pg_catalog.pg_stop_backup()::text",
 }
+
+
+def guarded_stop_args(label, start_lsn=None):
+    return {"label": label, "start_lsn": start_lsn}
+
+
 # Every stop of this collection (the module's and the watchdog's) holds this
 # advisory lock from reading the label to recording the outcome, so a stop
 # never acts on a label another stop has just ended. Session-level: a client

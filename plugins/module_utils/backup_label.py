@@ -17,20 +17,37 @@ LABEL_FILE = "backup_label"
 TABLESPACE_MAP = "tablespace_map"
 MAX_LABEL_BYTES = 1024
 
+# Every character some reader of backup_label could take for the end of a line
+# (str.splitlines splits on VT, FF, FS, GS, RS, NEL, U+2028 and U+2029 too) or that
+# has no place in a one-line label: the C0 and C1 controls, DEL and the Unicode separators.
+_FORBIDDEN = re.compile(u"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
 _LINE = re.compile(r"^([A-Z][A-Z ]*[A-Z]): (.*)$")
 _WAL_LOCATION = re.compile(r"^([0-9A-Fa-f]+/[0-9A-Fa-f]+) \(file ([0-9A-F]{24})\)$")
+
+
+def lines_of(text):
+    """The lines PostgreSQL wrote: it ends them with '\\n' only, so only '\\n' splits them."""
+    return [line[:-1] if line.endswith("\r") else line for line in (text or "").split("\n")]
 
 
 def validate_label(label):
     """Refuse labels PostgreSQL or backup_label cannot hold faithfully."""
     if label is None or label == "":
         raise BackupError("The backup label is empty.", "Give a label that names this backup, e.g. 'nightly-2026-11-21'.")
+    if "\x00" in label:
+        raise BackupError("The backup label contains a NUL byte.", "Remove it.")
     if "\n" in label or "\r" in label:
         raise BackupError(
             "The backup label contains a line break.",
             "backup_label stores the label on one line: remove the line break.")
-    if "\x00" in label:
-        raise BackupError("The backup label contains a NUL byte.", "Remove it.")
+    bad = _FORBIDDEN.findall(label)
+    if bad:
+        raise BackupError(
+            "The backup label contains the control or line-separator character %s." % ", ".join(
+                sorted(set("U+%04X" % ord(char) for char in bad))),
+            "Use printable characters only: backup_label stores the label on one line, and a line "
+            "separator or control character there would make the label unreadable to the stop.")
     size = len(label.encode("utf-8"))
     if size > MAX_LABEL_BYTES:
         raise BackupError(
@@ -47,7 +64,7 @@ def parse_backup_label(text):
     stop_timeline; absent lines give absent keys.
     """
     fields = {}
-    for line in text.splitlines():
+    for line in lines_of(text):
         match = _LINE.match(line)
         if not match:
             continue
@@ -94,7 +111,7 @@ def parse_tablespace_map(text):
     backslash; they are unescaped here.
     """
     entries = []
-    for line in (text or "").splitlines():
+    for line in lines_of(text):
         if not line.strip():
             continue
         oid, _sep, path = line.partition(" ")

@@ -18,14 +18,14 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils import backup_a
 from ansible_collections.pgexclusive.backup.plugins.module_utils import safety_stop
 from ansible_collections.pgexclusive.backup.plugins.module_utils.archive_status import wait_until_archived
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_state import (
-    DEFAULT_STATE_DIR, EXPIRED_STOPPED, describe_record)
+    DEFAULT_STATE_DIR, EXPIRED_STOPPED, RUNNING, STOPPED, describe_record)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import (
     LABEL_FILE, TABLESPACE_MAP, describe_backup, parse_backup_label, parse_tablespace_map, validate_label)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.connection import (
     DatabaseError, Session, connection_argument_spec)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.pgexclusive.backup.plugins.module_utils.wal import (
-    backup_history_file, last_segment_before)
+    backup_history_file, last_segment_before, parse_lsn)
 
 FACTS_QUERY = (
     "SELECT current_setting('server_version_num')::int, current_setting('server_version'),"
@@ -65,6 +65,7 @@ def stop_argument_spec():
     spec = connection_argument_spec()
     spec.update(
         label=dict(type="str"),
+        start_lsn=dict(type="str"),
         force=dict(type="bool", default=False),
         wait_for_archive=dict(type="bool", default=True),
         archive_timeout=dict(type="int", default=DEFAULT_ARCHIVE_TIMEOUT),
@@ -242,10 +243,14 @@ def start_backup(server, params, check_mode):
         _refuse_other_backup(server, params, winner, "started or stopped")
     started = server.read_backup()
     if started is None or started.get("label") != label:
+        # The label-guarded stop ends this run's backup if it is still there, and nobody else's.
+        stopped_again = _stop_again(server, api, label) is not None
         raise BackupError(
-            "pg_start_backup succeeded, but backup_label now reads %s."
-            % (describe_backup(started) if started else "nothing"),
-            "Another client stopped or replaced this backup at once; check pg_backup_info and retry.")
+            "pg_start_backup succeeded, but backup_label now reads %s%s."
+            % (describe_backup(started) if started else "nothing",
+               "; this run's backup was stopped again" if stopped_again else ""),
+            "Another client stopped or replaced this backup at once; check pg_backup_info and retry.",
+            changed=True, stopped_again=stopped_again)
     result.update(start_facts(started, api), changed=True)
     if not keeps_records:
         result["state_record"] = None
@@ -270,9 +275,9 @@ def _report_earlier_failures(server, params, result, keeps_records):
 
 
 def _stop_again(server, api, label):
-    """A backup whose safety stop could not be put in place is stopped again at once, label-guarded."""
+    """Stop this run's backup again at once, label-guarded; its stop LSN, or None when nothing was stopped."""
     with stop_lock(server.session):
-        server.session.value(backup_api.GUARDED_STOP_SQL[api], (label,))
+        return server.session.value(backup_api.GUARDED_STOP_SQL[api], backup_api.guarded_stop_args(label))
 
 
 @contextmanager
@@ -292,6 +297,9 @@ def stop_lock(session):
 @_with_queries
 def stop_backup(server, params, check_mode):
     label = params["label"]
+    if params.get("start_lsn") is not None and not same_lsn(params["start_lsn"], params["start_lsn"]):
+        raise BackupError("start_lsn %r is not a WAL location." % params["start_lsn"],
+                          "Pass the start_lsn pg_start_backup returned, e.g. 0/2000028.")
     if label is not None:
         validate_label(label)
     elif not params["force"]:
@@ -318,12 +326,21 @@ def stop_backup(server, params, check_mode):
 
 
 def _stop(server, params, label, check_mode):
-    """Read, check the label, stop and record; outside check mode under the stop lock."""
+    """Read, check the backup, stop and record; outside check mode under the stop lock."""
     running = server.read_backup()
+    path, record = safety_stop.record_of(server, params, label) if label is not None else (None, None)
+    # The backup this run started: the start LSN it was given, else the one its state record holds.
+    expected_start = params.get("start_lsn") or (
+        record.get("start_lsn") if record is not None and record.get("outcome") == RUNNING else None)
     if running is None:
-        _path, record = safety_stop.record_of(server, params, label) if label is not None else (None, None)
         if record is not None and record.get("outcome") == EXPIRED_STOPPED:
             safety_stop.refuse_safety_stopped(record)
+        if record is not None and record.get("outcome") == STOPPED and (
+                not params.get("start_lsn") or same_lsn(record.get("start_lsn"), params["start_lsn"])):
+            # Stopped by an earlier call of this same stop: asking again changes nothing.
+            return dict(_stop_facts(label), changed=False, in_backup=False)
+        if label is not None and (params.get("start_lsn") or expected_start):
+            _ended_without_stop(path, record, label, expected_start, check_mode, "no backup is in progress")
         return dict(_stop_facts(label), changed=False, in_backup=False)
     # Without a label, force is set (checked above): any backup is someone else's.
     forced = running.get("label") != label
@@ -332,26 +349,56 @@ def _stop(server, params, label, check_mode):
             "The backup in progress is %s, not '%s'. Nothing was stopped." % (describe_backup(running), label),
             "Stop it only if it is abandoned: force: true stops whatever backup is in progress.",
             other_label=running.get("label"), other_start_time=running.get("start_time"))
+    if not forced and expected_start and not same_lsn(running.get("start_lsn"), expected_start):
+        _ended_without_stop(path, record, label, expected_start, check_mode,
+                            "the backup in progress under this label started at %s" % running.get("start_lsn"))
     result = dict(_stop_facts(running.get("label")), start_lsn=running.get("start_lsn"),
                   start_wal_file=running.get("start_wal_file"), forced=forced, in_backup=True, warnings=[])
     if forced:
         result["warnings"].append("force: true stopped the backup %s%s." % (
             describe_backup(running), "" if label is None else ", which is not '%s'" % label))
+    guard = backup_api.guarded_stop_args(running.get("label"), running.get("start_lsn"))
     if check_mode:
-        server.session.would_run(backup_api.GUARDED_STOP_SQL[server.api], (running.get("label"),))
+        server.session.would_run(backup_api.GUARDED_STOP_SQL[server.api], guard)
         result.update(changed=True)
         return result
-    # The label is checked again by the stop statement itself: a client outside this
-    # collection may have stopped the backup, and another started one, since the read above.
-    stop_lsn = server.session.value(backup_api.GUARDED_STOP_SQL[server.api], (running.get("label"),))
+    # The backup is checked again by the stop statement itself: a client outside this
+    # collection may have stopped it, and another started one, since the read above.
+    stop_lsn = server.session.value(backup_api.GUARDED_STOP_SQL[server.api], guard)
     if stop_lsn is None:
+        if not forced:
+            _ended_without_stop(path, record, label, running.get("start_lsn"), check_mode,
+                                "another client stopped it a moment before this stop")
         result["warnings"].append("The backup %s was stopped by another client meanwhile; nothing was stopped."
                                   % describe_backup(running))
         return dict(result, changed=False, in_backup=server.read_backup() is not None)
-    path, record = safety_stop.record_of(server, params, running.get("label"))
+    if forced:
+        path, record = safety_stop.record_of(server, params, running.get("label"))
     result["watchdog_ended"] = safety_stop.disarm(path, record, stop_lsn)
     result.update(_finished_facts(server, running, stop_lsn), changed=True, in_backup=False)
     return result
+
+
+def same_lsn(one, other):
+    """LSNs compare as numbers: newer releases print them zero-padded."""
+    try:
+        return parse_lsn(one) == parse_lsn(other)
+    except ValueError:
+        return False
+
+
+def _ended_without_stop(path, record, label, start_lsn, check_mode, what):
+    """This run's backup ended, but not by this stop: its copy is void. Record it, end its watchdog, fail."""
+    watchdog_ended = False
+    if not check_mode and record is not None and record.get("outcome") == RUNNING:
+        watchdog_ended = safety_stop.mark_ended_without_stop(path, record)
+    raise BackupError(
+        "The backup '%s'%s ended without this stop: %s. The server restarted or crashed, or another client "
+        "stopped it, while the copy ran; a copy taken under this label is not usable." % (
+            label, " started at %s" % start_lsn if start_lsn else "", what),
+        "Take a new backup. Find out what ended it (the server log around that time: a restart, a crash, or "
+        "a SELECT pg_stop_backup() from another session).",
+        label=label, ended_without_stop=True, watchdog_ended=watchdog_ended, in_backup=False, changed=False)
 
 
 def _wait_for_archive(server, params, result):

@@ -33,11 +33,13 @@ EXPIRED_NOT_IN_PROGRESS = "expired-not-in-progress"   # nothing of this label to
 EXPIRED_OTHER_LABEL = "expired-other-label"  # another backup runs: left alone
 EXPIRED_UNREACHABLE = "expired-unreachable"  # the server did not answer
 EXPIRED_ERROR = "expired-error"              # the stop failed
+# The stop found that the backup had ended without it (restart, crash, another client's stop).
+ENDED_WITHOUT_STOP = "ended-without-stop"
 # Never written: a record still 'running' whose watchdog is gone (host reboot, kill -9).
 WATCHDOG_LOST = "watchdog-lost"
 
 ABNORMAL = (EXPIRED_STOPPED, EXPIRED_NOT_IN_PROGRESS, EXPIRED_OTHER_LABEL, EXPIRED_UNREACHABLE,
-            EXPIRED_ERROR, WATCHDOG_LOST)
+            EXPIRED_ERROR, ENDED_WITHOUT_STOP, WATCHDOG_LOST)
 
 WHAT_TO_DO = {
     EXPIRED_STOPPED: "The lease expired before the run stopped its backup, so the safety stop ended it: "
@@ -51,6 +53,9 @@ WHAT_TO_DO = {
                          "in place, run pg_backup_info with data_directory and follow its advice.",
     EXPIRED_ERROR: "The safety stop failed (see 'error'): check the server with pg_backup_info and stop "
                    "the backup with pg_stop_backup label: <label> if it is still in progress.",
+    ENDED_WITHOUT_STOP: "The backup ended before the run's stop (the server restarted or crashed, or another "
+                        "client stopped it during the copy): any copy taken under this label is not usable. "
+                        "Check the server log of that time, then take a new backup.",
     WATCHDOG_LOST: "The run never recorded a stop and its watchdog is gone (host reboot, killed): check "
                    "with pg_backup_info whether the backup is still in progress, and stop it with "
                    "pg_stop_backup label: <label> if so.",

@@ -18,7 +18,7 @@ import time
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils import backup_api
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_state import (
-    ABNORMAL, RUNNING, STOPPED, WHAT_TO_DO, describe_record, effective_outcome, ensure_dir,
+    ABNORMAL, ENDED_WITHOUT_STOP, RUNNING, STOPPED, WHAT_TO_DO, describe_record, effective_outcome, ensure_dir,
     is_watchdog_of, list_records, now_iso, read_record, record_path, update_record, write_record)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.connection import libpq_params
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
@@ -86,6 +86,7 @@ def watchdog_config(server, path, record):
         unlock_sql=backup_api.UNLOCK_SQL,
         lock_key=backup_api.STOP_LOCK_KEY,
         guarded_stop_sql=backup_api.GUARDED_STOP_SQL[server.api],
+        guard=backup_api.guarded_stop_args(record["label"], record["start_lsn"]),
         read_label_sql=backup_api.READ_LABEL_SQL,
     )
 
@@ -131,6 +132,20 @@ def disarm(path, record, stop_lsn):
         update_record(path, outcome=STOPPED, stop_lsn=stop_lsn, ended_at=now_iso())
     except (IOError, OSError):
         # Left running, the watchdog finds the label gone at expiry and records at least that.
+        return False
+    pid = record.get("watchdog_pid")
+    return bool(pid) and watchdog.end(pid, path)
+
+
+def mark_ended_without_stop(path, record):
+    """The backup ended without this collection's stop: say so in its record and end its watchdog.
+
+    The watchdog has nothing left to guard; left alive it would only wake at
+    expiry to find nothing. True when it was running and was ended.
+    """
+    try:
+        update_record(path, outcome=ENDED_WITHOUT_STOP, ended_at=now_iso())
+    except (IOError, OSError):
         return False
     pid = record.get("watchdog_pid")
     return bool(pid) and watchdog.end(pid, path)

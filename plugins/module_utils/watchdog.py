@@ -82,7 +82,7 @@ def spawn(config):
     ``config`` holds: connect (psycopg2.connect keyword arguments, password
     included), record_path, record (the state record to write, outcome
     running), deadline (epoch seconds), lock_sql, unlock_sql, lock_key,
-    guarded_stop_sql, read_label_sql.
+    guarded_stop_sql with its arguments guard (label and start LSN), read_label_sql.
     """
     proc = subprocess.Popen(watchdog_argv(config["record_path"]), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, cwd="/", start_new_session=True, close_fds=True)
@@ -119,12 +119,11 @@ def main():
     # From here on the watchdog finishes what it started: a SIGTERM must not cut a stop in half.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
-        changes = expire(config)
+        expire(config)
     except Exception as exc:  # noqa: BLE001 - whatever happened must reach the record
-        changes = dict(outcome=EXPIRED_ERROR, error=str(exc).strip())
-    if changes:
-        changes.setdefault("ended_at", now_iso())
-        update_record(config["record_path"], **changes)
+        record = read_record(config["record_path"])
+        if record is not None and record.get("outcome") == RUNNING:
+            update_record(config["record_path"], outcome=EXPIRED_ERROR, error=str(exc).strip(), ended_at=now_iso())
     os._exit(0)
 
 
@@ -154,16 +153,24 @@ class _Unreachable(Exception):
 
 
 def expire(config):
-    """What the watchdog did at expiry, as record changes; None when a normal stop came first."""
+    """Act at expiry under the stop lock; the outcome is recorded before the lock is released.
+
+    A stop waiting for the lock then reads the watchdog's outcome, never a
+    record that still says running for a backup the watchdog has just ended.
+    """
     try:
         conn = _connect(config)
     except _Unreachable as exc:
-        return dict(outcome=EXPIRED_UNREACHABLE, error=str(exc))
+        update_record(config["record_path"], outcome=EXPIRED_UNREACHABLE, error=str(exc), ended_at=now_iso())
+        return
     try:
         cursor = conn.cursor()
         cursor.execute(config["lock_sql"], (config["lock_key"],))
         try:
-            return decide(config, cursor)
+            changes = decide(config, cursor)
+            if changes:
+                changes.setdefault("ended_at", now_iso())
+                update_record(config["record_path"], **changes)
         finally:
             cursor.execute(config["unlock_sql"], (config["lock_key"],))
     finally:
@@ -171,12 +178,11 @@ def expire(config):
 
 
 def decide(config, cursor):
-    """Under the lock: stop the backup if it still carries our label; the record is written before unlocking."""
+    """Under the lock: stop the backup if it is still this very backup (label and start LSN)."""
     record = read_record(config["record_path"])
     if record is None or record.get("outcome") != RUNNING:
         return None
-    label = config["record"]["label"]
-    cursor.execute(config["guarded_stop_sql"], (label,))
+    cursor.execute(config["guarded_stop_sql"], config["guard"])
     stop_lsn = cursor.fetchone()[0]
     if stop_lsn is not None:
         return dict(outcome=EXPIRED_STOPPED, stop_lsn=stop_lsn)

@@ -116,13 +116,13 @@ def test_guarded_stop_statement_stops_only_its_label(pg):
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
-            cur.execute(backup_api.GUARDED_STOP_SQL[pg.api], ("mine",))
+            cur.execute(backup_api.GUARDED_STOP_SQL[pg.api], backup_api.guarded_stop_args("mine"))
             assert cur.fetchone()[0] is None and pg.in_backup()
             cur.execute(backup_api.READ_LABEL_SQL)
             assert cur.fetchone()[0] == "theirs"
-            cur.execute(backup_api.GUARDED_STOP_SQL[pg.api], ("theirs",))
+            cur.execute(backup_api.GUARDED_STOP_SQL[pg.api], backup_api.guarded_stop_args("theirs"))
             assert cur.fetchone()[0] and not pg.in_backup()
-            cur.execute(backup_api.GUARDED_STOP_SQL[pg.api], ("theirs",))
+            cur.execute(backup_api.GUARDED_STOP_SQL[pg.api], backup_api.guarded_stop_args("theirs"))
             assert cur.fetchone()[0] is None, "nothing in progress: nothing stopped, no error"
     finally:
         conn.close()

@@ -2,7 +2,10 @@
 
 import uuid
 
+import psycopg2
+
 from playbook import connection, run_tasks, task
+from watchdogs import end_watchdogs, record, wait_for, watchdog_running
 
 
 def test_stop_waits_until_wal_and_history_file_are_archived(pg):
@@ -76,3 +79,70 @@ def test_wait_for_archive_false_warns(pg):
     assert "wait_for_archive is false" in warning
     assert started["start_wal_file"] in warning and stopped["stop_wal_file"] in warning
     assert not any("pg_stat_archiver" in q for q in stopped["queries"])
+
+
+def test_backup_ended_by_another_client_fails_the_stop_and_ends_the_watchdog(pg, scratch):
+    """Defect: the stop found nothing in progress, returned ok, and the run recorded 'complete'."""
+    label = "ended-%s" % uuid.uuid4()
+    state_dir = str(scratch / "state")
+    conn = connection(pg)
+    started, = run_tasks([task("pg_start_backup", label=label, fast=True, max_duration=600,
+                               state_dir=state_dir, **conn)])
+    rec = record(state_dir, label)
+    assert watchdog_running(rec)
+    try:
+        pg.stop_backup()   # another client, outside the collection
+        stopped, info = run_tasks([
+            task("pg_stop_backup", label=label, start_lsn=started["start_lsn"], state_dir=state_dir, **conn),
+            task("pg_backup_info", state_dir=state_dir, **conn),
+        ])
+        assert stopped["failed"] and stopped["ended_without_stop"], stopped
+        assert "ended without this stop" in stopped["msg"] and "not usable" in stopped["msg"]
+        assert stopped["watchdog_ended"] is True
+        wait_for(lambda: not watchdog_running(rec), 10)
+        assert record(state_dir, label)["outcome"] == "ended-without-stop"
+        mine = [r for r in info["state_records"] if r["label"] == label][0]
+        assert mine["effective_outcome"] == "ended-without-stop" and "not usable" in mine["what_to_do"]
+        assert not pg.in_backup()
+    finally:
+        end_watchdogs(state_dir)
+
+
+def test_same_label_started_again_by_someone_else_is_not_this_runs_backup(pg, scratch):
+    """A restart ended this run's backup and another client started one under the same label:
+    the stop must stop nothing, because the start LSN differs."""
+    label = "again-%s" % uuid.uuid4()
+    state_dir = str(scratch / "state")
+    conn = connection(pg)
+    started, = run_tasks([task("pg_start_backup", label=label, fast=True, state_dir=state_dir, **conn)])
+    pg.restart() if pg.api == "native" else pg.stop_backup()
+    pg.sql("CREATE TABLE IF NOT EXISTS pgx_advance (i int); INSERT INTO pgx_advance VALUES (1)")
+    pg.sql("SELECT pg_switch_wal()")
+    pg.start_backup(label)
+    second_start = pg.value("SELECT pg_catalog.substring(pg_read_file('backup_label'), "
+                            "'^START WAL LOCATION: ([0-9A-F/]+)')")
+    assert second_start != started["start_lsn"]
+    stopped, = run_tasks([task("pg_stop_backup", label=label, start_lsn=started["start_lsn"],
+                               state_dir=state_dir, **conn)])
+    assert stopped["failed"] and stopped["ended_without_stop"], stopped
+    assert started["start_lsn"] in stopped["msg"] and second_start in stopped["msg"]
+    assert pg.in_backup(), "the other client's backup must be left alone"
+    assert record(state_dir, label)["outcome"] == "ended-without-stop"
+
+
+def test_guarded_stop_statement_checks_the_start_lsn(pg):
+    from ansible_collections.pgexclusive.backup.plugins.module_utils import backup_api
+    start = pg.start_backup("lsn-guard")
+    conn = psycopg2.connect(**pg.conninfo(pg.backup_db))
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(backup_api.GUARDED_STOP_SQL[pg.api], backup_api.guarded_stop_args("lsn-guard", "0/1"))
+            assert cur.fetchone()[0] is None and pg.in_backup()
+            # Zero-padded, as newer releases print LSNs: compared as LSNs, not as text.
+            high, low = start.split("/")
+            cur.execute(backup_api.GUARDED_STOP_SQL[pg.api],
+                        backup_api.guarded_stop_args("lsn-guard", "%s/%08X" % (high, int(low, 16))))
+            assert cur.fetchone()[0] and not pg.in_backup()
+    finally:
+        conn.close()

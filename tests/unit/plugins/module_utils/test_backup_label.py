@@ -51,3 +51,25 @@ def test_start_time_epoch():
 
 def test_describe_backup():
     assert describe_backup(parse_backup_label(LABEL)) == "'nightly 'x'; y' started 2026-11-21 10:56:35 UTC"
+
+
+# Every character str.splitlines() splits on, and the other controls: a label holding one
+# would be split by some reader, and the stop would not find the label it started.
+@pytest.mark.parametrize("char", ["\u2028", "\u2029", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\t", "\x7f",
+                                  "\x1b"])
+def test_labels_with_separators_or_controls_are_refused(char):
+    with pytest.raises(BackupError, match="U\\+%04X" % ord(char)):
+        validate_label("nightly%sthen" % char)
+
+
+def test_every_character_splitlines_splits_on_is_refused():
+    splitters = [chr(c) for c in range(0x110000) if len(("a%sb" % chr(c)).splitlines()) > 1]
+    for char in splitters:
+        with pytest.raises(BackupError):
+            validate_label("a%sb" % char)
+
+
+def test_parser_splits_on_newline_only():
+    text = LABEL.replace("LABEL: nightly 'x'; y", "LABEL: a\u2028b\x0bc")
+    assert parse_backup_label(text)["label"] == "a\u2028b\x0bc"
+    assert parse_tablespace_map("16384 /srv/ts\u2028x\n") == [{"oid": 16384, "path": "/srv/ts\u2028x"}]

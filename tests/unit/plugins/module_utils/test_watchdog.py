@@ -24,9 +24,10 @@ class FakeCursor:
 
 def config(tmp_path, outcome=RUNNING, lease=1, deadline=None):
     path = str(tmp_path / "rec.json")
-    record = {"label": "mine", "outcome": outcome, "lease": lease}
+    record = {"label": "mine", "start_lsn": "0/2000028", "outcome": outcome, "lease": lease}
     write_record(path, record)
     return dict(record_path=path, record=record, guarded_stop_sql=backup_api.GUARDED_STOP_SQL["native"],
+                guard=backup_api.guarded_stop_args("mine", "0/2000028"),
                 read_label_sql=backup_api.READ_LABEL_SQL, lock_sql=backup_api.LOCK_SQL,
                 unlock_sql=backup_api.UNLOCK_SQL, lock_key=backup_api.STOP_LOCK_KEY,
                 deadline=deadline if deadline is not None else time.time() + lease,
@@ -36,7 +37,7 @@ def config(tmp_path, outcome=RUNNING, lease=1, deadline=None):
 def test_stops_only_through_the_guarded_statement_with_its_label(tmp_path):
     cursor = FakeCursor(["0/3000100"])
     assert watchdog.decide(config(tmp_path), cursor) == {"outcome": EXPIRED_STOPPED, "stop_lsn": "0/3000100"}
-    assert cursor.sent == [(backup_api.GUARDED_STOP_SQL["native"], ("mine",))]
+    assert cursor.sent == [(backup_api.GUARDED_STOP_SQL["native"], {"label": "mine", "start_lsn": "0/2000028"})]
 
 
 def test_reports_another_label_or_nothing(tmp_path):
@@ -49,6 +50,36 @@ def test_a_normal_stop_recorded_first_wins(tmp_path):
     cursor = FakeCursor([])
     assert watchdog.decide(config(tmp_path, outcome=STOPPED), cursor) is None
     assert cursor.sent == [], "nothing is sent once the record says stopped"
+
+
+class RecordingConnection:
+    """Notes what the record said when the watchdog released the lock."""
+
+    def __init__(self, cfg, answers):
+        self.cfg, self.answers, self.at_unlock = cfg, answers, None
+
+    def cursor(self):
+        conn = self
+
+        class Cursor(FakeCursor):
+            def execute(self, sql, args=None):
+                if sql == backup_api.UNLOCK_SQL:
+                    conn.at_unlock = read_record(conn.cfg["record_path"])["outcome"]
+                super().execute(sql, args)
+
+        return Cursor(self.answers)
+
+    def close(self):
+        pass
+
+
+def test_the_outcome_is_recorded_before_the_lock_is_released(tmp_path, monkeypatch):
+    cfg = config(tmp_path)
+    conn = RecordingConnection(cfg, ["0/3000100"])
+    monkeypatch.setattr(watchdog, "_connect", lambda _config: conn)
+    watchdog.expire(cfg)
+    assert conn.at_unlock == EXPIRED_STOPPED, "a stop waiting for the lock must read the outcome"
+    assert read_record(cfg["record_path"])["stop_lsn"] == "0/3000100"
 
 
 def test_the_bootstrap_carries_the_sources_and_the_record_path(tmp_path):
