@@ -6,6 +6,7 @@ sys.path and on ANSIBLE_COLLECTIONS_PATH for the playbooks they run.
 """
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -20,7 +21,11 @@ def _link_collection():
     link = COLLECTIONS / "ansible_collections" / "pgexclusive" / "backup"
     link.parent.mkdir(parents=True, exist_ok=True)
     if not link.is_symlink():
-        link.symlink_to(REPO)
+        try:
+            link.symlink_to(REPO)
+        except FileExistsError:
+            # Another pytest worker made it a moment ago.
+            pass
     return str(COLLECTIONS)
 
 
@@ -28,3 +33,15 @@ COLLECTIONS_PATH = _link_collection()
 sys.path.insert(0, COLLECTIONS_PATH)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("ANSIBLE_COLLECTIONS_PATH", COLLECTIONS_PATH)
+
+# Tests never write into the real home directory: Ansible's temporary files and
+# collections, ansible-test's cache and Molecule's state go under a HOME of the
+# test session's own, which every tool started by the tests inherits.
+import atexit  # noqa: E402
+import tempfile  # noqa: E402
+
+if not os.environ.get("PGX_TEST_HOME"):
+    _HOME = tempfile.mkdtemp(prefix="pgx-test-home-")
+    os.chmod(_HOME, 0o755)
+    os.environ.update(PGX_TEST_HOME=_HOME, HOME=_HOME, ANSIBLE_HOME=os.path.join(_HOME, ".ansible"))
+    atexit.register(shutil.rmtree, _HOME, True)

@@ -21,7 +21,9 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop imp
 TABLESPACES_QUERY = (
     "SELECT oid::bigint, spcname, pg_catalog.pg_tablespace_location(oid) FROM pg_catalog.pg_tablespace"
     " WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY spcname")
-DATA_DIRECTORY_QUERY = "SELECT setting FROM pg_catalog.pg_settings WHERE name = 'data_directory'"
+# Superusers and members of pg_read_all_settings (which pg_monitor includes) see the
+# setting; for anyone else pg_settings hides the row, and the subquery gives NULL.
+DATA_DIRECTORY_QUERY = "SELECT (SELECT setting FROM pg_catalog.pg_settings WHERE name = 'data_directory')"
 # pg_is_in_backup() answers for anyone, but only where the API exists.
 IN_BACKUP_QUERY = "SELECT pg_catalog.pg_is_in_backup()"
 
@@ -67,7 +69,7 @@ def online_info(server, data_directory):
         tablespaces=[dict(oid=oid, name=name, location=location)
                      for oid, name, location in server.session.rows(TABLESPACES_QUERY)],
         archiving=archiving_facts(server.session),
-        data_directory=server.session.value(DATA_DIRECTORY_QUERY) if server.superuser else data_directory,
+        data_directory=server.session.value(DATA_DIRECTORY_QUERY) or data_directory,
         warnings=[],
     )
     files, backup = read_data_directory(data_directory) if data_directory else (None, None)

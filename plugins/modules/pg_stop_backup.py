@@ -22,6 +22,9 @@ description:
   - When the WAL is not archived within O(archive_timeout) the backup IS stopped and the
     module fails, naming the missing file and the archiver's last failure.
   - Refuses a server in recovery.
+  - A backup this run started that ended without this stop (see O(start_lsn)) fails the module: the
+    copy taken under it is not restorable. Its state record then says C(ended-without-stop) and its
+    watchdog is ended.
   - The label check and the stop are one statement, and every stop of this collection (this module
     and the watchdog) holds an advisory lock in O(login_db) until the outcome is recorded, so no
     stop acts on a label another stop has just ended.
@@ -33,6 +36,17 @@ options:
       - Stop only a backup carrying this label (the one given to M(pgexclusive.backup.pg_start_backup)).
       - Required unless O(force=true).
     type: str
+  start_lsn:
+    description:
+      - The RV(pgexclusive.backup.pg_start_backup#module:start_lsn) the start returned. The stop then
+        ends the backup only if it is that very backup (same label and start LSN, checked in the
+        stop statement itself), and fails with RV(ended_without_stop) when that backup has already
+        ended without this stop (a restart, a crash, another client's C(pg_stop_backup())), or when
+        the backup in progress under this label started elsewhere. Nothing is stopped then.
+      - Without it, the start LSN in this label's state record guards the stop the same way while
+        the record says running.
+    type: str
+    version_added: 0.2.0
   force:
     description:
       - Stop the backup in progress whatever its label; the result names whose backup was stopped.
@@ -133,6 +147,10 @@ duration:
   returned: always
   type: float
   sample: 42.5
+ended_without_stop:
+  description: True when this run's backup had already ended without this stop; the module failed.
+  returned: on that failure
+  type: bool
 forced:
   description: True when O(force) stopped a backup carrying another label than O(label) (any backup when O(label) is not given).
   returned: when a backup was in progress
