@@ -4,37 +4,76 @@
 
 """backup.json, the WAL a backup needs, and retention: the backup directory's bookkeeping.
 
-Pure functions where possible; the few that touch files take paths.
+Pure functions where possible; the few that touch files take paths. The
+modules pg_backup_record, pg_backup_wal and pg_backup_retention are one call
+each into this file.
 """
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import datetime
+import errno
 import json
 import os
 import shutil
+import stat
+import subprocess
 
+from ansible.module_utils.parsing.convert_bool import boolean
+
+from ansible_collections.pgexclusive.backup.plugins.module_utils.copy import DATA_SUBDIR, TAR_COMPRESS_ARG, tar_name
+from ansible_collections.pgexclusive.backup.plugins.module_utils.durable import atomic_write, fsync_path, fsync_tree
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
+from ansible_collections.pgexclusive.backup.plugins.module_utils.manifest import write_manifest
 from ansible_collections.pgexclusive.backup.plugins.module_utils.wal import segment_name, segment_number
 
 RECORD_FILE = "backup.json"
 RECORD_VERSION = 1
-STATUSES = ("complete", "failed")
+COMPLETE = "complete"
+FAILED = "failed"
+STATUSES = (COMPLETE, FAILED)
 # The record's keys, in the order they are written (the rest follow sorted).
-ORDER = ("format", "label", "status", "error", "host", "server_version", "api", "method", "compression",
-         "timeline", "start_lsn", "stop_lsn", "start_wal_file", "stop_wal_file", "checkpoint_lsn",
-         "backup_history_file", "start_time", "stop_time", "finished_at", "duration", "bytes", "files", "tablespaces",
+ORDER = ("format", "label", "status", "error", "host", "system_identifier", "data_directory", "server_version",
+         "api", "method", "compression", "timeline", "start_lsn", "stop_lsn", "start_wal_file", "stop_wal_file",
+         "checkpoint_lsn", "backup_history_file", "start_time", "finished_at", "duration", "bytes", "tablespaces",
          "label_fixed", "wal_included", "manifest", "verify_restore", "restore_hint")
+# What a complete backup must name, and why it is not restorable without it.
+REQUIRED = (
+    ("label", "no label"),
+    ("start_lsn", "no start LSN: this run started no backup"),
+    ("stop_lsn", "no stop LSN: this run's stop did not end this backup"),
+    ("stop_wal_file", "no stop WAL file: the last WAL segment the backup needs is unknown"),
+)
+NOT_RECORDED_HINT = ("Nothing in the destination records how this backup ended: make the destination writable "
+                     "(space, permissions, a read-only mount) and take a new backup; this run's output says "
+                     "what happened.")
+
+
+def incomplete_because(facts):
+    """Why ``facts`` do not describe a restorable backup, in words; None when they do."""
+    reasons = [why for key, why in REQUIRED if not facts.get(key)]
+    wal_included = facts.get("wal_included")
+    if not boolean(facts.get("archived") or False, strict=False) and not (
+            isinstance(wal_included, list) and wal_included):
+        reasons.append("WAL neither archived nor included: the stop did not see the WAL up to the stop "
+                       "archived, and no WAL was put into the backup")
+    return "; ".join(reasons) or None
 
 
 def build_record(facts, status):
     """The backup.json document: the given facts, the status, the format version.
 
     Keys with value None are dropped so a failed record holds what is known.
+    A complete record is built only from facts that show a restorable backup;
+    otherwise the record says failed, and its error says what is missing.
     """
     if status not in STATUSES:
         raise BackupError("Unknown backup status %r." % status, "Use complete or failed.")
     record = dict((k, v) for k, v in facts.items() if v is not None)
+    why = incomplete_because(record) if status == COMPLETE else None
+    if why:
+        status, record["error"] = FAILED, why
     record["status"] = status
     record["format"] = RECORD_VERSION
     ordered = dict((k, record[k]) for k in ORDER if k in record)
@@ -45,13 +84,13 @@ def build_record(facts, status):
 
 
 def write_record(backup_dir, record):
+    """backup.json, atomically and on stable storage: a reader sees no record or a whole one."""
     path = os.path.join(backup_dir, RECORD_FILE)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as handle:
-        json.dump(record, handle, indent=2)
-        handle.write("\n")
-    os.rename(tmp, path)
-    return path
+    try:
+        return atomic_write(path, json.dumps(record, indent=2) + "\n", 0o644)
+    except (IOError, OSError) as exc:
+        raise BackupError("backup.json could NOT be written in %s: %s." % (backup_dir, exc.strerror or exc),
+                          NOT_RECORDED_HINT, record=record)
 
 
 def read_record(backup_dir):
@@ -60,6 +99,88 @@ def read_record(backup_dir):
             return json.load(handle)
     except (IOError, OSError, ValueError):
         return None
+
+
+def record_argument_spec():
+    return dict(
+        backup_dir=dict(type="path", required=True),
+        status=dict(type="str", choices=list(STATUSES), required=True),
+        facts=dict(type="dict", default={}),
+        manifest=dict(type="bool", default=False),
+    )
+
+
+def record_backup(params, check_mode):
+    """pg_backup_record: backup.json last, after every other output is on stable storage.
+
+    A complete record needs facts that show a restorable backup, the manifest
+    (when asked for) and an fsync of the whole backup directory; when any of
+    that fails the record says failed, with why, and the module fails. A
+    failed record is written even when the copy never created the directory:
+    a run that started a backup always leaves a backup.json (the caller
+    records only runs that started one).
+    """
+    backup_dir = params["backup_dir"]
+    facts = dict(params["facts"])
+    facts.setdefault("finished_at", datetime.datetime.utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"))
+    record = build_record(facts, params["status"])
+    if check_mode:
+        return dict(changed=True, record=record, manifest=None)
+    manifest = failure = None
+    if record["status"] == COMPLETE:
+        try:
+            manifest = _make_durable(backup_dir, facts, params["manifest"])
+            record = build_record(dict(facts, manifest=manifest), COMPLETE)
+        except BackupError as exc:
+            failure = exc
+            record = build_record(dict(facts, error=exc.msg), FAILED)
+    if record["status"] == FAILED:
+        _ensure_backup_dir(backup_dir, record)
+    path = write_record(backup_dir, record)
+    if failure is not None:
+        failure.facts.update(record=record, path=path)
+        raise failure
+    if record["status"] != params["status"]:
+        raise BackupError(
+            "The backup in %s is not complete, so backup.json says failed: %s." % (backup_dir, record["error"]),
+            "A backup is complete only when this run's stop ended the backup it started (stop LSN and WAL file "
+            "known) and its WAL is archived or included: see this run's earlier tasks for why not, and take "
+            "a new backup.", record=record, path=path)
+    return dict(changed=True, record=record, path=path, manifest=manifest)
+
+
+def _make_durable(backup_dir, facts, with_manifest):
+    """Write the manifest of a plain copy, then fsync every file and directory of the backup.
+
+    With a remote rsync target the copy is not here: the walk covers what is
+    (the record's own directory), the remote side is rsync's to make durable.
+    """
+    manifest = None
+    try:
+        if with_manifest and os.path.isdir(os.path.join(backup_dir, DATA_SUBDIR)):
+            missing = [k for k in ("timeline", "start_lsn", "stop_lsn") if not facts.get(k)]
+            if missing:
+                raise BackupError("The manifest needs %s in facts." % ", ".join(missing),
+                                  "Pass the start and stop results.")
+            manifest = write_manifest(backup_dir, facts["timeline"], facts["start_lsn"], facts["stop_lsn"])
+        fsync_tree(backup_dir)
+    except (IOError, OSError) as exc:
+        raise BackupError("The backup in %s could not be made durable: %s." % (backup_dir, exc),
+                          "Check the destination (space, permissions, I/O errors in the kernel log) and take "
+                          "a new backup.")
+    return manifest
+
+
+def _ensure_backup_dir(backup_dir, record):
+    """The directory of a failed record, created (0700) when the run failed before its copy made it."""
+    if os.path.isdir(backup_dir):
+        return
+    try:
+        os.makedirs(backup_dir, 0o700)
+        fsync_path(os.path.dirname(os.path.abspath(backup_dir)))
+    except (IOError, OSError) as exc:
+        raise BackupError("backup.json could NOT be written in %s: %s." % (backup_dir, exc.strerror or exc),
+                          NOT_RECORDED_HINT, record=record)
 
 
 # -- WAL ---------------------------------------------------------------------
@@ -85,10 +206,13 @@ def segments_between(start, stop, segment_size):
     return [segment_name(tli, n, segment_size) for n in range(first, last + 1)]
 
 
-def include_wal(archive_dir, target_dir, start_wal_file, stop_wal_file, history_file=None):
-    """Copy the segments from start to stop (and the history file) out of the archive.
+def include_wal(archive_dir, backup_dir, target_dir, start_wal_file, stop_wal_file, history_file=None):
+    """Copy the segments from start to stop (and the history file) out of the archive into ``target_dir``.
 
-    Fails naming the first missing segment: a backup that claims to be
+    ``target_dir`` lies inside ``backup_dir``, and every file lands there or
+    nowhere: a copy's pg_wal may be a link to the live server's WAL directory,
+    where old segments would be archived again. Fails naming the first missing
+    segment before anything is written: a backup that claims to be
     self-contained must be.
     """
     first = os.path.join(archive_dir, start_wal_file)
@@ -101,35 +225,220 @@ def include_wal(archive_dir, target_dir, start_wal_file, stop_wal_file, history_
     names = segments_between(start_wal_file, stop_wal_file, segment_size)
     if history_file:
         names.append(history_file)
-    if not os.path.isdir(target_dir):
-        os.makedirs(target_dir)
-    copied = []
     for name in names:
-        src = os.path.join(archive_dir, name)
-        if not os.path.isfile(src):
+        if not os.path.isfile(os.path.join(archive_dir, name)):
             raise BackupError("WAL file %s is not in the archive %s." % (name, archive_dir),
                               "Wait for archiving (pg_stat_archiver) and check archive_command.")
-        shutil.copy2(src, os.path.join(target_dir, name))
-        copied.append(name)
-    return copied
+    target_fd = open_inside(backup_dir, target_dir)
+    try:
+        for name in names:
+            _copy_into(os.path.join(archive_dir, name), target_fd, name, target_dir)
+    finally:
+        os.close(target_fd)
+    return names
+
+
+def open_inside(backup_dir, target_dir):
+    """A descriptor of ``target_dir``, created (0700) as needed, never through a symbolic link.
+
+    Each component below ``backup_dir`` is opened relative to the one before
+    with O_NOFOLLOW, so no link, and no link swapped in meanwhile, can lead
+    the writes out of the backup: realpath(target) stays inside
+    realpath(backup_dir).
+    """
+    rel = os.path.relpath(os.path.normpath(target_dir), os.path.normpath(backup_dir))
+    if rel == os.pardir or rel.startswith(os.pardir + os.sep) or os.path.isabs(rel):
+        raise BackupError("%s is not inside the backup directory %s. Nothing was written." % (target_dir, backup_dir),
+                          "Pass a target inside the backup directory.")
+    try:
+        fd = os.open(os.path.realpath(backup_dir), os.O_RDONLY | os.O_DIRECTORY)
+    except (IOError, OSError) as exc:
+        raise BackupError("Cannot read the backup directory %s: %s." % (backup_dir, exc.strerror or exc),
+                          "Give the directory of a finished copy, <dest>/<label>.")
+    path = backup_dir
+    try:
+        for part in ([] if rel == os.curdir else rel.split(os.sep)):
+            path = os.path.join(path, part)
+            child = _subdirectory(fd, part, path, backup_dir)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _subdirectory(dir_fd, name, path, backup_dir):
+    """A descriptor of the directory ``name`` in ``dir_fd``, created (0700) when missing; a link is refused."""
+    try:
+        try:
+            os.mkdir(name, 0o700, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno != errno.EEXIST:
+                raise
+        if stat.S_ISLNK(os.lstat(name, dir_fd=dir_fd).st_mode):
+            raise BackupError(
+                "%s is a symbolic link (to %s): writing through it would leave the backup directory %s. "
+                "Nothing was written." % (path, os.path.realpath(path), backup_dir),
+                "The copy must hold a real directory there, never a link to the live server's files: "
+                "take a new backup with a copy that does not keep that link.")
+        # O_NOFOLLOW: a link swapped in since the check fails here instead of being followed.
+        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+    except (IOError, OSError) as exc:
+        raise BackupError("Cannot create %s in the backup: %s." % (path, exc.strerror or exc),
+                          "Check space and permissions in the backup directory.")
+
+
+def _copy_into(src, dir_fd, name, target_dir):
+    """Create ``name`` in ``dir_fd`` (never over an existing file or link) with ``src``'s content, mode and times."""
+    try:
+        st = os.stat(src)
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as handle:
+            shutil.copyfileobj(handle, out, 1 << 20)
+            os.fchmod(out.fileno(), stat.S_IMODE(st.st_mode))
+            out.flush()
+            os.utime(out.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
+    except (IOError, OSError) as exc:
+        raise BackupError("Cannot copy %s into %s: %s." % (src, target_dir, exc.strerror or exc),
+                          "include_wal writes into an empty WAL directory of the backup and never replaces a "
+                          "file: check what is already there, and space and permissions.")
+
+
+def wal_argument_spec():
+    return dict(
+        backup_dir=dict(type="path", required=True),
+        wal_archive_dir=dict(type="path", required=True),
+        start_wal_file=dict(type="str", required=True),
+        stop_wal_file=dict(type="str", required=True),
+        backup_history_file=dict(type="str"),
+        compression=dict(type="str", choices=["none", "gzip", "zstd"], default="none"),
+    )
+
+
+def backup_wal(params, check_mode):
+    """pg_backup_wal: the WAL into data/pg_wal/ (plain), pg_wal.tar (tar) or pg_wal/ (command)."""
+    if check_mode:
+        return dict(changed=True, wal_files=[], location=None)
+    backup_dir = params["backup_dir"]
+    try:
+        present = os.listdir(backup_dir)
+    except (IOError, OSError) as exc:
+        raise BackupError("Cannot read the backup directory %s: %s." % (backup_dir, exc.strerror or exc),
+                          "Give the directory of a finished copy, <dest>/<label>.")
+    plain = DATA_SUBDIR in present
+    tarred = not plain and any(n.startswith("base.tar") for n in present)
+    target = os.path.join(backup_dir, DATA_SUBDIR, "pg_wal") if plain else os.path.join(backup_dir, "pg_wal")
+    output = os.path.join(backup_dir, tar_name("pg_wal", params["compression"]))
+    if tarred and os.path.lexists(output):
+        raise BackupError("%s already exists. Nothing was written." % output,
+                          "include_wal writes pg_wal.tar once, into a backup that has none.")
+    files = include_wal(params["wal_archive_dir"], backup_dir, target, params["start_wal_file"],
+                        params["stop_wal_file"], params["backup_history_file"])
+    if not tarred:
+        return dict(changed=True, wal_files=files, location=os.path.relpath(target, backup_dir))
+    argv = ["tar", "-C", target, "-cf", output] + TAR_COMPRESS_ARG[params["compression"]] + sorted(files)
+    try:
+        rc = subprocess.call(argv)
+    except (IOError, OSError) as exc:
+        raise BackupError("tar of the WAL could not run: %s" % exc, "Install tar (and zstd for zstd).")
+    if rc != 0:
+        raise BackupError("tar of the WAL failed with exit code %d: %s" % (rc, " ".join(argv)),
+                          "Check space and permissions in the backup directory.")
+    try:
+        shutil.rmtree(target)
+    except (IOError, OSError) as exc:
+        raise BackupError("%s is packed into %s, but could not be removed: %s." % (target, output, exc),
+                          "Remove it by hand; the backup itself is fine.")
+    return dict(changed=True, wal_files=files, location=os.path.basename(output))
 
 
 # -- retention ----------------------------------------------------------------
 
-def retention_plan(records, keep, current):
-    """Which labels to remove: all complete backups but the newest ``keep``, never ``current``.
+def same_cluster(record, cluster):
+    """True when backup.json names ``cluster``: its system identifier, and data directory and host when given.
 
-    ``records`` maps label -> backup.json content. Failed or unreadable backups
-    are left alone (they are reported, not removed: someone may be looking at
-    them). ``keep`` 0 keeps everything.
+    A record without a system identifier (written before it was recorded) is
+    nobody's: it is never taken for this cluster's.
     """
-    if keep <= 0:
-        return []
-    complete = [(r.get("finished_at") or r.get("stop_time") or "", label)
-                for label, r in records.items() if r and r.get("status") == "complete"]
-    complete.sort(reverse=True)
-    kept = [label for _t, label in complete[:keep]]
-    return sorted(label for _t, label in complete[keep:] if label != current and label not in kept)
+    if not record.get("system_identifier") or str(record["system_identifier"]) != str(cluster["system_identifier"]):
+        return False
+    if cluster.get("data_directory") and os.path.normpath(record.get("data_directory") or "") != os.path.normpath(
+            cluster["data_directory"]):
+        return False
+    return not cluster.get("host") or record.get("host") == cluster["host"]
+
+
+def retention_plan(records, keep, current, cluster):
+    """Which labels to remove, and why the others stay.
+
+    ``records`` maps label -> backup.json content (None: unreadable). Only
+    complete backups of ``cluster`` (see same_cluster) are candidates; all but
+    the newest ``keep`` of them go, never ``current``. Failed or unreadable
+    backups are left alone (reported, not removed: someone may be looking at
+    them), as are other clusters' and unidentified ones. ``keep`` 0 keeps
+    everything; at least 1 otherwise, so the newest complete backup always stays.
+    """
+    if keep < 0:
+        raise BackupError("keep is %d; it must be 0 (keep everything) or more." % keep,
+                          "Set keep to the number of complete backups of this cluster to keep.")
+    plan = dict(removed=[], kept=[], failed_backups=[], other_clusters=[], unidentified=[])
+    ours = []
+    for label, record in sorted(records.items()):
+        if not record or record.get("status") != COMPLETE:
+            plan["failed_backups"].append(label)
+        elif not record.get("system_identifier"):
+            plan["unidentified"].append(label)
+        elif not same_cluster(record, cluster):
+            plan["other_clusters"].append(label)
+        else:
+            ours.append((record.get("finished_at") or "", label))
+    ours.sort(reverse=True)
+    for position, (_finished, label) in enumerate(ours):
+        remove = keep > 0 and position >= keep and label != current
+        plan["removed" if remove else "kept"].append(label)
+    plan["removed"].sort()
+    plan["kept"].sort()
+    return plan
+
+
+def retention_argument_spec():
+    return dict(
+        dest=dict(type="path", required=True),
+        keep=dict(type="int", required=True),
+        current=dict(type="str", required=True),
+        system_identifier=dict(type="str", required=True),
+        data_directory=dict(type="path"),
+        host=dict(type="str"),
+    )
+
+
+def apply_retention(params, check_mode):
+    """pg_backup_retention: remove this cluster's complete backups beyond the newest ``keep``."""
+    try:
+        records = scan_backups(params["dest"])
+    except (IOError, OSError) as exc:
+        raise BackupError("Cannot read the backups in %s: %s." % (params["dest"], exc.strerror or exc),
+                          "Run as a user who may read the destination (become: true).")
+    plan = retention_plan(records, params["keep"], params["current"], params)
+    if not check_mode:
+        for done, label in enumerate(plan["removed"]):
+            _remove_backup(params["dest"], label, plan["removed"][:done])
+    return dict(plan, changed=bool(plan["removed"]))
+
+
+def _remove_backup(dest, label, removed):
+    """backup.json goes first: a backup half removed must never still claim to be complete."""
+    path = os.path.join(dest, label)
+    try:
+        os.unlink(os.path.join(path, RECORD_FILE))
+        fsync_path(path)
+        shutil.rmtree(path)
+    except (IOError, OSError) as exc:
+        raise BackupError(
+            "Retention could not remove the backup %s: %s." % (path, exc),
+            "Its backup.json is gone if the removal started, so nothing takes it for a complete backup; "
+            "remove the rest by hand once the cause (permissions, a busy mount) is fixed.", removed=removed)
 
 
 def scan_backups(dest):

@@ -4,9 +4,11 @@
 
 """Setting aside the backup_label a crash left in a stopped primary, under every safeguard.
 
-Only on the database host, on a stopped primary, for a label this collection
-started (its state record), with the label typed back as confirmation; the
-files are renamed, never deleted, so the step can be undone.
+Only on the database host, on a stopped primary, for the live label of a
+backup this collection started and that has not ended (its state record),
+never on anything that looks like a restored copy or a standby, with the
+label typed back as confirmation; the files are renamed, never deleted, so
+the step can be undone.
 """
 
 from __future__ import absolute_import, division, print_function

@@ -19,6 +19,10 @@ import json
 import os
 import time
 
+from ansible_collections.pgexclusive.backup.plugins.module_utils.copy import DATA_SUBDIR
+from ansible_collections.pgexclusive.backup.plugins.module_utils.durable import atomic_write
+from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
+
 MANIFEST_FILE = "backup_manifest"
 # Paths pg_verifybackup ignores on disk by default; never listed.
 NOT_LISTED_TOP = ("backup_manifest", "pg_wal")
@@ -63,12 +67,20 @@ def sha256_file(path, chunk=1 << 20):
     return digest.hexdigest()
 
 
-def walk_copy(data_dir):
-    """Manifest entries for every file of a plain copy, following pg_tblspc links (as pg_verifybackup does)."""
+def walk_copy(data_dir, backup_dir):
+    """Manifest entries for every file of a plain copy, following pg_tblspc links (as pg_verifybackup does).
+
+    In a plain copy the links point at <backup>/tablespaces/<oid>. A link that
+    leads out of ``backup_dir`` would make the manifest hash, and vouch for,
+    live files that are not the backup's: it is refused.
+    """
+    inside = os.path.realpath(backup_dir)
     entries = []
-    for root, dirs, files in os.walk(data_dir, followlinks=True):
+    for root, dirs, files in os.walk(data_dir, followlinks=True, onerror=_raise):
         rel_root = os.path.relpath(root, data_dir)
         rel_root = "" if rel_root == "." else rel_root.replace(os.sep, "/") + "/"
+        for name in dirs + files:
+            _refuse_link_outside(os.path.join(root, name), inside)
         if not rel_root:
             dirs[:] = [d for d in dirs if d not in NOT_LISTED_TOP]
             files = [f for f in files if f not in NOT_LISTED_TOP]
@@ -80,12 +92,32 @@ def walk_copy(data_dir):
     return entries
 
 
-def write_manifest(data_dir, manifest_path, timeline, start_lsn, end_lsn):
-    """Write backup_manifest for the plain copy in ``data_dir``; return (file count, bytes)."""
-    entries = walk_copy(data_dir)
+def _refuse_link_outside(path, inside):
+    if not os.path.islink(path):
+        return
+    target = os.path.realpath(path)
+    if target != inside and not target.startswith(inside.rstrip(os.sep) + os.sep):
+        raise BackupError(
+            "%s in the copy is a symbolic link to %s, outside the backup directory %s: no manifest "
+            "vouches for files that are not the backup's own." % (path, target, inside),
+            "A plain copy keeps its tablespaces in <backup>/tablespaces/<oid> and a real pg_wal directory; "
+            "this copy still points at live files: take a new backup with a copy that relinks them.")
+
+
+def _raise(error):
+    raise error
+
+
+def write_manifest(backup_dir, timeline, start_lsn, end_lsn):
+    """Write <backup_dir>/backup_manifest for the plain copy in <backup_dir>/data, atomically.
+
+    Returns path, files, bytes and the pg_verifybackup command that checks the copy.
+    """
+    data_dir = os.path.join(backup_dir, DATA_SUBDIR)
+    entries = walk_copy(data_dir, backup_dir)
     text = render(entries, [{"timeline": timeline, "start_lsn": start_lsn, "end_lsn": end_lsn}])
-    tmp = manifest_path + ".tmp"
-    with open(tmp, "w") as handle:
-        handle.write(text)
-    os.rename(tmp, manifest_path)
-    return len(entries), sum(e["Size"] for e in entries)
+    path = atomic_write(os.path.join(backup_dir, MANIFEST_FILE), text, 0o644)
+    # Without the WAL in data/pg_wal, pg_verifybackup must be told not to look for it (-n).
+    wal_inside = bool(os.listdir(os.path.join(data_dir, "pg_wal")))
+    return {"path": path, "files": len(entries), "bytes": sum(e["Size"] for e in entries),
+            "verify": "pg_verifybackup -m %s %s%s" % (path, data_dir, "" if wal_inside else " -n")}

@@ -11,26 +11,40 @@ DOCUMENTATION = r'''
 module: pg_backup_record
 short_description: Write backup.json and backup_manifest of an exclusive backup
 description:
-  - Writes C(backup.json) in the backup directory, holding the given facts (label, LSNs, WAL files,
-    timeline, times, server version, API, method, sizes, ...) and the O(status).
+  - Writes C(backup.json) in the backup directory, holding the given facts (label, cluster, LSNs, WAL files,
+    timeline, times, server version, API, method, sizes, ...) and the status.
+  - C(complete) means restorable. With O(status=complete) the record says complete only when O(facts) name
+    the C(label), C(start_lsn), C(stop_lsn) and C(stop_wal_file), and the WAL from start to stop is
+    archived (C(archived) true) or included (C(wal_included) a non-empty list). Otherwise C(backup.json) says
+    failed, its C(error) says what is missing, and the module fails.
+  - Before a complete record, every file and directory of the backup directory is fsynced; C(backup.json)
+    is written last, atomically (temporary file, fsync, rename, fsync of the directory), mode 0644. When
+    the manifest or the fsync fails, the record says failed, with why, and the module fails.
   - With O(manifest) and a plain copy (C(data/) in the backup directory), writes C(backup_manifest) in
     PostgreSQL's format (version 1, SHA256 checksums, the WAL range of the backup), so that
     C(pg_verifybackup -m <backup_dir>/backup_manifest <backup_dir>/data) checks the copy. Add C(-n)
-    when the WAL is not in C(data/pg_wal/), or C(--wal-directory=<archive>).
+    when the WAL is not in C(data/pg_wal/), or C(--wal-directory=<archive>). A symbolic link in the copy
+    that leads out of the backup directory (a live tablespace, the live C(pg_wal)) fails the record.
 version_added: 0.1.0
 author: pgexclusive.backup maintainers (@pgexclusive)
 options:
   backup_dir:
-    description: The backup directory, C(<dest>/<label>). With O(status=failed) and no such directory, nothing is written.
+    description:
+      - The backup directory, C(<dest>/<label>).
+      - Created (mode 0700) when missing, so that a run that started a backup and failed before its copy
+        created the directory still leaves a C(backup.json). Call it only for runs that started a backup.
     type: path
     required: true
   status:
-    description: C(complete) or C(failed).
+    description: C(complete) or C(failed). A complete status the facts do not support is recorded as failed.
     type: str
     choices: [complete, failed]
     required: true
   facts:
-    description: What to record; keys with null values are left out.
+    description:
+      - What to record; keys with null values are left out.
+      - C(system_identifier), C(data_directory) and C(host) name the cluster; M(pgexclusive.backup.pg_backup_retention)
+        removes only backups whose record names its cluster.
     type: dict
     default: {}
   manifest:
@@ -38,7 +52,8 @@ options:
     type: bool
     default: false
 notes:
-  - Check mode writes nothing.
+  - Check mode writes nothing and returns the record it would write.
+  - With a remote rsync target the copy is on another host; only the local backup directory is fsynced here.
 '''
 
 EXAMPLES = r'''
@@ -49,9 +64,14 @@ EXAMPLES = r'''
     manifest: true
     facts:
       label: "{{ label }}"
+      host: "{{ inventory_hostname }}"
+      system_identifier: "{{ copied.system_identifier }}"
+      data_directory: "{{ copied.data_directory }}"
       timeline: 1
       start_lsn: 0/2000028
       stop_lsn: 0/2000100
+      stop_wal_file: "000000010000000000000002"
+      archived: true
 '''
 
 RETURN = r'''
@@ -64,60 +84,19 @@ path:
   returned: when written
   type: str
 manifest:
-  description: The manifest written, with C(path), C(files), C(bytes); null without one.
+  description: The manifest written, with C(path), C(files), C(bytes) and C(verify) (the pg_verifybackup command); null without one.
   returned: success
   type: dict
 '''
 
-import datetime
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_record import build_record, write_record
-from ansible_collections.pgexclusive.backup.plugins.module_utils.copy import DATA_SUBDIR
-from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
-from ansible_collections.pgexclusive.backup.plugins.module_utils.manifest import MANIFEST_FILE, write_manifest
+from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_record import record_argument_spec, record_backup
+from ansible_collections.pgexclusive.backup.plugins.module_utils.module_runner import run_module
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            backup_dir=dict(type="path", required=True),
-            status=dict(type="str", choices=["complete", "failed"], required=True),
-            facts=dict(type="dict", default={}),
-            manifest=dict(type="bool", default=False),
-        ),
-        supports_check_mode=True,
-    )
-    p = module.params
-    facts = dict(p["facts"])
-    facts.setdefault("finished_at", datetime.datetime.utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"))
-    if p["status"] == "failed" and not os.path.isdir(p["backup_dir"]):
-        module.exit_json(changed=False, record=None, manifest=None,
-                         msg="No backup directory %s: nothing to record." % p["backup_dir"])
-    manifest = None
-    try:
-        data_dir = os.path.join(p["backup_dir"], DATA_SUBDIR)
-        if p["manifest"] and p["status"] == "complete" and os.path.isdir(data_dir):
-            missing = [k for k in ("timeline", "start_lsn", "stop_lsn") if not facts.get(k)]
-            if missing:
-                raise BackupError("The manifest needs %s in facts." % ", ".join(missing), "Pass the start and stop results.")
-            path = os.path.join(p["backup_dir"], MANIFEST_FILE)
-            if not module.check_mode:
-                files, size = write_manifest(data_dir, path, facts["timeline"], facts["start_lsn"], facts["stop_lsn"])
-                manifest = {"path": path, "files": files, "bytes": size,
-                            "verify": "pg_verifybackup -m %s %s%s" % (
-                                path, data_dir, "" if os.listdir(os.path.join(data_dir, "pg_wal")) else " -n")}
-                facts["manifest"] = manifest
-        record = build_record(facts, p["status"])
-        if module.check_mode:
-            module.exit_json(changed=True, record=record, manifest=manifest)
-        written = write_record(p["backup_dir"], record)
-    except (BackupError, OSError, IOError) as exc:
-        kwargs = exc.fail_kwargs() if isinstance(exc, BackupError) else {"msg": "Cannot write the record: %s" % exc}
-        module.fail_json(**kwargs)
-    module.exit_json(changed=True, record=record, path=written, manifest=manifest)
+    run_module(AnsibleModule(argument_spec=record_argument_spec(), supports_check_mode=True), record_backup)
 
 
 if __name__ == "__main__":

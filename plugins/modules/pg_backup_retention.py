@@ -9,12 +9,19 @@ __metaclass__ = type
 DOCUMENTATION = r'''
 ---
 module: pg_backup_retention
-short_description: Keep the newest N complete exclusive backups
+short_description: Keep the newest N complete exclusive backups of one cluster
 description:
-  - Looks at every directory of O(dest) that holds a C(backup.json), keeps the newest O(keep) whose
-    status is complete (by C(finished_at)), and removes the other complete ones.
-  - Never removes O(current) (the backup just taken), failed backups (reported in RV(failed_backups) for a
-    person to look at), or directories without C(backup.json).
+  - Looks at every directory of O(dest) that holds a C(backup.json), keeps the newest O(keep) complete
+    backups of this cluster (by C(finished_at)), and removes this cluster's other complete ones.
+  - A backup is this cluster's when its C(backup.json) names the same O(system_identifier) and, when
+    given, the same O(data_directory) and O(host). Several clusters may share one O(dest); the others'
+    backups are never removed (listed in RV(other_clusters)).
+  - Never removes O(current) (the backup just taken), the newest complete backup of this cluster,
+    failed backups (reported in RV(failed_backups) for a person to look at), backups whose C(backup.json)
+    names no system identifier (written by an older version; listed in RV(unidentified)), or directories
+    without C(backup.json) (a backup still being taken).
+  - Removes C(backup.json) first, so that a removal cut short leaves nothing that claims to be a
+    complete backup.
 version_added: 0.1.0
 author: pgexclusive.backup maintainers (@pgexclusive)
 options:
@@ -23,23 +30,36 @@ options:
     type: path
     required: true
   keep:
-    description: How many complete backups to keep; 0 keeps all.
+    description: How many complete backups of this cluster to keep; 0 keeps all (removes nothing).
     type: int
     required: true
   current:
     description: The label of the backup just taken; never removed.
     type: str
     required: true
+  system_identifier:
+    description: The cluster's system identifier (C(pg_control_system())); only backups recording it are candidates.
+    type: str
+    required: true
+  data_directory:
+    description: When given, only backups recording this data directory are candidates.
+    type: path
+  host:
+    description: When given, only backups recording this host (the inventory name the role records) are candidates.
+    type: str
 notes:
   - Check mode reports what would be removed and removes nothing.
 '''
 
 EXAMPLES = r'''
-- name: Keep the seven newest backups
+- name: Keep the seven newest backups of this cluster
   pgexclusive.backup.pg_backup_retention:
     dest: /srv/backups
     keep: 7
     current: "{{ label }}"
+    system_identifier: "{{ copied.system_identifier }}"
+    data_directory: "{{ copied.data_directory }}"
+    host: "{{ inventory_hostname }}"
 '''
 
 RETURN = r'''
@@ -49,43 +69,38 @@ removed:
   type: list
   elements: str
 kept:
-  description: The labels of the complete backups kept.
+  description: The labels of this cluster's complete backups kept.
   returned: always
   type: list
   elements: str
 failed_backups:
-  description: Labels of failed backups left in place.
+  description: Labels of failed backups (or unreadable C(backup.json)) left in place.
+  returned: always
+  type: list
+  elements: str
+other_clusters:
+  description: Labels of complete backups left alone because their C(backup.json) names another cluster
+    (system identifier, or data directory or host when given).
+  returned: always
+  type: list
+  elements: str
+unidentified:
+  description: Labels of complete backups left alone because their C(backup.json) names no system identifier
+    (written before it was recorded); remove them by hand when no longer needed.
   returned: always
   type: list
   elements: str
 '''
 
-import os
-import shutil
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_record import retention_plan, scan_backups
+from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_record import (
+    apply_retention, retention_argument_spec)
+from ansible_collections.pgexclusive.backup.plugins.module_utils.module_runner import run_module
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            dest=dict(type="path", required=True),
-            keep=dict(type="int", required=True),
-            current=dict(type="str", required=True),
-        ),
-        supports_check_mode=True,
-    )
-    p = module.params
-    records = scan_backups(p["dest"])
-    remove = retention_plan(records, p["keep"], p["current"])
-    kept = sorted(l for l, r in records.items() if r and r.get("status") == "complete" and l not in remove)
-    failed = sorted(l for l, r in records.items() if not r or r.get("status") != "complete")
-    if not module.check_mode:
-        for label in remove:
-            shutil.rmtree(os.path.join(p["dest"], label))
-    module.exit_json(changed=bool(remove), removed=remove, kept=kept, failed_backups=failed)
+    run_module(AnsibleModule(argument_spec=retention_argument_spec(), supports_check_mode=True), apply_retention)
 
 
 if __name__ == "__main__":

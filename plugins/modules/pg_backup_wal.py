@@ -15,7 +15,11 @@ description:
     the WAL archive into the backup, so that the backup restores without the archive.
   - Plain copies get them in C(data/pg_wal/) (where recovery and C(pg_verifybackup) look);
     tar copies get C(pg_wal.tar) (compressed like the rest); the command method gets C(pg_wal/).
-  - Fails naming the first segment missing from the archive.
+  - Fails naming the first segment missing from the archive, before anything is written.
+  - Writes only inside O(backup_dir). It refuses, writing nothing, when the target directory or any
+    directory between O(backup_dir) and it is a symbolic link (a copy whose C(pg_wal) still links to the
+    live server's WAL directory, where old segments would be archived again), and it never replaces an
+    existing file.
 version_added: 0.1.0
 author: pgexclusive.backup maintainers (@pgexclusive)
 options:
@@ -69,50 +73,14 @@ location:
   type: str
 '''
 
-import os
-import shutil
-import subprocess
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_record import include_wal
-from ansible_collections.pgexclusive.backup.plugins.module_utils.copy import DATA_SUBDIR, TAR_COMPRESS_ARG, tar_name
-from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
+from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_record import backup_wal, wal_argument_spec
+from ansible_collections.pgexclusive.backup.plugins.module_utils.module_runner import run_module
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            backup_dir=dict(type="path", required=True),
-            wal_archive_dir=dict(type="path", required=True),
-            start_wal_file=dict(type="str", required=True),
-            stop_wal_file=dict(type="str", required=True),
-            backup_history_file=dict(type="str"),
-            compression=dict(type="str", choices=["none", "gzip", "zstd"], default="none"),
-        ),
-        supports_check_mode=True,
-    )
-    p = module.params
-    if module.check_mode:
-        module.exit_json(changed=True, wal_files=[], location=None)
-    plain = os.path.isdir(os.path.join(p["backup_dir"], DATA_SUBDIR))
-    tarred = not plain and any(n.startswith("base.tar") for n in os.listdir(p["backup_dir"]))
-    target = os.path.join(p["backup_dir"], DATA_SUBDIR, "pg_wal") if plain else os.path.join(p["backup_dir"], "pg_wal")
-    try:
-        files = include_wal(p["wal_archive_dir"], target, p["start_wal_file"], p["stop_wal_file"],
-                            p["backup_history_file"])
-    except BackupError as exc:
-        module.fail_json(**exc.fail_kwargs())
-    location = os.path.relpath(target, p["backup_dir"])
-    if tarred:
-        output = os.path.join(p["backup_dir"], tar_name("pg_wal", p["compression"]))
-        argv = ["tar", "-C", target, "-cf", output] + TAR_COMPRESS_ARG[p["compression"]] + sorted(files)
-        rc = subprocess.call(argv)
-        if rc != 0:
-            module.fail_json(msg="tar of the WAL failed with exit code %d: %s" % (rc, " ".join(argv)))
-        shutil.rmtree(target)
-        location = os.path.basename(output)
-    module.exit_json(changed=True, wal_files=files, location=location)
+    run_module(AnsibleModule(argument_spec=wal_argument_spec(), supports_check_mode=True), backup_wal)
 
 
 if __name__ == "__main__":

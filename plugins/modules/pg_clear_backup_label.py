@@ -14,10 +14,16 @@ description:
     and its next start replays WAL from the backup's checkpoint, which fails when that WAL is gone.
     M(pgexclusive.backup.pg_backup_info) with O(data_directory) explains the case.
   - This module renames C(backup_label) (and C(tablespace_map)) to C(<name>.pgexclusive-<UTC time>),
-    never deletes them, and only when all of this holds - the server is stopped (no live
-    C(postmaster.pid)); the directory is a primary (no C(standby.signal), no C(recovery.signal));
-    this collection started the backup named in it (its state record in O(state_dir)); and
-    O(confirm) repeats that label exactly. Otherwise it fails and changes nothing.
+    never deletes them, and only for the live label of a stopped primary, when all of this holds - the
+    directory is no copy and no standby (no C(standby.signal) or C(recovery.signal); the BACKUP METHOD line of
+    C(backup_label) is not C(streamed), as in copies; no C(backup.json), C(backup_manifest) or C(backup_label.restorable)
+    in the directory or in the one holding it); the server is stopped (no live C(postmaster.pid));
+    this collection started the backup named in it (its state record in O(state_dir)), that backup has not
+    ended (the record's outcome is C(running), or C(expired-unreachable) when the safety stop found the
+    server down) and it started at the START WAL LOCATION of C(backup_label); and O(confirm) repeats
+    that label exactly. Otherwise it fails, says why, and changes nothing.
+  - Removing C(backup_label) from a restored copy or a standby corrupts it; that is why anything that
+    looks like one is refused.
   - Runs on the database host, as root or the server's OS user.
 version_added: 0.1.0
 author: pgexclusive.backup maintainers (@pgexclusive)
@@ -74,16 +80,11 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.crashed_backup import (
     clear_argument_spec, clear_crashed_backup)
-from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
+from ansible_collections.pgexclusive.backup.plugins.module_utils.module_runner import run_module
 
 
 def main():
-    module = AnsibleModule(argument_spec=clear_argument_spec(), supports_check_mode=True)
-    try:
-        result = clear_crashed_backup(module.params, module.check_mode)
-    except BackupError as exc:
-        module.fail_json(**exc.fail_kwargs())
-    module.exit_json(**result)
+    run_module(AnsibleModule(argument_spec=clear_argument_spec(), supports_check_mode=True), clear_crashed_backup)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 
@@ -6,6 +7,8 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils import backup_r
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 
 MB16 = 16 * 1024 * 1024
+RESTORABLE = {"label": "x", "start_lsn": "0/2000028", "stop_lsn": "0/3000100",
+              "stop_wal_file": "000000010000000000000003", "archived": True}
 
 
 def test_record_drops_unknowns_and_orders_keys():
@@ -32,6 +35,17 @@ def test_segments_between_refuses_nonsense():
         r.segments_between("nope", "000000010000000000000002", MB16)
 
 
+def test_complete_needs_facts_that_show_a_restorable_backup():
+    assert r.build_record(RESTORABLE, "complete")["status"] == "complete"
+    assert r.build_record(dict(RESTORABLE, archived=False, wal_included=["000000010000000000000003"]),
+                          "complete")["status"] == "complete"
+    rec = r.build_record(dict(RESTORABLE, stop_lsn=None, archived=False), "complete")
+    assert rec["status"] == "failed"
+    assert rec["error"].startswith("no stop LSN: this run's stop did not end this backup; WAL neither archived")
+    assert r.incomplete_because(dict(RESTORABLE, archived=False, wal_included=[])).startswith("WAL neither")
+    assert "error" not in r.build_record({"label": "x"}, "failed"), "a failed record keeps the caller's error"
+
+
 def test_include_wal_copies_and_names_what_is_missing(tmp_path):
     archive = tmp_path / "archive"
     archive.mkdir()
@@ -39,31 +53,121 @@ def test_include_wal_copies_and_names_what_is_missing(tmp_path):
     for name in ("000000010000000000000002", "000000010000000000000003"):
         (archive / name).write_bytes(b"\0" * seg)
     (archive / "000000010000000000000002.00000028.backup").write_text("h")
-    copied = r.include_wal(str(archive), str(tmp_path / "wal"), "000000010000000000000002",
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    copied = r.include_wal(str(archive), str(backup), str(backup / "wal"), "000000010000000000000002",
                            "000000010000000000000003", "000000010000000000000002.00000028.backup")
-    assert len(copied) == 3 and (tmp_path / "wal" / "000000010000000000000003").exists()
+    assert len(copied) == 3 and (backup / "wal" / "000000010000000000000003").exists()
     with pytest.raises(BackupError, match="000000010000000000000004 is not in the archive"):
-        r.include_wal(str(archive), str(tmp_path / "wal2"), "000000010000000000000002", "000000010000000000000004")
+        r.include_wal(str(archive), str(backup), str(backup / "wal2"), "000000010000000000000002",
+                      "000000010000000000000004")
+    assert not (backup / "wal2").exists(), "a missing segment is found before anything is written"
+    with pytest.raises(BackupError, match="not inside the backup directory"):
+        r.include_wal(str(archive), str(backup), str(tmp_path / "elsewhere"), "000000010000000000000002",
+                      "000000010000000000000003")
+    with pytest.raises(BackupError, match="never replaces a file"):
+        r.include_wal(str(archive), str(backup), str(backup / "wal"), "000000010000000000000002",
+                      "000000010000000000000003")
+
+
+def test_open_inside_refuses_a_link_at_any_depth(tmp_path):
+    live = tmp_path / "live"
+    (live / "pg_wal").mkdir(parents=True)
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    (backup / "data").symlink_to(live)
+    with pytest.raises(BackupError, match="data is a symbolic link"):
+        r.open_inside(str(backup), str(backup / "data" / "pg_wal"))
+    assert os.listdir(live / "pg_wal") == []
+
+
+CLUSTER = {"system_identifier": "111", "data_directory": None, "host": None}
 
 
 def test_retention_keeps_newest_complete_and_never_current():
     records = {
-        "a": {"status": "complete", "finished_at": "2026-01-01T00:00:00Z"},
-        "b": {"status": "complete", "finished_at": "2026-01-02T00:00:00Z"},
-        "c": {"status": "failed", "finished_at": "2026-01-03T00:00:00Z"},
-        "d": {"status": "complete", "finished_at": "2026-01-04T00:00:00Z"},
+        "a": {"status": "complete", "finished_at": "2026-01-01T00:00:00Z", "system_identifier": "111"},
+        "b": {"status": "complete", "finished_at": "2026-01-02T00:00:00Z", "system_identifier": 111},
+        "c": {"status": "failed", "finished_at": "2026-01-03T00:00:00Z", "system_identifier": "111"},
+        "d": {"status": "complete", "finished_at": "2026-01-04T00:00:00Z", "system_identifier": "111"},
         "broken": None,
     }
-    assert r.retention_plan(records, 2, "d") == ["a"]
-    assert r.retention_plan(records, 1, "d") == ["a", "b"]
-    assert r.retention_plan(records, 1, "a") == ["b"]
-    assert r.retention_plan(records, 0, "d") == []
+    assert r.retention_plan(records, 2, "d", CLUSTER)["removed"] == ["a"]
+    assert r.retention_plan(records, 1, "d", CLUSTER)["removed"] == ["a", "b"]
+    assert r.retention_plan(records, 1, "a", CLUSTER)["removed"] == ["b"]
+    plan = r.retention_plan(records, 0, "d", CLUSTER)
+    assert plan["removed"] == [] and plan["kept"] == ["a", "b", "d"] and plan["failed_backups"] == ["broken", "c"]
+    with pytest.raises(BackupError, match="keep is -1"):
+        r.retention_plan(records, -1, "d", CLUSTER)
+
+
+def test_same_cluster():
+    record = {"system_identifier": "111", "data_directory": "/pg/a", "host": "db1"}
+    assert r.same_cluster(record, {"system_identifier": "111"})
+    assert r.same_cluster(record, {"system_identifier": "111", "data_directory": "/pg/a/", "host": "db1"})
+    assert not r.same_cluster(record, {"system_identifier": "222"})
+    assert not r.same_cluster(record, {"system_identifier": "111", "data_directory": "/pg/b"})
+    assert not r.same_cluster(record, {"system_identifier": "111", "host": "db2"})
+    assert not r.same_cluster({"status": "complete"}, {"system_identifier": "111"})
+
+
+def test_a_failed_removal_is_an_error_and_leaves_no_complete_record(tmp_path, monkeypatch):
+    for label, when in (("old", "2026-01-01T00:00:00Z"), ("new", "2026-01-02T00:00:00Z")):
+        (tmp_path / label).mkdir()
+        r.write_record(str(tmp_path / label), r.build_record(dict(RESTORABLE, label=label, finished_at=when,
+                                                                  system_identifier="111"), "complete"))
+
+    def busy(path):
+        raise OSError(16, "Device or resource busy", path)
+    monkeypatch.setattr(r.shutil, "rmtree", busy)
+    params = dict(dest=str(tmp_path), keep=1, current="new", system_identifier="111", data_directory=None, host=None)
+    with pytest.raises(BackupError, match="Retention could not remove the backup .*old: .*busy") as exc:
+        r.apply_retention(params, False)
+    assert exc.value.facts["removed"] == []
+    assert not (tmp_path / "old" / "backup.json").exists(), "a half-removed backup must not claim to be complete"
+    assert r.read_record(str(tmp_path / "new"))["status"] == "complete"
+
+
+def test_a_complete_record_comes_after_the_fsync_of_everything_else(tmp_path, monkeypatch):
+    backup = tmp_path / "x"
+    backup.mkdir()
+    (backup / "base.tar").write_bytes(b"x")
+    events = []
+    monkeypatch.setattr(r, "fsync_tree", lambda path: events.append(("fsync_tree", path, os.listdir(path))))
+    real_write = r.write_record
+    monkeypatch.setattr(r, "write_record", lambda path, rec: events.append(("record", rec["status"])) or
+                        real_write(path, rec))
+    params = dict(backup_dir=str(backup), status="complete", facts=RESTORABLE, manifest=False)
+    result = r.record_backup(params, False)
+    assert result["record"]["status"] == "complete"
+    assert events == [("fsync_tree", str(backup), ["base.tar"]), ("record", "complete")]
+
+
+def test_a_failed_fsync_makes_the_record_failed(tmp_path, monkeypatch):
+    backup = tmp_path / "x"
+    backup.mkdir()
+
+    def broken(path):
+        raise OSError(5, "Input/output error", path)
+    monkeypatch.setattr(r, "fsync_tree", broken)
+    params = dict(backup_dir=str(backup), status="complete", facts=RESTORABLE, manifest=False)
+    with pytest.raises(BackupError, match="could not be made durable"):
+        r.record_backup(params, False)
+    saved = r.read_record(str(backup))
+    assert saved["status"] == "failed" and "Input/output error" in saved["error"]
+
+
+def test_check_mode_writes_nothing(tmp_path):
+    params = dict(backup_dir=str(tmp_path / "x"), status="failed", facts={"label": "x", "start_lsn": "0/1"},
+                  manifest=False)
+    assert r.record_backup(params, True)["record"]["status"] == "failed"
+    assert not (tmp_path / "x").exists()
 
 
 def test_scan_and_write(tmp_path):
     (tmp_path / "x").mkdir()
     (tmp_path / "not-a-backup").mkdir()
-    r.write_record(str(tmp_path / "x"), r.build_record({"label": "x"}, "complete"))
+    r.write_record(str(tmp_path / "x"), r.build_record(RESTORABLE, "complete"))
     found = r.scan_backups(str(tmp_path))
     assert list(found) == ["x"] and found["x"]["status"] == "complete"
     assert json.loads((tmp_path / "x" / "backup.json").read_text())["format"] == 1
