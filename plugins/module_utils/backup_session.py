@@ -25,7 +25,7 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.connection impo
     DatabaseError, Session, connection_argument_spec)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.pgexclusive.backup.plugins.module_utils.wal import (
-    backup_history_file, last_segment_before, parse_lsn)
+    backup_history_file, last_segment_before, same_lsn)
 
 FACTS_QUERY = (
     "SELECT current_setting('server_version_num')::int, current_setting('server_version'),"
@@ -377,14 +377,6 @@ def _stop(server, params, label, check_mode):
     result["watchdog_ended"] = safety_stop.disarm(path, record, stop_lsn)
     result.update(_finished_facts(server, running, stop_lsn), changed=True, in_backup=False)
     return result
-
-
-def same_lsn(one, other):
-    """LSNs compare as numbers: newer releases print them zero-padded."""
-    try:
-        return parse_lsn(one) == parse_lsn(other)
-    except ValueError:
-        return False
 
 
 def _ended_without_stop(path, record, label, start_lsn, check_mode, what):

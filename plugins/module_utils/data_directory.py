@@ -19,10 +19,9 @@ import time
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import (
     LABEL_FILE, TABLESPACE_MAP, describe_backup, parse_backup_label, parse_tablespace_map, start_time_epoch)
-from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_session import same_lsn
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_state import EXPIRED_UNREACHABLE, RUNNING
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
-from ansible_collections.pgexclusive.backup.plugins.module_utils.wal import infer_segment_size, segment_of
+from ansible_collections.pgexclusive.backup.plugins.module_utils.wal import infer_segment_size, same_lsn, segment_of
 
 SIGNAL_FILES = ("standby.signal", "recovery.signal")
 

@@ -11,9 +11,15 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.connection impo
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 
 
-def run_module(module, action):
-    """exit_json with ``action(params, check_mode)``'s result; its 'warnings' become module warnings."""
-    ensure_driver(module)
+def run_module(module, action, needs_database=True):
+    """exit_json with ``action(params, check_mode)``'s result; its 'warnings' become module warnings.
+
+    Modules that only handle files (the backup directory's bookkeeping) pass
+    needs_database=False: they must run where psycopg2 is missing, e.g. on a
+    backup repository host.
+    """
+    if needs_database:
+        ensure_driver(module)
     try:
         result = action(module.params, module.check_mode)
     except BackupError as exc:

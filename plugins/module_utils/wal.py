@@ -27,6 +27,14 @@ def parse_lsn(text):
     return (int(match.group(1), 16) << 32) | int(match.group(2), 16)
 
 
+def same_lsn(one, other):
+    """LSNs compare as numbers: newer releases print them zero-padded (0/02000028). False for a non-LSN."""
+    try:
+        return parse_lsn(one) == parse_lsn(other)
+    except ValueError:
+        return False
+
+
 def _segments_per_id(segment_size):
     return 0x100000000 // segment_size
 

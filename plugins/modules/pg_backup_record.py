@@ -96,7 +96,8 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.module_runner i
 
 
 def main():
-    run_module(AnsibleModule(argument_spec=record_argument_spec(), supports_check_mode=True), record_backup)
+    run_module(AnsibleModule(argument_spec=record_argument_spec(), supports_check_mode=True), record_backup,
+               needs_database=False)
 
 
 if __name__ == "__main__":

@@ -100,7 +100,8 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.module_runner i
 
 
 def main():
-    run_module(AnsibleModule(argument_spec=retention_argument_spec(), supports_check_mode=True), apply_retention)
+    run_module(AnsibleModule(argument_spec=retention_argument_spec(), supports_check_mode=True), apply_retention,
+               needs_database=False)
 
 
 if __name__ == "__main__":

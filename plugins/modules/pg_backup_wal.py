@@ -80,7 +80,7 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.module_runner i
 
 
 def main():
-    run_module(AnsibleModule(argument_spec=wal_argument_spec(), supports_check_mode=True), backup_wal)
+    run_module(AnsibleModule(argument_spec=wal_argument_spec(), supports_check_mode=True), backup_wal, needs_database=False)
 
 
 if __name__ == "__main__":

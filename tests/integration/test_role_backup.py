@@ -6,6 +6,7 @@ recovery_target = 'immediate' and checks the rows against the stop LSN.
 """
 
 import json
+import os
 import subprocess
 
 import pytest
@@ -216,12 +217,19 @@ def test_playbook_retention_and_set_stats(pg, scratch):
     if pg.major != 15:
         pytest.skip("retention and the playbook do not depend on the major")
     dest = scratch / "backups"
-    for label, status, when in (("old-1", "complete", "2020-01-01T00:00:00Z"), ("old-2", "complete", "2020-01-02T00:00:00Z"),
-                                ("old-failed", "failed", "2020-01-03T00:00:00Z")):
+    this_cluster = {"system_identifier": str(pg.value("SELECT system_identifier FROM pg_control_system()")),
+                    "data_directory": os.path.realpath(pg.data_dir), "host": "localhost"}
+    other_cluster = dict(this_cluster, system_identifier="1")
+    for label, status, when, cluster in (
+            ("old-1", "complete", "2020-01-01T00:00:00Z", this_cluster),
+            ("old-2", "complete", "2020-01-02T00:00:00Z", this_cluster),
+            ("old-failed", "failed", "2020-01-03T00:00:00Z", this_cluster),
+            ("other-cluster", "complete", "2019-01-01T00:00:00Z", other_cluster),
+            ("old-format", "complete", "2019-01-01T00:00:00Z", {})):
         (dest / label).mkdir(parents=True)
-        (dest / label / "backup.json").write_text(json.dumps({"label": label, "status": status, "finished_at": when}))
+        (dest / label / "backup.json").write_text(json.dumps(
+            dict(cluster, label=label, status=status, finished_at=when)))
     (dest / "not-a-backup").mkdir()
-    import os
     os.environ["ANSIBLE_SHOW_CUSTOM_STATS"] = "1"
     try:
         from role_play import REPO
@@ -233,7 +241,8 @@ def test_playbook_retention_and_set_stats(pg, scratch):
     assert run.rc == 0, run.output[-5000:]
     assert "CUSTOM STATS" in run.output and "exclusive_backup_results" in run.output
     left = sorted(p.name for p in dest.iterdir())
-    assert "old-1" not in left and {"old-2", "old-failed", "not-a-backup"} <= set(left) and len(left) == 4, left
+    assert "old-1" not in left, left
+    assert {"old-2", "old-failed", "not-a-backup", "other-cluster", "old-format"} <= set(left) and len(left) == 6, left
     assert "Removed by retention: old-1" in run.output
     assert any(name.startswith("pgx-localhost-awx4242-") for name in left), "the label carries the AWX job id"
 
