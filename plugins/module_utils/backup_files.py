@@ -4,9 +4,11 @@
 
 """Which files of a data directory belong in a backup.
 
-The one list of exclusions (PostgreSQL docs, "Backing Up the Data Directory").
-backup_label and tablespace_map are NOT excluded: in an exclusive backup they
-are the backup's own description and must be in the copy.
+The one list of exclusions (PostgreSQL docs, "Backing Up the Data Directory"),
+rendered here for the Python copy (is_excluded), GNU tar and rsync, so the
+three methods leave out exactly the same files. backup_label and
+tablespace_map are NOT excluded: in an exclusive backup they are the backup's
+own description and must be in the copy.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -14,7 +16,12 @@ __metaclass__ = type
 
 import fnmatch
 
-# Directories kept empty in the copy: the server recreates what it needs.
+# Directories that are empty in the copy. The live entries are left out whole,
+# not just their contents: pg_wal is usually a symbolic link to another disk
+# (initdb --waldir), and a copy that kept the link would let a restore check or
+# include_wal write into the live server's WAL. Every copy method puts a new,
+# real, empty directory in their place instead (copy.Copier), as pg_basebackup
+# does; the server recreates what it needs inside.
 EMPTY_DIRS = (
     "pg_wal",
     "pg_replslot",
@@ -36,13 +43,14 @@ ANYWHERE = ("pgsql_tmp*", "pg_internal.init")
 def is_excluded(relpath, extra=()):
     """True when ``relpath`` (relative to the data directory, '/'-separated) stays out.
 
+    The EMPTY_DIRS themselves are excluded too: the caller adds empty ones.
     ``extra`` holds the user's own patterns, matched against the whole
     relative path and against the file name.
     """
     parts = [p for p in relpath.strip("/").split("/") if p not in ("", ".")]
     if not parts:
         return False
-    if len(parts) > 1 and parts[0] in EMPTY_DIRS:
+    if parts[0] in EMPTY_DIRS:
         return True
     if len(parts) == 1 and parts[0] in TOP_FILES:
         return True
@@ -53,15 +61,26 @@ def is_excluded(relpath, extra=()):
     return any(fnmatch.fnmatchcase(path, p) or fnmatch.fnmatchcase(parts[-1], p) for p in extra)
 
 
-def tar_exclude_args(extra=()):
+def tar_exclude_args(extra=(), top=True):
     """GNU tar options for ``tar -C <data_directory> ... .`` implementing is_excluded.
 
     Members are named ./<relpath>, so the anchored patterns start with './'.
+    The archive then holds no EMPTY_DIRS at all: add empty directories of
+    your own after '.' (copy.tar_data_command does, from its staging area).
+    ``top=False`` gives the name patterns only, for a tablespace's directory.
     """
-    args = ["--anchored"]
-    args += ["--exclude=./%s/*" % name for name in EMPTY_DIRS]
-    args += ["--exclude=./%s" % name for name in TOP_FILES]
-    args += ["--no-anchored"]
-    args += ["--exclude=%s" % name for name in ANYWHERE]
-    args += ["--exclude=%s" % pattern for pattern in extra]
+    args = []
+    if top:
+        args += ["--anchored"] + ["--exclude=./%s" % name for name in EMPTY_DIRS + TOP_FILES]
+    args += ["--no-anchored"] + ["--exclude=%s" % pattern for pattern in ANYWHERE + tuple(extra)]
     return args
+
+
+def rsync_exclude_args(extra=(), top=True):
+    """rsync options implementing is_excluded; patterns starting with '/' are anchored at the transfer root.
+
+    As with tar, the EMPTY_DIRS are left out whole: send empty ones separately.
+    ``top=False`` gives the name patterns only, for a tablespace's directory.
+    """
+    args = ["--exclude=/%s" % name for name in EMPTY_DIRS + TOP_FILES] if top else []
+    return args + ["--exclude=%s" % pattern for pattern in ANYWHERE + tuple(extra)]

@@ -17,14 +17,17 @@ Layout of a backup directory ``<dest>/<label>/`` (DESIGN.md):
 The copy always carries backup_label and tablespace_map. The backup_label in the
 copy is written from the one read at copy time (never the live file changed):
 on 15+ its method line is fixed (backup_label.restorable_label) so that recovery
-waits for the end-of-backup record.
+waits for the end-of-backup record. pg_wal and the other backup_files.EMPTY_DIRS
+are new, real, empty directories in every copy, whatever the live ones are.
 """
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import collections
+import errno
 import os
+import pwd
 import shutil
 import stat
 import subprocess
@@ -34,7 +37,7 @@ import time
 import zlib
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_files import (
-    ANYWHERE, EMPTY_DIRS, is_excluded, tar_exclude_args)
+    EMPTY_DIRS, is_excluded, rsync_exclude_args, tar_exclude_args)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import (
     LABEL_FILE, TABLESPACE_MAP, parse_backup_label, restorable_label)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
@@ -50,6 +53,11 @@ RESTORABLE_LABEL_FILE = "backup_label.restorable"
 # Parallel gzip: blocks of the tar stream compressed at gzip's default level, one gzip member each.
 GZIP_BLOCK = 4 << 20
 GZIP_LEVEL = 6
+# Bytes one sendfile call copies at most (Linux stops at 2 GiB anyway).
+SEND_CHUNK = 64 << 20
+# What an entry of the source must still be when the copy opens it.
+KINDS = {"file": stat.S_ISREG, "directory": stat.S_ISDIR}
+FAILED_HINT = "Fix the cause (space, permissions, the destination) and run the backup again."
 
 # Exit codes that mean "the live cluster changed under us", which is normal:
 # GNU tar 1 = "some files differ" (changed while read), rsync 24 = "some
@@ -77,62 +85,97 @@ def tar_compress_args(compression, parallel=1):
 
 
 def tar_data_command(data_directory, staging, output, compression="none", extra=(), parallel=1):
-    """GNU tar of the data directory, backup_label taken from ``staging``.
+    """GNU tar of the data directory, backup_label and the EMPTY_DIRS taken from ``staging``.
 
-    The live backup_label is excluded and the staged one added as member
-    ``backup_label`` (no './' prefix, so the anchored exclusion of
-    './backup_label' does not drop it again).
+    The live backup_label and EMPTY_DIRS are excluded and the staged ones
+    added as members without the './' prefix, so the anchored exclusions
+    ('./backup_label', './pg_wal') do not drop them again: the archive holds
+    pg_wal/ as a directory even when the live pg_wal is a symbolic link.
     """
     return (["tar", "-C", data_directory, "-cf", output] + tar_compress_args(compression, parallel)
             + tar_exclude_args(extra) + ["--anchored", "--exclude=./" + LABEL_FILE, "--no-anchored", "."]
-            + ["-C", staging, LABEL_FILE])
+            + ["-C", staging, LABEL_FILE] + list(EMPTY_DIRS))
 
 
 def tar_tablespace_command(location, output, compression="none", extra=(), parallel=1):
     """GNU tar of one tablespace's directory; only the name patterns apply there."""
-    args = ["--no-anchored"] + ["--exclude=%s" % p for p in ANYWHERE] + ["--exclude=%s" % p for p in extra]
-    return ["tar", "-C", location, "-cf", output] + tar_compress_args(compression, parallel) + args + ["."]
+    return (["tar", "-C", location, "-cf", output] + tar_compress_args(compression, parallel)
+            + tar_exclude_args(extra, top=False) + ["."])
 
 
 def rsync_data_command(data_directory, target, extra=(), mkpath=False):
     """rsync of the data directory into ``target`` (local dir or host:path), excluding per backup_files.
 
-    Patterns that start with '/' are anchored at the transfer root.
-    backup_label is excluded: the staged one is sent afterwards. Symbolic
-    links are kept as links (-a implies -l), so pg_tblspc/<oid> is not followed.
+    backup_label and the EMPTY_DIRS are excluded (and deleted from an earlier
+    copy in ``target``): rsync_staged_command sends the staged ones
+    afterwards. Symbolic links are kept as links (-a implies -l), so
+    pg_tblspc/<oid> is not followed.
     """
     args = ["rsync", "-a", "--delete", "--delete-excluded"] + (["--mkpath"] if mkpath else [])
-    args += ["--exclude=/%s/*" % name for name in EMPTY_DIRS]
-    args += ["--exclude=/postmaster.pid", "--exclude=/postmaster.opts", "--exclude=/backup_label.old",
-             "--exclude=/" + LABEL_FILE]
-    args += ["--exclude=%s" % p for p in ANYWHERE]
-    args += ["--exclude=%s" % p for p in extra]
+    args += rsync_exclude_args(extra) + ["--exclude=/" + LABEL_FILE]
     return args + [data_directory.rstrip("/") + "/", target.rstrip("/") + "/"]
 
 
+def rsync_staged_command(staging, target):
+    """rsync of the staged backup_label and empty directories into the copy ``target``.
+
+    Named one by one, not as staging/, so that the copy's own top directory
+    keeps the data directory's owner and mode.
+    """
+    return (["rsync", "-a"] + [os.path.join(staging, name) for name in (LABEL_FILE,) + EMPTY_DIRS]
+            + [target.rstrip("/") + "/"])
+
+
 def rsync_tablespace_command(location, target, extra=(), mkpath=False):
-    args = ["rsync", "-a", "--delete"] + (["--mkpath"] if mkpath else []) + ["--exclude=%s" % p for p in ANYWHERE]
-    args += ["--exclude=%s" % p for p in extra]
+    args = ["rsync", "-a", "--delete"] + (["--mkpath"] if mkpath else []) + rsync_exclude_args(extra, top=False)
     return args + [location.rstrip("/") + "/", target.rstrip("/") + "/"]
 
 
 def tablespaces_of(data_directory):
-    """The tablespaces as [{'oid', 'path'}] read from the links in pg_tblspc/."""
+    """The tablespaces as [{'oid', 'path'}] read from the links in pg_tblspc/, each target resolved once.
+
+    The copy follows these links by design, as root. A tablespace always
+    belongs to the server's OS user (CREATE TABLESPACE requires it), so a link
+    to a directory someone else owns was not made by PostgreSQL: copying it
+    would let whoever changed the link read that directory from the backup.
+    It is refused before anything is copied. ``path`` is the resolved
+    target, which the copy then uses, so a link changed afterwards is not
+    followed again.
+    """
     tblspc = os.path.join(data_directory, "pg_tblspc")
     found = []
     if not os.path.isdir(tblspc):
         return found
+    owner = os.stat(data_directory).st_uid
     for name in sorted(os.listdir(tblspc)):
-        full = os.path.join(tblspc, name)
-        if os.path.islink(full):
-            target = os.readlink(full)
-            if not os.path.isabs(target):
-                target = os.path.normpath(os.path.join(tblspc, target))
-            found.append({"oid": name, "path": target})
-        elif os.path.isdir(full):
+        link = os.path.join(tblspc, name)
+        if not os.path.islink(link):
             # An in-place tablespace (allow_in_place_tablespaces) is copied with the data directory.
             continue
+        path = os.path.realpath(link)
+        try:
+            uid = os.stat(path).st_uid
+        except OSError as exc:
+            raise BackupError("Tablespace %s: %s leads to %s, which cannot be read: %s. Nothing was copied."
+                              % (name, link, path, exc.strerror),
+                              "Check the link against tablespace_map and the tablespace's directory, then take the "
+                              "backup again.")
+        if uid != owner:
+            raise BackupError(
+                "Tablespace %s: %s leads to %s, owned by %s, but the data directory %s is owned by %s. "
+                "Nothing was copied." % (name, link, path, _user(uid), data_directory, _user(owner)),
+                "A tablespace's directory belongs to the server's OS user, so this link was changed outside "
+                "PostgreSQL. Compare it with tablespace_map (ls -l %s), put the right link back, then take the "
+                "backup again." % link)
+        found.append({"oid": name, "path": path})
     return found
+
+
+def _user(uid):
+    try:
+        return "uid %d (%s)" % (uid, pwd.getpwuid(uid).pw_name)
+    except KeyError:
+        return "uid %d" % uid
 
 
 def check_label(text, label):
@@ -205,6 +248,8 @@ class Copier(object):
                 "Start the backup first (pg_start_backup); a copy without backup_label is not a backup.")
 
     def copy(self):
+        # Imported here: data_directory imports this module (and backup_record, which does too).
+        from ansible_collections.pgexclusive.backup.plugins.module_utils.data_directory import system_identifier
         started = time.time()
         text = self.live_label()
         fields = check_label(text, self.label)
@@ -217,8 +262,12 @@ class Copier(object):
             shutil.rmtree(staging)
         os.mkdir(staging, 0o700)
         copy_text = label_for_copy(text, self.fix_label)
-        staged = os.path.join(staging, LABEL_FILE)
-        _write(staged, copy_text, owner)
+        # The staging area holds what the copy gets in place of the live entries.
+        _write(os.path.join(staging, LABEL_FILE), copy_text, owner)
+        _make_empty_dirs(staging, owner)
+        if self.method == "command":
+            # Next to backup.json, and before the command runs, so that it can ship it with the snapshot.
+            _write(os.path.join(self.backup_dir, RESTORABLE_LABEL_FILE), copy_text, None, 0o644)
         try:
             outputs = getattr(self, "_copy_" + self.method)(staging, tablespaces)
         finally:
@@ -227,6 +276,9 @@ class Copier(object):
             "method": self.method,
             "compression": self.compression,
             "label": self.label,
+            # Which cluster this is a backup of: retention must never mix clusters.
+            "system_identifier": system_identifier(self.data_directory),
+            "data_directory": os.path.realpath(self.data_directory),
             "start_wal_file": fields.get("start_wal_file"),
             "label_fixed": self.fix_label and self.method != "command",
             "tablespaces": tablespaces,
@@ -236,8 +288,6 @@ class Copier(object):
             "warnings": self.warnings,
         }
         if self.method == "command":
-            # Give the user the label their snapshot needs, next to backup.json.
-            _write(os.path.join(self.backup_dir, RESTORABLE_LABEL_FILE), copy_text, None, 0o644)
             result["restore_hint"] = restore_hint(self.fix_label)
         result["bytes"] = _size_of(self.backup_dir) if self.method != "command" else None
         return result
@@ -248,7 +298,7 @@ class Copier(object):
             name = tool if tool != "command" else "the copy command"
             raise BackupError(
                 "The copy failed: %s exited with %d: %s" % (name, rc, (err or "").strip()[-2000:]),
-                "Fix the cause (space, permissions, the destination) and run the backup again.")
+                FAILED_HINT)
         if rc != 0:
             self.warnings.append("%s exited with %d, which is normal on a live cluster: %s"
                                  % (tool, rc, (err or "").strip().splitlines()[-1:] or ""))
@@ -291,7 +341,7 @@ class Copier(object):
         argv = rsync_data_command(self.data_directory, data_target, self.exclude, mkpath=bool(self.rsync_target))
         rc, _out, err = self.run(argv)
         self._check("rsync", argv, rc, err)
-        argv = ["rsync", "-a", os.path.join(staging, LABEL_FILE), data_target + "/" + LABEL_FILE]
+        argv = rsync_staged_command(staging, data_target)
         rc, _out, err = self.run(argv)
         self._check("rsync", argv, rc, err)
         for tblspc in tablespaces:
@@ -310,9 +360,16 @@ class Copier(object):
 
     def _copy_copy(self, staging, tablespaces):
         data_target, tblspc_target = self._targets()
+        targets = [data_target] + [os.path.join(tblspc_target, t["oid"]) for t in tablespaces]
+        present = [path for path in targets if os.path.lexists(path)]
+        if present:
+            raise BackupError("%s already exist: the copy method writes new directories only." % ", ".join(present),
+                              "Remove them, or copy into a new backup directory (the role makes one per label).")
+        owner = os.stat(self.data_directory)
         copy_tree(self.data_directory, data_target, self.exclude, prefix="", workers=self.parallel)
+        _make_empty_dirs(data_target, owner)
         shutil.copy2(os.path.join(staging, LABEL_FILE), os.path.join(data_target, LABEL_FILE))
-        _chown_like(os.path.join(data_target, LABEL_FILE), os.stat(self.data_directory))
+        _chown_like(os.path.join(data_target, LABEL_FILE), owner)
         for tblspc in tablespaces:
             copy_tree(tblspc["path"], os.path.join(tblspc_target, tblspc["oid"]), self.exclude,
                       prefix="pg_tblspc/%s/" % tblspc["oid"], workers=self.parallel)
@@ -329,9 +386,6 @@ class Copier(object):
             "PGX_LABEL": self.label,
             "PGX_BACKUP_LABEL_RESTORABLE": os.path.join(self.backup_dir, RESTORABLE_LABEL_FILE),
         })
-        # The copy of the restorable label must exist before the command runs, so it can ship it.
-        _write(os.path.join(self.backup_dir, RESTORABLE_LABEL_FILE),
-               open(os.path.join(staging, LABEL_FILE)).read(), None, 0o644)
         argv = ["/bin/sh", "-c", self.command]
         rc, out, err = self.run(argv, env=env)
         self._check("command", argv, rc, err or out)
@@ -349,7 +403,7 @@ def gzip_parallel(argv, output, workers, block=GZIP_BLOCK):
     with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errors)
         try:
-            with open(output, "wb") as out:
+            with proc.stdout, open(output, "wb") as out:
                 in_flight = collections.deque()
                 while True:
                     data = proc.stdout.read(block)
@@ -366,8 +420,7 @@ def gzip_parallel(argv, output, workers, block=GZIP_BLOCK):
         except (IOError, OSError) as exc:
             proc.kill()
             proc.wait()
-            raise BackupError("The copy failed on %s: %s" % (output, exc),
-                              "Fix the cause (space, permissions, the destination) and run the backup again.")
+            raise BackupError("The copy failed on %s: %s" % (output, exc), FAILED_HINT)
         rc = proc.wait()
         errors.seek(0)
         return rc, errors.read().decode("utf-8", "replace")
@@ -399,60 +452,82 @@ def run_argv(argv, env=None):
 
 
 def copy_tree(source, target, extra=(), prefix="", workers=1):
-    """Copy ``source`` to ``target`` leaving out what backup_files excludes.
+    """Copy ``source`` into the new directory ``target``, leaving out what backup_files excludes.
 
-    Files that vanish while the tree is walked are skipped: normal on a live
-    cluster (WAL replay recreates them). Symbolic links are copied as links.
-    ``prefix`` makes the relative paths those of the data directory, so the
-    exclusion list applies the same way inside tablespaces. With ``workers``
-    > 1 the files are shared out by size among that many threads: the kernel
-    copies (sendfile) without holding Python's lock, so one stream's waits on
-    the disk overlap with another's.
+    The copy runs as root in a tree the server's OS user can change while it
+    is read, so no symbolic link below ``source`` is ever followed: each
+    directory and file is opened relative to its parent's descriptor with
+    O_NOFOLLOW. A link seen by the walk is copied as a link; an entry that
+    became a link afterwards fails the copy, since following it would copy
+    its target, with the original file's owner and mode, into the backup.
+    Files that vanish are skipped: normal on a live cluster (WAL replay
+    recreates them). Anything unreadable fails the copy: a backup never
+    silently lacks a file. ``prefix`` makes the relative paths those of the
+    data directory, so the exclusion list applies the same way inside
+    tablespaces. With ``workers`` > 1 the files are shared out by size among
+    that many threads: the kernel copies (sendfile) without holding Python's
+    lock, so one stream's waits on the disk overlap with another's. Returns
+    how many files were copied.
     """
-    jobs = []
-    for root, dirs, files in os.walk(source):
-        rel_root = os.path.relpath(root, source)
-        rel_root = "" if rel_root == "." else rel_root.replace(os.sep, "/") + "/"
-        dest_root = os.path.join(target, rel_root)
-        if not os.path.isdir(dest_root):
-            os.makedirs(dest_root)
+    try:
+        # The top itself may be reached through links: the data directory's path is the administrator's.
+        root_fd = os.open(source, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise _read_error(source, exc)
+    try:
+        jobs = []
         try:
-            _copy_meta(root, dest_root)
-        except OSError:
-            pass
-        kept = []
-        for name in dirs:
-            rel = prefix + rel_root + name
-            full = os.path.join(root, name)
-            if is_excluded(rel, extra):
+            os.makedirs(target, 0o700)
+            _copy_meta(os.fstat(root_fd), target)
+            # Errors reading the source are BackupErrors already: what is left is about the destination.
+            _walk(root_fd, source, (), target, extra, prefix, jobs)
+        except OSError as exc:
+            raise BackupError("The copy into %s failed: %s" % (target, exc), FAILED_HINT)
+        if workers <= 1 or len(jobs) < 2:
+            return _copy_files(root_fd, source, jobs)
+        return _copy_in_parallel(root_fd, source, balanced(jobs, workers))
+    finally:
+        os.close(root_fd)
+
+
+def _walk(dir_fd, source, parts, target, extra, prefix, jobs):
+    """Make the subdirectories of ``source``/``parts`` (open as ``dir_fd``) in ``target``, its files into ``jobs``."""
+    try:
+        names = sorted(os.listdir(dir_fd))
+    except OSError as exc:
+        raise _read_error(os.path.join(source, *parts), exc)
+    for name in names:
+        rel = parts + (name,)
+        relpath = prefix + "/".join(rel)
+        if relpath == LABEL_FILE or is_excluded(relpath, extra):
+            # The live backup_label is replaced by the staged one (Copier._copy_copy).
+            continue
+        path = os.path.join(source, *rel)
+        dst = os.path.join(target, *rel)
+        try:
+            st = os.lstat(name, dir_fd=dir_fd)
+            link = os.readlink(name, dir_fd=dir_fd) if stat.S_ISLNK(st.st_mode) else None
+        except OSError as exc:
+            _vanished(path, exc)
+            continue
+        if link is not None:
+            # pg_tblspc/<oid> too: _relink_tablespaces points it at the copy's tablespace afterwards.
+            os.symlink(link, dst)
+            _chown_like(dst, st)
+        elif stat.S_ISDIR(st.st_mode):
+            sub = _open_nofollow(name, dir_fd, path, "directory")
+            if sub is None:
                 continue
-            if os.path.islink(full):
-                files.append(name)   # copied as a link below, never followed
-                continue
-            kept.append(name)
-        dirs[:] = kept
-        for name in files:
-            rel = prefix + rel_root + name
-            if rel == LABEL_FILE or is_excluded(rel, extra):
-                # The live backup_label is replaced by the staged one (Copier._copy_copy).
-                continue
-            src = os.path.join(root, name)
             try:
-                st = os.lstat(src)
-            except (IOError, OSError) as exc:
-                _skip_vanished(src, exc)
-                continue
-            if stat.S_ISLNK(st.st_mode):
-                dst = os.path.join(dest_root, name)
-                if os.path.lexists(dst):
-                    os.unlink(dst)
-                os.symlink(os.readlink(src), dst)
-                _chown_like(dst, st)
-                continue
-            jobs.append((st.st_size, src, os.path.join(dest_root, name), st))
-    if workers <= 1 or len(jobs) < 2:
-        return _copy_files(jobs)
-    return _copy_in_parallel(balanced(jobs, workers))
+                st = os.fstat(sub)
+                os.mkdir(dst, 0o700)
+                _copy_meta(st, dst)
+                _walk(sub, source, rel, target, extra, prefix, jobs)
+            finally:
+                os.close(sub)
+        elif stat.S_ISREG(st.st_mode):
+            jobs.append((st.st_size, rel, path, dst))
+        # Sockets, FIFOs and devices are nothing of PostgreSQL's: left out, as pg_basebackup does.
 
 
 def balanced(jobs, workers):
@@ -465,13 +540,13 @@ def balanced(jobs, workers):
     return [jobs_of_bin for _total, jobs_of_bin in bins if jobs_of_bin]
 
 
-def _copy_in_parallel(shares):
+def _copy_in_parallel(root_fd, source, shares):
     counts, errors = [], []
 
     def work(share):
         try:
-            counts.append(_copy_files(share))
-        except BackupError as exc:
+            counts.append(_copy_files(root_fd, source, share))
+        except Exception as exc:   # any error, not only BackupError: a dead worker must not look like a done one
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(share,)) for share in shares]
@@ -484,35 +559,130 @@ def _copy_in_parallel(shares):
     return sum(counts)
 
 
-def _copy_files(jobs):
+def _copy_files(root_fd, source, jobs):
     count = 0
-    for _size, src, dst, st in jobs:
+    for _size, rel, path, dst in jobs:
+        src = _open_below(root_fd, source, rel)
+        if src is None:
+            continue
         try:
-            shutil.copyfile(src, dst)
-            _copy_meta(src, dst, st)
-            count += 1
-        except (IOError, OSError) as exc:
-            _skip_vanished(src, exc)
+            _copy_fd(src, path, dst)
+        finally:
+            os.close(src)
+        count += 1
     return count
 
 
-def _skip_vanished(src, exc):
-    """A file that vanished while copying is normal on a live cluster; anything else fails the copy."""
-    if getattr(exc, "errno", None) != 2:   # ENOENT
-        raise BackupError("The copy failed on %s: %s" % (src, exc),
-                          "Fix the cause (space, permissions, the destination) and run the backup again.")
+def _open_below(root_fd, source, rel):
+    """Open the file ``source``/``rel`` one component at a time from ``root_fd``; None when it vanished.
+
+    Opening each directory with O_NOFOLLOW is what keeps a directory swapped
+    for a link after the walk from leading the copy elsewhere: O_NOFOLLOW on
+    the whole path would guard only the file's own name.
+    """
+    fd = root_fd
+    try:
+        for depth in range(len(rel)):
+            kind = "file" if depth == len(rel) - 1 else "directory"
+            opened = _open_nofollow(rel[depth], fd, os.path.join(source, *rel[:depth + 1]), kind)
+            if fd != root_fd:
+                os.close(fd)
+            fd = opened
+            if fd is None:
+                return None
+        return fd
+    except BaseException:
+        if fd not in (root_fd, None):
+            os.close(fd)
+        raise
 
 
-def _copy_meta(src, dst, st=None):
-    st = st or os.stat(src)
-    os.chmod(dst, stat.S_IMODE(st.st_mode))
-    os.utime(dst, (st.st_atime, st.st_mtime))
+def _open_nofollow(name, dir_fd, path, kind):
+    """Open ``name`` (at ``path``) in the directory ``dir_fd`` for reading, following no link; None when it vanished.
+
+    O_NONBLOCK: a FIFO swapped in must fail the type check, not hang the open.
+    """
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+    except OSError as exc:
+        _vanished(path, exc)
+        return None
+    if not KINDS[kind](os.fstat(fd).st_mode):
+        os.close(fd)
+        raise BackupError("%s is no longer a %s: it was replaced while it was copied." % (path, kind),
+                          "Find out what changed the data directory during the backup, then take the backup again.")
+    return fd
+
+
+def _copy_fd(src, path, dst):
+    """Copy the open file ``src`` (at ``path``) into the new file ``dst``, with its mode, times and owner.
+
+    ``dst`` is created 0600 and must not exist (O_EXCL, O_NOFOLLOW): nothing
+    is written through a link planted in the copy, and the data is never
+    readable by others before the final mode is set.
+    """
+    try:
+        st = os.fstat(src)
+        out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            offset = 0
+            while True:
+                sent = os.sendfile(out, src, offset, SEND_CHUNK)
+                if not sent:
+                    break
+                offset += sent
+            if os.geteuid() == 0:
+                os.fchown(out, st.st_uid, st.st_gid)
+            # After the owner: chown clears set-id bits.
+            os.fchmod(out, stat.S_IMODE(st.st_mode))
+            os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
+        finally:
+            os.close(out)
+    except OSError as exc:
+        raise BackupError("The copy of %s to %s failed: %s" % (path, dst, exc), FAILED_HINT)
+
+
+def _vanished(path, exc):
+    """Return when ``path`` vanished (normal on a live cluster); raise why it could not be read otherwise."""
+    if exc.errno != errno.ENOENT:
+        raise _read_error(path, exc)
+
+
+def _read_error(path, exc):
+    if exc.errno == errno.ELOOP:
+        return BackupError(
+            "%s became a symbolic link during the copy. It was not followed, and the copy is incomplete." % path,
+            "Something replaced it while the backup ran (PostgreSQL does not): find out what, then take the "
+            "backup again.")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return BackupError("Could not read %s: %s; the copy would be incomplete." % (path, exc.strerror),
+                           "Run the copy as root or as the server's OS user (become: true).")
+    return BackupError("The copy failed on %s: %s" % (path, exc), FAILED_HINT)
+
+
+def _copy_meta(st, dst):
     _chown_like(dst, st)
+    os.chmod(dst, stat.S_IMODE(st.st_mode))
+    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def _chown_like(path, st):
     if hasattr(os, "lchown") and os.geteuid() == 0:
         os.lchown(path, st.st_uid, st.st_gid)
+
+
+def _make_empty_dirs(parent, owner):
+    """Real, empty directories for the EMPTY_DIRS in ``parent``, mode 0700.
+
+    Owned like the data directory: by the server's OS user, who owns the live
+    ones (or the directories their links lead to).
+    """
+    for name in EMPTY_DIRS:
+        path = os.path.join(parent, name)
+        os.mkdir(path, 0o700)
+        # mkdir's mode went through the umask.
+        os.chmod(path, 0o700)
+        _chown_like(path, owner)
 
 
 def _relink_tablespaces(data_target, tablespaces):
@@ -551,5 +721,6 @@ def _size_of(path):
     return total
 
 
-__all__ = ["Copier", "copy_tree", "balanced", "tar_compress_args", "gzip_parallel", "tar_data_command", "rsync_data_command", "is_normal_exit", "tar_name",
+__all__ = ["Copier", "copy_tree", "balanced", "tar_compress_args", "gzip_parallel", "tar_data_command",
+           "rsync_data_command", "rsync_staged_command", "is_normal_exit", "tar_name",
            "restore_hint", "label_for_copy", "check_label", "tablespaces_of", "TABLESPACE_MAP"]

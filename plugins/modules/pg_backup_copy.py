@@ -18,8 +18,16 @@ description:
     the data directory, checked to carry O(label) (so a run never copies someone else's backup) and,
     with O(fix_label), rewritten to C(BACKUP METHOD: streamed), which PostgreSQL 15 and later need to
     restore a copy correctly. The live C(backup_label) is never changed."
+  - "C(pg_wal) and the other directories PostgreSQL recreates (C(pg_replslot), C(pg_stat_tmp), ...) are new,
+    real, empty directories (mode 0700, owned like the data directory) in every copy, also when the live
+    C(pg_wal) is a symbolic link to another disk (C(initdb --waldir)): nothing written into the copy later
+    (the WAL the role includes, a restore check) reaches the live server."
+  - Tablespace links are followed by design; one that leads to a directory the data directory's owner does
+    not own is refused before anything is copied. The V(copy) method follows no other symbolic link; links
+    are copied as links, and a file or directory replaced by a link while the copy runs fails the task.
   - GNU tar's exit code 1 and rsync's 24 (files changed or vanished while read) are normal on a live
-    cluster and reported as warnings; any other failure fails the task.
+    cluster and reported as warnings; any other failure fails the task. A file or directory that cannot
+    be read fails the task too; only files that vanish while copied are skipped.
   - Runs on the database host, as a user that can read the data directory (usually root).
 version_added: 0.1.0
 author: pgexclusive.backup maintainers (@pgexclusive)
@@ -41,6 +49,7 @@ options:
       - V(tar) writes C(base.tar) and C(<oid>.tar) per tablespace; V(rsync) and V(copy) write a plain
         copy in C(data/) with tablespaces in C(tablespaces/<oid>/) (C(pg_tblspc/<oid>) stays a symbolic
         link, to the copy's tablespace); V(command) runs O(command).
+      - V(copy) writes into new directories only; it fails when C(data/) or a tablespace's directory exists.
     type: str
     choices: [tar, rsync, copy, command]
     default: tar
@@ -119,10 +128,24 @@ label_fixed:
   returned: success
   type: bool
 tablespaces:
-  description: The tablespaces copied, as C(oid) and original C(path).
+  description:
+    - The tablespaces copied, as C(oid) and C(path), the target of the C(pg_tblspc/<oid>) link with every
+      link resolved.
   returned: success
   type: list
   elements: dict
+system_identifier:
+  description:
+    - The cluster's system identifier, from C(global/pg_control) (a decimal string; null when that file
+      cannot be read). Backups of different clusters in the same destination are told apart by it.
+  returned: success
+  type: str
+  sample: "7309871234567890123"
+data_directory:
+  description: The data directory copied, with every symbolic link in its path resolved.
+  returned: success
+  type: str
+  sample: /var/lib/postgresql/15/main
 bytes:
   description: Size of the backup directory after the copy (null for the command method).
   returned: success

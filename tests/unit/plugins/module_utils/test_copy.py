@@ -1,8 +1,16 @@
 import os
+import pwd
+import shutil
+import stat
+import struct
+import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils import copy as c
+from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_files import EMPTY_DIRS, TOP_FILES
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 
 LABEL = """START WAL LOCATION: 0/2000028 (file 000000010000000000000002)
@@ -28,19 +36,22 @@ def test_tar_names():
         c.tar_name("base", "lz4")
 
 
-def test_tar_command_excludes_live_label_and_adds_staged_one():
+def test_tar_command_excludes_live_label_and_empty_dirs_and_adds_staged_ones():
     argv = c.tar_data_command("/d", "/s", "/b/base.tar.gz", "gzip", ["*.log"])
     assert argv[:5] == ["tar", "-C", "/d", "-cf", "/b/base.tar.gz"]
     assert "--gzip" in argv and "--exclude=*.log" in argv
-    assert "--exclude=./backup_label" in argv and "--exclude=./pg_wal/*" in argv
-    assert argv[-3:] == ["-C", "/s", "backup_label"]
+    assert "--exclude=./backup_label" in argv and "--exclude=./pg_wal" in argv
+    assert argv[argv.index("."):] == [".", "-C", "/s", "backup_label"] + list(EMPTY_DIRS)
 
 
-def test_rsync_command_anchors_and_keeps_links():
+def test_rsync_command_anchors_keeps_links_and_takes_the_list_from_backup_files():
     argv = c.rsync_data_command("/d/", "/b/data")
     assert argv[:2] == ["rsync", "-a"] and argv[-2:] == ["/d/", "/b/data/"]
-    assert "--exclude=/pg_wal/*" in argv and "--exclude=/backup_label" in argv
+    assert "--exclude=/pg_wal" in argv and "--exclude=/backup_label" in argv
+    assert all("--exclude=/" + name in argv for name in TOP_FILES)
     assert "--exclude=pgsql_tmp*" in argv and "-L" not in argv
+    staged = c.rsync_staged_command("/s", "h:/b/data")
+    assert staged == ["rsync", "-a", "/s/backup_label"] + ["/s/" + name for name in EMPTY_DIRS] + ["h:/b/data/"]
 
 
 def test_label_checked_and_fixed():
@@ -56,10 +67,21 @@ def test_restore_hint_only_asks_for_the_fix_on_15_plus():
     assert "as it is" in c.restore_hint(False)
 
 
-def make_data_dir(root):
+SYSTEM_IDENTIFIER = 7309871234567890123
+NOBODY = pwd.getpwnam("nobody")
+
+
+def make_data_dir(root, waldir=False):
+    """A data directory in backup mode with a tablespace; with ``waldir``, pg_wal links to another disk."""
     data = root / "data"
-    for d in ("base/1", "pg_wal/archive_status", "pg_stat_tmp", "pg_tblspc", "base/pgsql_tmp"):
+    for d in ("base/1", "pg_stat_tmp", "pg_tblspc", "base/pgsql_tmp", "global"):
         (data / d).mkdir(parents=True)
+    if waldir:
+        (root / "waldisk/archive_status").mkdir(parents=True)
+        os.symlink(str(root / "waldisk"), str(data / "pg_wal"))
+    else:
+        (data / "pg_wal/archive_status").mkdir(parents=True)
+    (data / "global/pg_control").write_bytes(struct.pack("=Q", SYSTEM_IDENTIFIER) + b"\0" * 100)
     (data / "PG_VERSION").write_text("15\n")
     (data / "base/1/1259").write_text("x" * 100)
     (data / "base/pgsql_tmp/tmp1").write_text("t")
@@ -223,3 +245,243 @@ def test_parallel_gzip_small_blocks_and_tar_failure(tmp_path):
     assert rc == 0 and len(gzip.open(str(out)).read()) % 512 == 0
     rc, err = c.gzip_parallel(["tar", "-C", str(tmp_path / "missing"), "-cf", "-", "."], str(out), 2)
     assert rc == 2 and "missing" in err
+
+
+def copied_data_dir(out, method, tmp_path):
+    """The copy as a directory: data/ as it is, a tar backup extracted."""
+    if method != "tar":
+        return out / "data"
+    extracted = tmp_path / "extracted"
+    extracted.mkdir()
+    subprocess.run(["tar", "-xf", str(out / "base.tar"), "-C", str(extracted)], check=True)
+    return extracted
+
+
+@pytest.mark.parametrize("method", ["tar", "rsync", "copy"])
+def test_pg_wal_in_the_copy_is_a_real_empty_directory_even_when_the_live_one_is_a_link(tmp_path, method):
+    data = make_data_dir(tmp_path, waldir=True)
+    shutil.rmtree(str(data / "pg_stat_tmp"))
+    os.symlink(str(tmp_path / "waldisk"), str(data / "pg_stat_tmp"))   # a stats directory on tmpfs, say
+    out = tmp_path / "backup"
+    c.Copier(str(data), str(out), "run-1", method=method, fix_label=True).copy()
+    if method == "tar":
+        listing = subprocess.run(["tar", "-tvf", str(out / "base.tar")], capture_output=True, text=True,
+                                 check=True).stdout.splitlines()
+        entries = [line for line in listing if line.split()[5].strip("./").startswith("pg_wal")]
+        assert len(entries) == 1 and entries[0].startswith("d") and entries[0].split()[5] == "pg_wal/", entries
+    copy = copied_data_dir(out, method, tmp_path)
+    for name in EMPTY_DIRS:
+        st = os.lstat(str(copy / name))
+        assert stat.S_ISDIR(st.st_mode) and not any((copy / name).iterdir()), name
+        assert stat.S_IMODE(st.st_mode) == 0o700 and st.st_uid == os.stat(str(data)).st_uid, name
+    assert "BACKUP METHOD: streamed" in (copy / "backup_label").read_text()
+    assert not (copy / "postmaster.pid").exists() and (copy / "base/1/1259").exists()
+    (copy / "pg_wal/000000010000000000000009").write_text("restore check")
+    assert sorted(os.listdir(str(tmp_path / "waldisk"))) == ["000000010000000000000002", "archive_status"]
+
+
+def test_rsync_target_gets_a_real_empty_pg_wal_and_a_second_run_keeps_it_so(tmp_path):
+    data = make_data_dir(tmp_path, waldir=True)
+    target = tmp_path / "remote"
+    for _run in range(2):
+        c.Copier(str(data), str(tmp_path / "local" / "run-1"), "run-1", method="rsync", fix_label=True,
+                 rsync_target=str(target)).copy()
+        pg_wal = target / "run-1" / "data" / "pg_wal"
+        assert not pg_wal.is_symlink() and pg_wal.is_dir() and not any(pg_wal.iterdir())
+        (pg_wal / "000000010000000000000009").write_text("include_wal")
+    assert stat.S_IMODE(os.stat(str(target / "run-1" / "data")).st_mode) == stat.S_IMODE(os.stat(str(data)).st_mode)
+
+
+def test_copy_tree_copies_links_as_links_and_never_their_targets(tmp_path):
+    data = make_data_dir(tmp_path)
+    (tmp_path / "secret").write_text("secret")
+    os.symlink(str(tmp_path / "secret"), str(data / "base/1/link"))
+    os.symlink(str(tmp_path), str(data / "base/dirlink"))
+    c.copy_tree(str(data), str(tmp_path / "copy"))
+    copy = tmp_path / "copy"
+    assert os.readlink(str(copy / "base/1/link")) == str(tmp_path / "secret")
+    assert os.readlink(str(copy / "base/dirlink")) == str(tmp_path)
+    assert not (copy / "pg_wal").exists(), "copy_tree leaves out the empty dirs: the Copier makes new ones"
+
+
+def test_copy_tree_keeps_mode_owner_and_content(tmp_path):
+    data = make_data_dir(tmp_path)
+    src = data / "base/1/1259"
+    os.chmod(str(src), 0o640)
+    if os.geteuid() == 0:
+        os.chown(str(src), NOBODY.pw_uid, NOBODY.pw_gid)
+    c.copy_tree(str(data), str(tmp_path / "copy"), workers=2)
+    copied = tmp_path / "copy/base/1/1259"
+    st, orig = os.stat(str(copied)), os.stat(str(src))
+    assert copied.read_bytes() == src.read_bytes() and stat.S_IMODE(st.st_mode) == 0o640
+    assert (st.st_uid, st.st_gid, st.st_mtime_ns) == (orig.st_uid, orig.st_gid, orig.st_mtime_ns)
+
+
+def swap(monkeypatch, action):
+    """Run ``action`` after the walk, just before the files are copied: the window of a swap."""
+    copy_files = c._copy_files
+
+    def swapped(*args):
+        action()
+        return copy_files(*args)
+    monkeypatch.setattr(c, "_copy_files", swapped)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_file_swapped_for_a_link_after_the_walk_fails_the_copy(tmp_path, monkeypatch, workers):
+    data = make_data_dir(tmp_path)
+    (tmp_path / "secret").write_text("root's secret")
+    victim = data / "base/1/1259"
+
+    def action():
+        if victim.exists() and not victim.is_symlink():
+            victim.unlink()
+            os.symlink(str(tmp_path / "secret"), str(victim))
+    swap(monkeypatch, action)
+    with pytest.raises(BackupError, match="base/1/1259 became a symbolic link during the copy.*take the backup again"):
+        c.copy_tree(str(data), str(tmp_path / "copy"), workers=workers)
+    assert not any(b"secret" in p.read_bytes() for p in (tmp_path / "copy").rglob("*") if p.is_file())
+
+
+def test_a_directory_swapped_for_a_link_after_the_walk_fails_the_copy(tmp_path, monkeypatch):
+    data = make_data_dir(tmp_path)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere/1259").write_text("root's secret")
+
+    def action():
+        if not (data / "base/1").is_symlink():
+            os.rename(str(data / "base/1"), str(tmp_path / "moved"))
+            os.symlink(str(tmp_path / "elsewhere"), str(data / "base/1"))
+    swap(monkeypatch, action)
+    with pytest.raises(BackupError, match="base/1 became a symbolic link during the copy"):
+        c.copy_tree(str(data), str(tmp_path / "copy"))
+    assert not (tmp_path / "copy/base/1/1259").exists()
+
+
+def test_files_that_vanish_are_skipped(tmp_path, monkeypatch):
+    data = make_data_dir(tmp_path)
+    swap(monkeypatch, lambda: shutil.rmtree(str(data / "base/1"), ignore_errors=True))
+    assert c.copy_tree(str(data), str(tmp_path / "copy")) == 3
+    assert sorted(p.name for p in (tmp_path / "copy").rglob("*") if p.is_file()) == [
+        "PG_VERSION", "pg_control", "tablespace_map"]
+
+
+def test_copy_method_refuses_an_existing_copy(tmp_path):
+    data = make_data_dir(tmp_path)
+    (tmp_path / "b/data").mkdir(parents=True)
+    with pytest.raises(BackupError, match="already exist"):
+        c.Copier(str(data), str(tmp_path / "b"), "run-1", method="copy").copy()
+
+
+def test_tablespace_links_are_resolved_once(tmp_path):
+    data = make_data_dir(tmp_path)
+    os.symlink(str(tmp_path / "ts"), str(tmp_path / "ts-link"))
+    os.unlink(str(data / "pg_tblspc/16384"))
+    os.symlink("../../ts-link", str(data / "pg_tblspc/16384"))
+    (data / "pg_tblspc/16390").mkdir()   # in place: copied with the data directory
+    assert c.tablespaces_of(str(data)) == [{"oid": "16384", "path": os.path.realpath(str(tmp_path / "ts"))}]
+
+
+@pytest.mark.parametrize("method", ["tar", "copy", "command"])
+def test_a_tablespace_link_to_a_directory_of_another_owner_is_refused_before_anything_is_copied(tmp_path, method):
+    data = make_data_dir(tmp_path)
+    foreign = "/"
+    if os.geteuid() == 0:
+        foreign = str(tmp_path / "foreign")
+        os.mkdir(foreign)
+        os.chown(foreign, NOBODY.pw_uid, NOBODY.pw_gid)
+    os.unlink(str(data / "pg_tblspc/16384"))
+    os.symlink(foreign, str(data / "pg_tblspc/16384"))
+    with pytest.raises(BackupError) as raised:
+        c.Copier(str(data), str(tmp_path / "b"), "run-1", method=method, command="true").copy()
+    message = str(raised.value)
+    assert "Tablespace 16384" in message
+    assert "leads to %s, owned by uid %d" % (foreign, os.stat(foreign).st_uid) in message
+    assert "owned by uid %d" % os.getuid() in message and "take the backup again" in message
+    assert not (tmp_path / "b").exists(), "refused before anything is copied"
+
+
+def as_unprivileged(func):
+    """func() as a user whom file modes bind: nobody when the tests run as root (root ignores modes).
+
+    A BackupError in the child comes back as a BackupError; anything else as an AssertionError.
+    """
+    if os.geteuid() != 0:
+        return func()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read)
+            os.setgroups([])
+            os.setgid(NOBODY.pw_gid)
+            os.setuid(NOBODY.pw_uid)
+            try:
+                func()
+                answer = "ok\n"
+            except BackupError as exc:
+                answer = "BackupError\n" + str(exc)
+            except BaseException as exc:
+                answer = "other\n" + repr(exc)
+            os.write(write, answer.encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        kind, _nl, text = pipe.read().partition("\n")
+    os.waitpid(pid, 0)
+    if kind == "BackupError":
+        raise BackupError(text)
+    assert kind == "ok", text
+
+
+@pytest.fixture
+def shared_tmp():
+    """A directory nobody can reach (tmp_path lives under root's private 0700 directory)."""
+    path = tempfile.mkdtemp(prefix="pgx-copy-test-")
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+def unreadable_tree(shared_tmp, entry):
+    root = Path(shared_tmp)
+    data = make_data_dir(root)
+    shutil.rmtree(str(root / "ts"))
+    os.unlink(str(data / "pg_tblspc/16384"))
+    (root / "out").mkdir()
+    for path in [root / "out", data] + list(data.rglob("*")):
+        if os.geteuid() == 0:
+            os.lchown(str(path), NOBODY.pw_uid, NOBODY.pw_gid)
+    os.chmod(str(data / entry), 0)
+    return data, root / "out" / "copy"
+
+
+@pytest.mark.parametrize("entry", ["base/1", "base/1/1259"])
+def test_an_unreadable_directory_or_file_fails_the_copy(shared_tmp, entry):
+    data, target = unreadable_tree(shared_tmp, entry)
+    with pytest.raises(BackupError, match="Could not read %s: Permission denied.*as root or as the server's OS user"
+                       % (data / entry)):
+        as_unprivileged(lambda: c.copy_tree(str(data), str(target)))
+    os.chmod(str(data / entry), 0o700)
+    as_unprivileged(lambda: c.copy_tree(str(data), str(target) + "2"))
+
+
+def test_the_result_names_the_cluster(tmp_path):
+    data = make_data_dir(tmp_path)
+    os.symlink(str(data), str(tmp_path / "current"))
+    for method in ("copy", "tar"):
+        result = c.Copier(str(tmp_path / "current"), str(tmp_path / method), "run-1", method=method).copy()
+        assert result["system_identifier"] == str(SYSTEM_IDENTIFIER)
+        assert result["data_directory"] == os.path.realpath(str(data))
+
+
+def test_command_method_writes_the_restorable_label_before_the_command_runs(tmp_path):
+    data = make_data_dir(tmp_path)
+    out = tmp_path / "b"
+
+    def run(argv, env=None):
+        assert "streamed" in open(env["PGX_BACKUP_LABEL_RESTORABLE"]).read()
+        return 0, "", ""
+    c.Copier(str(data), str(out), "run-1", method="command", command="snap", fix_label=True, run=run).copy()
+    assert stat.S_IMODE(os.stat(str(out / c.RESTORABLE_LABEL_FILE)).st_mode) == 0o644
