@@ -27,6 +27,10 @@ def tar_copy(pg, scratch):
     copy = scratch / "copy"
     copy.mkdir()
     subprocess.run(["tar", "-C", str(copy), "-xf", str(tarball)], check=True)
+    for name in EMPTY_DIRS:
+        # Left out whole (pg_wal may be a link to the live WAL); the collection's copy adds them empty.
+        assert not (copy / name).exists(), name
+        (copy / name).mkdir(mode=0o700)
     return copy
 
 
@@ -44,8 +48,6 @@ def test_tar_backup_restores_rows_committed_before_stop(pg, db, scratch, restore
 
     assert (copy / LABEL_FILE).exists(), "the copy must carry backup_label"
     assert not (copy / "postmaster.pid").exists()
-    for name in EMPTY_DIRS:
-        assert (copy / name).is_dir() and not any((copy / name).iterdir()), name
     if pg.api == "extension":
         label = copy / LABEL_FILE
         label.write_text(restorable_label(label.read_text()))
