@@ -4,12 +4,25 @@
 
 """verify_restore: start a throwaway server on a copy of a backup and see it reach consistency.
 
+Nothing the check runs writes outside its scratch directory (DESIGN.md,
+"Nothing outside our own"): not the live data directory, not the target of its
+pg_wal link, not a tablespace, not the WAL archive. So, before the server starts:
+the copy's pg_wal (and the other directories a backup leaves empty) is a real
+directory of its own, never a link; every pg_tblspc/<oid> link and
+tablespace_map line names the copy's own tablespace directory; any other link
+out of the scratch directory stops the check; the copy's postgresql.conf is
+replaced by a minimal one written here and postgresql.auto.conf emptied, so
+nothing of the live configuration (include files, ALTER SYSTEM settings,
+archive and cleanup commands) applies; restore_command only reads the archive.
+
 The throwaway server runs as the owner of the live data directory, on a free
 local port, on a Unix socket in a private directory, with no TCP listener,
-no archiving (it must never write into the live archive), recovery_target =
-'immediate' and recovery_target_action = 'promote'. Its WAL comes from the
-backup's own pg_wal/ (include_wal) and/or the WAL archive. It is stopped by
-its PID and its directory removed, whatever happened.
+recovery_target = 'immediate' and recovery_target_action = 'promote'. Its WAL
+comes from the backup's own pg_wal/ (include_wal) and/or the WAL archive. It is
+stopped by its PID and its directory removed, whatever happened.
+
+Errors carry ``check_ran``: false when no server was started on the copy, so
+the outcome says nothing about whether the backup restores.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -25,10 +38,18 @@ import tarfile
 import tempfile
 import time
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import TABLESPACE_MAP
+from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_files import EMPTY_DIRS
+from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import (
+    TABLESPACE_MAP, parse_tablespace_map)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.copy import (
     DATA_SUBDIR, TABLESPACES_SUBDIR, TAR_SUFFIX)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
+
+CONF = "postgresql.conf"
+AUTO_CONF = "postgresql.auto.conf"
+# The copy's own configuration files are moved here, out of the server's reach, for a person to read.
+LIVE_CONFIG_SUBDIR = "live-config"
+NOT_RESTORABLE = "The backup is not restorable as it is: keep it aside and take a new one."
 
 
 def free_port():
@@ -47,13 +68,21 @@ def bindir_of_running_server(data_directory):
             pid = int(handle.readline().strip())
         return os.path.dirname(os.readlink("/proc/%d/exe" % pid))
     except (IOError, OSError, ValueError):
-        raise BackupError(
-            "Cannot tell which PostgreSQL binaries run %s." % data_directory,
-            "Set exclusive_backup_bindir to the directory holding pg_ctl and postgres.")
+        raise cannot_run("which PostgreSQL binaries run %s cannot be told" % data_directory,
+                         "Set exclusive_backup_bindir to the directory holding pg_ctl and postgres.")
 
 
 def settings_text(port, socket_dir, hba_file, ident_file, restore_command):
-    """The lines appended to postgresql.auto.conf of the throwaway copy (they win over the rest)."""
+    """The whole postgresql.conf of the throwaway server: nothing of the live configuration.
+
+    The live one may include files, name a data_directory or an
+    external_pid_file, preload libraries this host cannot load, archive or
+    clean up the archive, and ask for more memory than a second server gets.
+    hot_standby is off: with it, recovery refuses (14+: pauses) when
+    max_connections and the other limits are below the live server's, and no
+    one connects before the promotion anyway. fsync is off: the copy is thrown
+    away.
+    """
     settings = [
         ("port", str(port)),
         ("listen_addresses", "''"),
@@ -65,10 +94,31 @@ def settings_text(port, socket_dir, hba_file, ident_file, restore_command):
         ("ssl", "'off'"),
         ("recovery_target", "'immediate'"),
         ("recovery_target_action", "'promote'"),
-        ("restore_command", quote(restore_command or "")),
+        ("restore_command", quote(restore_command)),
         ("cluster_name", "'pgexclusive-verify-restore'"),
+        ("max_connections", "10"),
+        ("shared_buffers", "'16MB'"),
+        ("hot_standby", "'off'"),
+        ("fsync", "'off'"),
     ]
-    return "\n# pgexclusive.backup verify_restore\n" + "".join("%s = %s\n" % kv for kv in settings)
+    return "# pgexclusive.backup verify_restore\n" + "".join("%s = %s\n" % kv for kv in settings)
+
+
+def restore_command_for(wal_archive_dir):
+    """A restore_command that only reads the archive.
+
+    Without an archive 'false': the WAL then comes from the copy's pg_wal/
+    (include_wal), and PostgreSQL refuses archive recovery with no
+    restore_command at all.
+    """
+    if not wal_archive_dir:
+        return "false"
+    # % is restore_command's escape character, the shell's quoting keeps spaces.
+    return "cp %s/%%f %%p" % shell_quote(wal_archive_dir.rstrip("/") or "/").replace("%", "%%")
+
+
+def shell_quote(value):
+    return "'" + value.replace("'", "'\"'\"'") + "'"
 
 
 def quote(value):
@@ -84,21 +134,107 @@ def rewrite_tablespace_map(text, new_locations):
     return "\n".join(out) + ("\n" if out else "")
 
 
+def tablespaces_without_copy(map_text, tblspcs):
+    """The tablespace_map entries ({'oid', 'path'}) whose tablespace the backup holds no copy of."""
+    return [e for e in parse_tablespace_map(map_text) if str(e["oid"]) not in tblspcs]
+
+
+def real_directory(path):
+    """Make ``path`` a real directory of the copy's own.
+
+    A link (pg_wal of initdb --waldir) is removed as a link, never followed
+    nor emptied: the live server's WAL is behind it. A real directory is kept
+    with what it holds (include_wal puts the backup's WAL in pg_wal/).
+    """
+    if os.path.islink(path) or (os.path.lexists(path) and not os.path.isdir(path)):
+        os.unlink(path)
+    if not os.path.isdir(path):
+        os.mkdir(path, 0o700)
+
+
+def relink_tablespaces(data, tblspcs):
+    """Point pg_tblspc/<oid> of the copy at the copy's own tablespace directories (oid -> path).
+
+    A tar of the data directory links the live tablespaces; a server started
+    on it would replay into them. A link without a copy stops the check.
+    """
+    pg_tblspc = os.path.join(data, "pg_tblspc")
+    names = set(os.listdir(pg_tblspc)) if os.path.isdir(pg_tblspc) else set()
+    for oid in sorted(names | set(tblspcs)):
+        link = os.path.join(pg_tblspc, oid)
+        if os.path.lexists(link) and not os.path.islink(link):
+            continue   # an in-place tablespace (allow_in_place_tablespaces): inside the copy already
+        if oid not in tblspcs:
+            raise no_tablespace_copy(oid, os.readlink(link))
+        if os.path.lexists(link):
+            os.unlink(link)
+        os.symlink(tblspcs[oid], link)
+
+
+def links_out_of(top, inside):
+    """Links under ``top`` (not followed) that lead outside ``inside``, as paths relative to ``inside``."""
+    inside = os.path.realpath(inside)
+    found = []
+    for root, dirs, files in os.walk(top):
+        for name in dirs + files:
+            full = os.path.join(root, name)
+            if not os.path.islink(full):
+                continue
+            target = os.path.realpath(full)
+            if target != inside and not target.startswith(inside + os.sep):
+                found.append(os.path.relpath(full, inside))
+    return sorted(found)
+
+
+def no_tablespace_copy(oid, path):
+    return BackupError(
+        "The restore check could not run: the backup holds no copy of tablespace %s (%s), and a server "
+        "started on it would write into that live tablespace." % (oid, path),
+        "A backup without its tablespaces does not restore on its own: take it with the tar, rsync or copy "
+        "method to a local destination, which copy every tablespace.", check_ran=False)
+
+
+def cannot_run(reason, hint):
+    """The check stopped before a server started on the copy, for a reason outside the backup."""
+    return BackupError("The restore check could not run: %s. This says nothing about the backup itself." % reason,
+                       hint, check_ran=False)
+
+
+def not_restorable(msg):
+    return BackupError(msg, NOT_RESTORABLE, check_ran=True)
+
+
 def _extract(archive, target):
+    """Extract as the archive says: links stay links, and isolate() deals with those leading out."""
     if not os.path.isdir(target):
         os.makedirs(target)
     if archive.endswith(".zst"):
         proc = subprocess.Popen(["tar", "--zstd", "-xf", archive, "-C", target], stderr=subprocess.PIPE)
         _out, err = proc.communicate()
         if proc.returncode != 0:
-            raise BackupError("Cannot extract %s: %s" % (archive, err.decode("utf-8", "replace")), "Is zstd installed?")
+            raise cannot_extract(archive, err.decode("utf-8", "replace"))
         return
-    with tarfile.open(archive) as tar:
-        tar.extractall(target)
+    # The 'tar' filter (Python 3.12, backported to 3.8.17+) keeps absolute links, which the 'data'
+    # filter (the default from 3.14) refuses, and still never writes through a link.
+    safe = {"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(target, **safe)
+    except tarfile.TarError as exc:
+        raise cannot_extract(archive, str(exc))
+
+
+def cannot_extract(archive, err):
+    return BackupError("The restore check could not extract %s: %s" % (archive, err.strip()),
+                       "zstd must be installed for .zst backups; otherwise the archive is damaged: "
+                       "keep the backup aside and take a new one.", check_ran=False)
 
 
 def materialize(backup_dir, work):
-    """Lay the backup out as a data directory under ``work``; return (data_dir, {oid: tablespace dir})."""
+    """Lay the backup out as a data directory under ``work``; return (data_dir, {oid: tablespace dir}).
+
+    Copies and extractions keep links as links: nothing is written through them.
+    """
     data = os.path.join(work, "data")
     tblspcs = {}
     plain = os.path.join(backup_dir, DATA_SUBDIR)
@@ -113,8 +249,8 @@ def materialize(backup_dir, work):
     names = os.listdir(backup_dir)
     base = [n for n in names if n in ["base" + s for s in TAR_SUFFIX.values()]]
     if not base:
-        raise BackupError("%s holds neither data/ nor base.tar: nothing to restore." % backup_dir,
-                          "verify_restore checks tar, rsync and copy backups, not the command method's.")
+        raise cannot_run("%s holds neither data/ nor base.tar, nothing it can restore" % backup_dir,
+                         "verify_restore checks tar, rsync and copy backups, not the command method's.")
     _extract(os.path.join(backup_dir, base[0]), data)
     for name in names:
         stem = name.split(".", 1)[0]
@@ -122,8 +258,46 @@ def materialize(backup_dir, work):
             tblspcs[stem] = os.path.join(work, "tablespaces", stem)
             _extract(os.path.join(backup_dir, name), tblspcs[stem])
         elif stem == "pg_wal" and ".tar" in name:
+            # base.tar of an older backup may hold pg_wal as a link to the live WAL: extract beside it, never into it.
+            real_directory(os.path.join(data, "pg_wal"))
             _extract(os.path.join(backup_dir, name), os.path.join(data, "pg_wal"))
     return data, tblspcs
+
+
+def isolate(work, data, tblspcs):
+    """Leave no way out of ``work`` for the server (see the module's docstring); refuse when one remains."""
+    for name in EMPTY_DIRS:
+        real_directory(os.path.join(data, name))
+    relink_tablespaces(data, tblspcs)
+    map_file = os.path.join(data, TABLESPACE_MAP)
+    if os.path.lexists(map_file):
+        with open(map_file) as handle:
+            text = handle.read()
+        missing = tablespaces_without_copy(text, tblspcs)
+        if missing:
+            raise no_tablespace_copy(missing[0]["oid"], missing[0]["path"])
+        os.unlink(map_file)
+        _write_new(map_file, rewrite_tablespace_map(text, tblspcs))
+    aside = os.path.join(work, LIVE_CONFIG_SUBDIR)
+    os.mkdir(aside, 0o700)
+    for name in (CONF, AUTO_CONF):
+        # rename moves a link itself: the file it names is neither read nor changed.
+        if os.path.lexists(os.path.join(data, name)):
+            os.rename(os.path.join(data, name), os.path.join(aside, name))
+    outside = links_out_of(data, work) + [p for path in sorted(tblspcs.values()) for p in links_out_of(path, work)]
+    if outside:
+        raise BackupError(
+            "The restore check could not run: the copy links out of its scratch directory (%s), and a server "
+            "started on it could write there." % ", ".join(outside),
+            "What such a link names is not in the backup: leave it out of the backups (exclusive_backup_exclude) "
+            "or keep that data inside the data directory.", check_ran=False)
+
+
+def _write_new(path, text):
+    """Create ``path`` (it must not exist: a link in its place is never followed)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
 
 
 def _chown_tree(path, uid, gid):
@@ -140,6 +314,44 @@ def _as_user(uid, gid):
     return demote
 
 
+def _owner_can(owner, test_args):
+    """True when ``test <test_args>`` succeeds as the owner of the live data directory."""
+    return subprocess.call(["test"] + test_args, preexec_fn=_as_user(owner.st_uid, owner.st_gid)) == 0
+
+
+def _locate_pg_ctl(data_directory, bindir):
+    try:
+        owner = os.stat(data_directory)
+    except OSError as exc:
+        raise cannot_run("the live data directory cannot be read (%s)" % exc, "Check data_directory.")
+    bindir = bindir or bindir_of_running_server(data_directory)
+    pg_ctl = os.path.join(bindir, "pg_ctl")
+    if not os.path.exists(pg_ctl):
+        raise cannot_run("there is no pg_ctl in %s" % bindir, "Set exclusive_backup_bindir.")
+    return owner, pg_ctl
+
+
+def prepare(backup_dir, work, port, wal_archive_dir, owner):
+    """The scratch copy, isolated and configured, owned by ``owner``; returns (data_dir, socket_dir)."""
+    data, tblspcs = materialize(backup_dir, work)
+    isolate(work, data, tblspcs)
+    sock = os.path.join(work, "sock")
+    os.mkdir(sock, 0o700)
+    hba = os.path.join(work, "pg_hba.conf")
+    ident = os.path.join(work, "pg_ident.conf")
+    # Only the owner and root can reach the private socket directory.
+    _write_new(hba, "local all all trust\n")
+    _write_new(ident, "")
+    _write_new(os.path.join(data, CONF),
+               settings_text(port, sock, hba, ident, restore_command_for(wal_archive_dir)))
+    _write_new(os.path.join(data, AUTO_CONF), "")
+    if not os.path.lexists(os.path.join(data, "recovery.signal")):
+        _write_new(os.path.join(data, "recovery.signal"), "")
+    os.chmod(data, 0o700)
+    _chown_tree(work, owner.st_uid, owner.st_gid)
+    return data, sock
+
+
 def verify_restore(backup_dir, data_directory, bindir=None, wal_archive_dir=None, work_parent=None,
                    timeout=300, keep=False, connect=None):
     """Restore ``backup_dir`` into a scratch directory, start it, and report.
@@ -147,53 +359,41 @@ def verify_restore(backup_dir, data_directory, bindir=None, wal_archive_dir=None
     ``connect(socket_dir, port)`` returns a DB-API connection (psycopg2 in the module).
     """
     started = time.time()
-    bindir = bindir or bindir_of_running_server(data_directory)
-    pg_ctl = os.path.join(bindir, "pg_ctl")
-    if not os.path.exists(pg_ctl):
-        raise BackupError("There is no pg_ctl in %s." % bindir, "Set exclusive_backup_bindir.")
-    owner = os.stat(data_directory)
+    owner, pg_ctl = _locate_pg_ctl(data_directory, bindir)
     user = pwd.getpwuid(owner.st_uid).pw_name
-    work = tempfile.mkdtemp(prefix="pgx-verify-", dir=work_parent or os.path.dirname(backup_dir.rstrip("/")))
-    os.chmod(work, 0o700)
+    parent = work_parent or os.path.dirname(backup_dir.rstrip("/"))
+    try:
+        work = tempfile.mkdtemp(prefix="pgx-verify-", dir=parent)
+    except OSError as exc:
+        raise cannot_run("no scratch directory in %s (%s)" % (parent, exc), "Set work_dir to a writable directory.")
+    data = os.path.join(work, "data")
     pid = None
     log = os.path.join(work, "server.log")
     result = {"ok": False, "work_dir": work}
     try:
-        data, tblspcs = materialize(backup_dir, work)
-        map_file = os.path.join(data, TABLESPACE_MAP)
-        if tblspcs and os.path.exists(map_file):
-            with open(map_file) as handle:
-                text = handle.read()
-            with open(map_file, "w") as handle:
-                handle.write(rewrite_tablespace_map(text, tblspcs))
-        sock = os.path.join(work, "sock")
-        os.mkdir(sock, 0o700)
-        hba = os.path.join(work, "pg_hba.conf")
-        ident = os.path.join(work, "pg_ident.conf")
-        with open(hba, "w") as handle:
-            # Only the owner and root can reach the private socket directory.
-            handle.write("local all all trust\n")
-        open(ident, "w").close()
-        if not os.path.exists(os.path.join(data, "postgresql.conf")):
-            open(os.path.join(data, "postgresql.conf"), "w").close()
-        pg_wal = os.path.join(data, "pg_wal")
-        if not os.path.isdir(pg_wal):
-            os.mkdir(pg_wal)
-        restore_command = ("cp %s/%%f %%p" % wal_archive_dir) if wal_archive_dir else ""
+        os.chmod(work, 0o700)
+        os.chown(work, owner.st_uid, owner.st_gid)
+        # Asked first, as the server's user, before copying anything: pg_ctl's own error would come
+        # after a whole copy and read like a broken backup.
+        if not _owner_can(owner, ["-r", work, "-a", "-w", work, "-a", "-x", work]):
+            raise cannot_run("the OS user %s cannot enter %s" % (user, work),
+                             "Set work_dir to a directory %s can enter (every directory on the way open to it); "
+                             "the default is the parent of the backup directory." % user)
+        if not _owner_can(owner, ["-x", pg_ctl]):
+            raise cannot_run("the OS user %s cannot run %s" % (user, pg_ctl), "Set exclusive_backup_bindir.")
         port = free_port()
-        with open(os.path.join(data, "postgresql.auto.conf"), "a") as handle:
-            handle.write(settings_text(port, sock, hba, ident, restore_command))
-        open(os.path.join(data, "recovery.signal"), "w").close()
-        os.chmod(data, 0o700)
-        _chown_tree(work, owner.st_uid, owner.st_gid)
+        try:
+            data, sock = prepare(backup_dir, work, port, wal_archive_dir, owner)
+        except (IOError, OSError, shutil.Error) as exc:
+            raise cannot_run("the scratch copy could not be laid out (%s)" % exc,
+                             "Check the space and permissions of %s." % parent)
         proc = subprocess.Popen([pg_ctl, "-D", data, "-l", log, "-w", "-t", str(int(timeout)), "start"],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 preexec_fn=_as_user(owner.st_uid, owner.st_gid), cwd=work)
         out, _err = proc.communicate()
         pid = _postmaster_pid(data)
         if proc.returncode != 0:
-            raise BackupError("The restored copy did not start: %s%s" % (out.decode("utf-8", "replace"), log_tail(log)),
-                              "The backup is not restorable as it is: keep it aside and take a new one.")
+            raise not_restorable("The restored copy did not start: %s%s" % (out.decode("utf-8", "replace"), log_tail(log)))
         deadline = time.time() + timeout
         while True:
             try:
@@ -212,20 +412,20 @@ def verify_restore(backup_dir, data_directory, bindir=None, wal_archive_dir=None
             except Exception as exc:   # still starting up: psycopg2 raises OperationalError
                 last = str(exc)
                 if _postmaster_pid(data) is None:
-                    raise BackupError("The restored copy stopped during recovery: %s%s" % (last, log_tail(log)),
-                                      "The backup is not restorable as it is: keep it aside and take a new one.")
+                    raise not_restorable("The restored copy stopped during recovery: %s%s" % (last, log_tail(log)))
             if time.time() > deadline:
                 raise BackupError("The restored copy did not finish recovery in %ss.%s" % (timeout, log_tail(log)),
-                                  "Raise the timeout, or check that the WAL up to the backup's stop is available.")
+                                  "Raise the timeout, or check that the WAL up to the backup's stop is available.",
+                                  check_ran=True)
             time.sleep(0.2)
-        result.update(ok=True, consistent=True, databases=databases, server_version=version,
+        result.update(ok=True, check_ran=True, consistent=True, databases=databases, server_version=version,
                       user=user, port=port, duration=round(time.time() - started, 3),
                       log=log_tail(log, 15).strip().splitlines())
         return result
     finally:
-        pid = pid or _postmaster_pid(os.path.join(work, "data"))
+        pid = pid or _postmaster_pid(data)
         if pid:
-            _stop(pid, pg_ctl, os.path.join(work, "data"), owner)
+            _stop(pid, pg_ctl, data, owner)
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
 

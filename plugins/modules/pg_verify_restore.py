@@ -11,13 +11,24 @@ DOCUMENTATION = r'''
 module: pg_verify_restore
 short_description: Restore an exclusive backup into a throwaway server and check it
 description:
-  - Lays a copy of the backup out in a scratch directory (plain C(data/) or C(base.tar)), points its
-    C(tablespace_map) at the scratch tablespaces, and starts a throwaway server on it as the owner of
-    the live data directory, on a free port, on a private Unix socket only, with archiving off,
+  - Lays a copy of the backup out in a scratch directory (plain C(data/) or C(base.tar)) and starts a throwaway
+    server on it as the owner of the live data directory, on a free port, on a private Unix socket only, with
     C(recovery_target = 'immediate') and C(recovery_target_action = 'promote').
-  - WAL comes from the backup's own C(pg_wal/) and, with O(wal_archive_dir), from the archive.
+  - Nothing it runs writes outside the scratch directory. The copy's C(pg_wal) (and the other directories a backup
+    leaves empty) is made a real directory of its own, removing a link to the live WAL as a link; every
+    C(pg_tblspc) link and C(tablespace_map) line is pointed at the copy's own tablespace directories; any other
+    link out of the scratch directory, or a tablespace with no copy in the backup, stops the check before a server
+    starts.
+  - The server reads only a minimal configuration written for it. The copy's C(postgresql.conf) is replaced whole
+    and C(postgresql.auto.conf) emptied (the originals are kept in C(live-config/) of the scratch directory), so
+    none of the live server's include files, C(ALTER SYSTEM) settings, archive or cleanup commands,
+    C(shared_preload_libraries) or memory settings apply; archiving and C(hot_standby) are off.
+  - WAL comes from the backup's own C(pg_wal/) and, with O(wal_archive_dir), from the archive, which is only read.
   - Succeeds when the server reached consistency, was promoted and answered a query; the server is
     then stopped by its PID and the scratch directory removed (unless O(keep)).
+  - When the check cannot run (no C(pg_ctl), or the server's OS user cannot enter the scratch directory, which is
+    tested as that user before anything is copied) it fails saying so, with RV(check_ran=false), which says nothing
+    about the backup. Only a server that started and then failed recovery makes it report the backup not restorable.
 version_added: 0.1.0
 author: pgexclusive.backup maintainers (@pgexclusive)
 requirements:
@@ -35,10 +46,14 @@ options:
     description: Directory of C(pg_ctl) and C(postgres); default the running server's.
     type: path
   wal_archive_dir:
-    description: The WAL archive, used as C(restore_command = 'cp <dir>/%f %p').
+    description:
+      - The WAL archive, only ever read, as C(restore_command = 'cp <dir>/%f %p').
+      - Without it C(restore_command = 'false'), and the WAL must be in the backup (include_wal).
     type: path
   work_dir:
-    description: Where to create the scratch directory; default the parent of O(backup_dir). Needs room for one more copy.
+    description:
+      - Where to create the scratch directory; default the parent of O(backup_dir). Needs room for one more copy.
+      - The owner of the live data directory must be able to enter it (every directory on the way open to it).
     type: path
   timeout:
     description: Seconds to wait for the start and for recovery to finish.
@@ -63,7 +78,16 @@ EXAMPLES = r'''
 RETURN = r'''
 ok:
   description: The restored copy reached consistency and answered.
-  returned: success
+  returned: always
+  type: bool
+check_ran:
+  description:
+    - Whether a server was started on the restored copy, so that RV(ok) says whether the backup restores.
+    - V(false) on failure means the check stopped before starting one. Either it could not run (no C(pg_ctl), a
+      scratch directory out of the server's OS user's reach), and the message says that this says nothing about the
+      backup; or it refused to, because the backup is not self-contained (a tablespace without a copy, a link out
+      of the scratch directory). V(false) in check mode too.
+  returned: always
   type: bool
 databases:
   description: Number of databases the restored server holds.
@@ -120,10 +144,10 @@ def main():
         supports_check_mode=True,
     )
     if not HAS_PSYCOPG2:
-        module.fail_json(msg=missing_required_lib("psycopg2"), exception=PSYCOPG2_ERROR)
+        module.fail_json(msg=missing_required_lib("psycopg2"), exception=PSYCOPG2_ERROR, ok=False, check_ran=False)
     p = module.params
     if module.check_mode:
-        module.exit_json(changed=False, ok=None, msg="Check mode: no restore started.")
+        module.exit_json(changed=False, ok=None, check_ran=False, msg="Check mode: no restore started.")
     try:
         result = verify_restore(p["backup_dir"], p["data_directory"], p["bindir"], p["wal_archive_dir"],
                                 p["work_dir"], p["timeout"], p["keep"], connect)
