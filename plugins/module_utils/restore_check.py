@@ -377,8 +377,9 @@ def verify_restore(backup_dir, data_directory, bindir=None, wal_archive_dir=None
         # after a whole copy and read like a broken backup.
         if not _owner_can(owner, ["-r", work, "-a", "-w", work, "-a", "-x", work]):
             raise cannot_run("the OS user %s cannot enter %s" % (user, work),
-                             "Set work_dir to a directory %s can enter (every directory on the way open to it); "
-                             "the default is the parent of the backup directory." % user)
+                             "Set work_dir (the role: exclusive_backup_verify_restore_work_dir) to a directory %s can "
+                             "enter (every directory on the way open to it); the default is the parent of the "
+                             "backup directory." % user)
         if not _owner_can(owner, ["-x", pg_ctl]):
             raise cannot_run("the OS user %s cannot run %s" % (user, pg_ctl), "Set exclusive_backup_bindir.")
         port = free_port()

@@ -22,7 +22,7 @@ description:
   - When the WAL is not archived within O(archive_timeout) the backup IS stopped and the
     module fails, naming the missing file and the archiver's last failure.
   - Refuses a server in recovery.
-  - A backup this run started that ended without this stop (see O(start_lsn)) fails the module: the
+  - A backup this run started that ended without this stop (see O(start_lsn)) fails the module, because the
     copy taken under it is not restorable. Its state record then says C(ended-without-stop) and its
     watchdog is ended.
   - The label check and the stop are one statement, and every stop of this collection (this module
