@@ -1,4 +1,5 @@
 import os
+import threading
 import pwd
 import shutil
 import stat
@@ -334,9 +335,10 @@ def test_a_file_swapped_for_a_link_after_the_walk_fails_the_copy(tmp_path, monke
     victim = data / "base/1/1259"
 
     def action():
-        if victim.exists() and not victim.is_symlink():
-            victim.unlink()
-            os.symlink(str(tmp_path / "secret"), str(victim))
+        # Atomic, as the threads of workers=2 may both get here: the victim is never missing for a moment.
+        link = tmp_path / ("link-%d" % threading.get_ident())
+        os.symlink(str(tmp_path / "secret"), str(link))
+        os.replace(str(link), str(victim))
     swap(monkeypatch, action)
     with pytest.raises(BackupError, match="base/1/1259 became a symbolic link during the copy.*take the backup again"):
         c.copy_tree(str(data), str(tmp_path / "copy"), workers=workers)
