@@ -45,3 +45,17 @@ if not os.environ.get("PGX_TEST_HOME"):
     os.chmod(_HOME, 0o755)
     os.environ.update(PGX_TEST_HOME=_HOME, HOME=_HOME, ANSIBLE_HOME=os.path.join(_HOME, ".ansible"))
     atexit.register(shutil.rmtree, _HOME, True)
+
+
+# With pytest-xdist (make test runs two workers, each with its own servers), tests
+# that share files outside their own temporary directories run on one worker:
+# the ecosystem checks share tests/output/ecosystem, and Molecule its cache.
+SERIAL_GROUPS = {"ecosystem": "ecosystem", "test_role_molecule.py": "molecule"}
+
+
+def pytest_collection_modifyitems(config, items):
+    import pytest
+    for item in items:
+        for part in Path(str(item.fspath)).parts:
+            if part in SERIAL_GROUPS:
+                item.add_marker(pytest.mark.xdist_group(SERIAL_GROUPS[part]))
