@@ -39,6 +39,7 @@ def main(argv=None):
             _running.clear()
             print(f"PostgreSQL {args.major} running, pid {cluster.pid}\n"
                   f"  data directory   {cluster.data_dir}\n"
+                  f"  WAL directory    {cluster.wal_dir}\n"
                   f"  socket           {cluster.socket_dir} port {cluster.port} (also 127.0.0.1)\n"
                   f"  WAL archive      {cluster.archive_dir}\n"
                   f"  backup database  {cluster.backup_db}\n"

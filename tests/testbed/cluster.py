@@ -2,6 +2,7 @@
 
 import atexit
 import os
+import re
 import shutil
 import signal
 import socket
@@ -17,6 +18,11 @@ from .osuser import as_postgres, chown_postgres, open_to_postgres
 from .provision import provide
 
 EXTENSION_DB = "backupctl"
+REPO = Path(__file__).resolve().parents[2]
+
+# Production layout by default: pg_wal is a link to a directory outside the data
+# directory (initdb --waldir). PGX_WAL_INSIDE=1 brings back the plain initdb layout.
+WAL_OUTSIDE = os.environ.get("PGX_WAL_INSIDE", "") in ("", "0")
 
 _running = {}
 
@@ -69,12 +75,18 @@ atexit.register(stop_all)
 
 
 class Cluster:
-    """A server with its data directory, socket, log and WAL archive under ``root``."""
+    """A server with its data directory, socket, log and WAL archive under ``root``.
+
+    ``wal_dir`` is where the server's WAL really lives: ``<root>/wal`` (the
+    target of the ``pg_wal`` link) for clusters created with ``waldir``, else
+    ``<data>/pg_wal``.
+    """
 
     def __init__(self, inst, root, port=None):
         self.inst = inst
         self.root = Path(root)
         self.data_dir = self.root / "data"
+        self.wal_dir = self.data_dir / "pg_wal"
         self.socket_dir = self.root / "sock"
         self.archive_dir = self.root / "archive"
         self.log_file = self.root / "server.log"
@@ -101,12 +113,21 @@ class Cluster:
     # -- life cycle -------------------------------------------------------
 
     @classmethod
-    def create(cls, inst, root, port=None):
-        """initdb, configure with archiving, start, and prepare the backup database."""
+    def create(cls, inst, root, port=None, waldir=None):
+        """initdb, configure with archiving, start, and prepare the backup database.
+
+        ``waldir`` (default: on, unless PGX_WAL_INSIDE=1) puts the WAL in
+        ``<root>/wal`` with ``initdb --waldir``, as production servers have it:
+        ``pg_wal`` in the data directory is then a symbolic link.
+        """
         cluster = cls(inst, root, port)
         cluster._prepare_dirs()
-        cluster._pg(["initdb", "-D", cluster.data_dir, "-U", "postgres", "--auth=trust",
-                     "-E", "UTF8", "--locale=C", "--no-sync"])
+        argv = ["initdb", "-D", cluster.data_dir, "-U", "postgres", "--auth=trust",
+                "-E", "UTF8", "--locale=C", "--no-sync"]
+        if WAL_OUTSIDE if waldir is None else waldir:
+            cluster.wal_dir = cluster.root / "wal"
+            argv.append(f"--waldir={cluster.wal_dir}")
+        cluster._pg(argv)
         cluster.configure()
         cluster.start()
         cluster.sql(f"CREATE DATABASE {EXTENSION_DB}")
@@ -212,8 +233,25 @@ class Cluster:
             if time.monotonic() > deadline:
                 raise TestbedError(f"Processes {victims} of {self.data_dir} survived SIGKILL for 30 s.")
             time.sleep(0.05)
+        self._remove_stale_locks(victims[0])
         self.pid = None
         _running.pop(id(self), None)
+
+    def _remove_stale_locks(self, postmaster):
+        """Remove the lock files of a killed postmaster that is still a zombie.
+
+        The init process of this machine reaps orphans only every few seconds;
+        until then kill(pid, 0) succeeds on the dead postmaster's PID and a new
+        postmaster refuses to start ("lock file already exists"). Every server
+        process is dead by now, so the lock files are stale, as after a real crash.
+        """
+        for lock in (self.data_dir / "postmaster.pid", self.socket_dir / f".s.PGSQL.{self.port}.lock"):
+            try:
+                pid = int(lock.read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+            if pid == postmaster and not _alive(pid):
+                lock.unlink()
 
     def restart(self):
         self.stop()
@@ -313,14 +351,50 @@ class Cluster:
         self.archiving_broken = False
 
     def create_tablespace(self, name):
+        """A tablespace in ``<root>/tblspc_<name>``, a directory owned by postgres (mode 0700)."""
         location = self.root / f"tblspc_{name}"
         location.mkdir()
+        location.chmod(0o700)
         chown_postgres(location)
         self.sql(f"CREATE TABLESPACE {name} LOCATION %s", (str(location),))
         return location
 
+    # -- logins -----------------------------------------------------------
+
+    def login_statements(self, name, monitor=True):
+        """README.md's statements for a least-privilege backup login on this major, for role ``name``.
+
+        Read from README.md's "A least-privilege backup user" section, so the
+        tests prove exactly what the README tells users to run; without
+        ``monitor``, the ``GRANT pg_monitor`` is left out.
+        """
+        statements = readme_login_statements(self.api)
+        out = []
+        for statement in statements:
+            if not monitor and re.match(r"GRANT pg_monitor TO ", statement):
+                continue
+            out.append(re.sub(r"\bpgx_backup\b", name, statement))
+        return out
+
+    def create_login(self, name, monitor=True):
+        """Create the login role ``name`` with exactly README.md's grants (in the backup database).
+
+        On 15+ the GRANT EXECUTE runs in the extension's database, on 14 in
+        ``postgres``: function privileges belong to one database. The socket
+        is ``trust`` in pg_hba.conf (initdb --auth=trust), so no password is
+        needed to log in. Undo it with drop_login.
+        """
+        for statement in self.login_statements(name, monitor):
+            self.sql(statement, dbname=self.backup_db)
+        return name
+
+    def drop_login(self, name):
+        if self.value("SELECT count(*) FROM pg_roles WHERE rolname = %s", (name,)):
+            self.sql(f"DROP OWNED BY {name}", dbname=self.backup_db)
+            self.sql(f"DROP ROLE {name}")
+
     def make_standby(self, root):
-        """A streaming standby built with pg_basebackup: a server in recovery."""
+        """A streaming standby built with pg_basebackup (pg_wal a directory): a server in recovery."""
         standby = Cluster(self.inst, root)
         standby._prepare_dirs()
         basebackup = Path(self.inst.tool("pg_basebackup"))
@@ -338,12 +412,22 @@ class Cluster:
         """Start a server on a restored copy, replaying from ``archive_dir``.
 
         Returns the promoted cluster once it has reached consistency; raises
-        with the server log when it does not.
+        with the server log when it does not. A ``pg_wal`` that is a symbolic
+        link (a copy of a data directory made with ``initdb --waldir``) is
+        replaced by an empty directory first, as a restore on the same host
+        must do: a restored server must never write into the live WAL. The
+        link's target is kept in ``replaced_wal_link``.
         """
         cluster = cls(inst, root)
         cluster.root.mkdir(parents=True, exist_ok=True)
         if Path(copy_dir) != cluster.data_dir:
             shutil.move(str(copy_dir), cluster.data_dir)
+        cluster.replaced_wal_link = None
+        pg_wal = cluster.data_dir / "pg_wal"
+        if pg_wal.is_symlink():
+            cluster.replaced_wal_link = os.readlink(pg_wal)
+            pg_wal.unlink()
+        (pg_wal / "archive_status").mkdir(parents=True, exist_ok=True)
         cluster._prepare_dirs()
         cluster.data_dir.chmod(0o700)
         (cluster.data_dir / "recovery.signal").touch()
@@ -365,3 +449,40 @@ class Cluster:
             cluster.stop(mode="immediate")
             raise
         return cluster
+
+
+def readme_login_statements(api):
+    """The SQL statements README.md gives for a least-privilege backup user, per API (``extension``: 15+).
+
+    Each indented block of the section "A least-privilege backup user" belongs
+    to the paragraph before it: the one naming "PostgreSQL 15 and later" holds
+    the extension's statements, the one naming "PostgreSQL 14" the native ones.
+    """
+    text = (REPO / "README.md").read_text()
+    section = text.split("## A least-privilege backup user", 1)
+    if len(section) != 2:
+        raise TestbedError("README.md has no section '## A least-privilege backup user'.")
+    body = section[1].split("\n## ", 1)[0]
+    blocks = {}
+    paragraph, code = [], []
+
+    def flush():
+        if code:
+            intro = " ".join(paragraph)
+            key = ("extension" if "PostgreSQL 15 and later" in intro
+                   else "native" if "PostgreSQL 14" in intro else None)
+            if key and key not in blocks:
+                blocks[key] = " ".join(code)
+            paragraph.clear()
+            code.clear()
+
+    for line in body.splitlines():
+        if line.startswith("    ") and line.strip():
+            code.append(line.strip())
+        elif line.strip():
+            flush()
+            paragraph.append(line.strip())
+    flush()
+    if api not in blocks:
+        raise TestbedError(f"README.md's least-privilege section has no SQL block for the {api} API.")
+    return [s.strip() for s in blocks[api].split(";") if s.strip()]

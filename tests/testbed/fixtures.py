@@ -4,12 +4,19 @@
 ``ext_pg`` once per major that needs the extension. Each major's cluster is
 started once per session and handed to every test out of backup mode and with
 working archiving; ``db`` is a fresh database dropped after the test.
+
+The clusters have the production layout: ``pg_wal`` is a link to
+``<root>/wal`` (``initdb --waldir``; ``Cluster.wal_dir``), unless
+PGX_WAL_INSIDE=1. ``another_cluster(major)`` gives a test a second cluster
+of its own, ``login(cluster, monitor=True)`` a least-privilege login with
+README.md's grants; both are removed after the test.
 """
 
 import os
 import shutil
 import signal
 import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -117,3 +124,36 @@ def restore(scratch):
     yield run
     for cluster in restored:
         cluster.destroy()
+
+
+@pytest.fixture
+def another_cluster(scratch):
+    """another_cluster(major): a new cluster of that major under the test's scratch directory
+    (same layout as the session's: pg_wal outside the data directory), stopped and removed after the test."""
+    made = []
+
+    def create(major, **kwargs):
+        made.append(Cluster.create(provide(major), scratch / f"cluster-{len(made)}-pg{major}", **kwargs))
+        return made[-1]
+
+    yield create
+    for cluster in made:
+        cluster.destroy()
+
+
+@pytest.fixture
+def login():
+    """login(cluster, monitor=True): a least-privilege login role with exactly README.md's grants
+    (without pg_monitor when ``monitor`` is false); dropped after the test. Returns the role's name."""
+    made = []
+
+    def create(cluster, monitor=True):
+        name = "pgx_backup_" + uuid.uuid4().hex[:8]
+        made.append((cluster, name))
+        return cluster.create_login(name, monitor=monitor)
+
+    yield create
+    for cluster, name in made:
+        if cluster.pid is None:
+            cluster.start()
+        cluster.drop_login(name)
