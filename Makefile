@@ -14,8 +14,10 @@ $(PY): tests/requirements.txt
 provision: $(PY)
 	$(PY) -m tests.testbed provision
 
+# Two workers, each with its own servers; tests sharing files outside their
+# temporary directories are grouped onto one worker (tests/conftest.py).
 test: provision
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadgroup
 
 # A throwaway PostgreSQL 15 with archiving and the extension, one backup through
 # playbooks/backup.yml, pg_verifybackup, a restore; see tests/demo.py.
