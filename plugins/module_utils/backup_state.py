@@ -9,8 +9,8 @@ host, AWX job), when, with which lease, and how it ended. The start, the stop
 and the watchdog write it; pg_backup_info and the next start read it. The
 record lives outside the data directory, which would otherwise copy it.
 
-Standard library only: the watchdog process runs this file's source outside
-Ansible (see watchdog.py).
+Standard library and durable.py only: the watchdog process runs this file's
+source outside Ansible (see watchdog.py).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -20,8 +20,9 @@ import errno
 import hashlib
 import json
 import os
-import tempfile
 import time
+
+from ansible_collections.pgexclusive.backup.plugins.module_utils.durable import atomic_write
 
 DEFAULT_STATE_DIR = "/var/lib/pgexclusive-backup"
 
@@ -87,24 +88,8 @@ def ensure_dir(path):
 
 def write_record(path, record):
     """Atomically: a reader sees the old record or the new one, never half of one."""
-    directory = os.path.dirname(path)
-    ensure_dir(directory)
-    handle, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(handle, "w") as out:
-            json.dump(record, out, indent=1, sort_keys=True)
-            out.flush()
-            os.fsync(out.fileno())
-        os.rename(tmp, path)
-    except Exception:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    ensure_dir(os.path.dirname(path))
+    atomic_write(path, json.dumps(record, indent=1, sort_keys=True))
 
 
 def read_record(path):

@@ -37,8 +37,9 @@ import subprocess
 import sys
 import time
 
-# Imported by name from the module itself: in the watchdog process only that
-# module is registered (see _BOOTSTRAP), not the packages above it.
+# Imported by name from the modules themselves: in the watchdog process only
+# those modules are registered (see _BOOTSTRAP), not the packages above them.
+from ansible_collections.pgexclusive.backup.plugins.module_utils.durable import atomic_write
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_state import (
     EXPIRED_ERROR, EXPIRED_NOT_IN_PROGRESS, EXPIRED_OTHER_LABEL, EXPIRED_STOPPED, EXPIRED_UNREACHABLE, RUNNING,
     is_watchdog_of, now_iso, read_record, update_record, write_record)
@@ -55,6 +56,7 @@ def _load(name, source):
     sys.modules[name] = module
     exec(compile(source, name, "exec"), module.__dict__)
     return module
+_load(%(durable_name)r, %(durable_source)r)
 _load(%(state_name)r, %(state_source)r)
 _load(%(watchdog_name)r, %(watchdog_source)r).main()
 '''
@@ -71,6 +73,7 @@ def _source_of(module):
 def watchdog_argv(record_path):
     """python -c <bootstrap> <record path>; the path lets the stop recognise this watchdog by its PID."""
     code = _BOOTSTRAP % dict(
+        durable_name=atomic_write.__module__, durable_source=_source_of(sys.modules[atomic_write.__module__]),
         state_name=read_record.__module__, state_source=_source_of(sys.modules[read_record.__module__]),
         watchdog_name=__name__, watchdog_source=_source_of(sys.modules[__name__]))
     return [sys.executable, "-c", code, record_path]
