@@ -14,6 +14,14 @@ Layout of a backup directory ``<dest>/<label>/`` (DESIGN.md):
               tablespaces/<oid>/   the contents of each tablespace
     command:  whatever the user's command writes (a snapshot elsewhere, usually)
 
+With a repository on another host (``[user@]host:/path``, reached over SSH as
+the database host's root with the key and options given), tar streams each
+archive into ``<path>/<label>/`` and rsync writes ``data/`` and
+``tablespaces/`` there; ``backup_dir`` on the database host keeps the run's
+own record. send_record then puts backup.json there last, after a sync of the
+repository's filesystem: a backup.json in the repository always describes a
+copy that is whole and on its disk.
+
 The copy always carries backup_label and tablespace_map. The backup_label in the
 copy is written from the one read at copy time (never the live file changed):
 on 15+ its method line is fixed (backup_label.restorable_label) so that recovery
@@ -28,6 +36,8 @@ import collections
 import errno
 import os
 import pwd
+import re
+import shlex
 import shutil
 import stat
 import subprocess
@@ -58,6 +68,18 @@ SEND_CHUNK = 64 << 20
 # What an entry of the source must still be when the copy opens it.
 KINDS = {"file": stat.S_ISREG, "directory": stat.S_ISDIR}
 FAILED_HINT = "Fix the cause (space, permissions, the destination) and run the backup again."
+REMOTE_HINT = ("Check, as root on the database host, that 'ssh' with the same user, key and options reaches the "
+               "repository without a prompt (its host key in known_hosts, the key in the user's authorized_keys), "
+               "and that the repository directory is writable and has room; then take the backup again.")
+RECORD_PART = ".backup.json.part"
+# [user@]host:/absolute/path, as scp and rsync write it; an IPv6 host in brackets. Neither user nor
+# host may start with '-': ssh would take it for an option.
+REMOTE = re.compile(r"^(?:(?P<user>[^-@:/\s][^@:/\s]*)@)?(?P<host>\[[0-9A-Fa-f:.%]+\]|[^-@:/\s\[\]][^@:/\s\[\]]*)"
+                    r":(?P<path>/.*)$")
+# ssh options the copy always needs, after the user's (ssh takes the first value it gets for an option):
+# no prompt (the module has no terminal), and a link that dies is noticed in a minute, not hours.
+SSH_DEFAULTS = ("-o", "BatchMode=yes", "-o", "ConnectTimeout=30", "-o", "ServerAliveInterval=15",
+                "-o", "ServerAliveCountMax=4")
 
 # Exit codes that mean "the live cluster changed under us", which is normal:
 # GNU tar 1 = "some files differ" (changed while read), rsync 24 = "some
@@ -103,7 +125,7 @@ def tar_tablespace_command(location, output, compression="none", extra=(), paral
             + tar_exclude_args(extra, top=False) + ["."])
 
 
-def rsync_data_command(data_directory, target, extra=(), mkpath=False):
+def rsync_data_command(data_directory, target, extra=(), mkpath=False, rsh=None):
     """rsync of the data directory into ``target`` (local dir or host:path), excluding per backup_files.
 
     backup_label and the EMPTY_DIRS are excluded (and deleted from an earlier
@@ -111,24 +133,81 @@ def rsync_data_command(data_directory, target, extra=(), mkpath=False):
     afterwards. Symbolic links are kept as links (-a implies -l), so
     pg_tblspc/<oid> is not followed.
     """
-    args = ["rsync", "-a", "--delete", "--delete-excluded"] + (["--mkpath"] if mkpath else [])
+    args = ["rsync", "-a", "--delete", "--delete-excluded"] + (["--mkpath"] if mkpath else []) + _rsh_args(rsh)
     args += rsync_exclude_args(extra) + ["--exclude=/" + LABEL_FILE]
     return args + [data_directory.rstrip("/") + "/", target.rstrip("/") + "/"]
 
 
-def rsync_staged_command(staging, target):
+def rsync_staged_command(staging, target, rsh=None):
     """rsync of the staged backup_label and empty directories into the copy ``target``.
 
     Named one by one, not as staging/, so that the copy's own top directory
     keeps the data directory's owner and mode.
     """
-    return (["rsync", "-a"] + [os.path.join(staging, name) for name in (LABEL_FILE,) + EMPTY_DIRS]
+    return (["rsync", "-a"] + _rsh_args(rsh) + [os.path.join(staging, name) for name in (LABEL_FILE,) + EMPTY_DIRS]
             + [target.rstrip("/") + "/"])
 
 
-def rsync_tablespace_command(location, target, extra=(), mkpath=False):
-    args = ["rsync", "-a", "--delete"] + (["--mkpath"] if mkpath else []) + rsync_exclude_args(extra, top=False)
+def rsync_tablespace_command(location, target, extra=(), mkpath=False, rsh=None):
+    args = (["rsync", "-a", "--delete"] + (["--mkpath"] if mkpath else []) + _rsh_args(rsh)
+            + rsync_exclude_args(extra, top=False))
     return args + [location.rstrip("/") + "/", target.rstrip("/") + "/"]
+
+
+def _rsh_args(rsh):
+    """rsync's -e: the ssh command as one string, which rsync splits again (it honours quotes)."""
+    return ["-e", " ".join(shlex.quote(arg) for arg in rsh)] if rsh else []
+
+
+class Repository(object):
+    """A directory on another host, reached over SSH: ``[user@]host:/path`` with a user, key and options.
+
+    Every remote step is one ssh call running a short POSIX sh command in the
+    repository user's login shell; the paths in it are quoted, never spliced.
+    """
+
+    def __init__(self, host, path, user=None, key=None, options=()):
+        self.host = host
+        self.path = path.rstrip("/") or "/"
+        self.user = user
+        self.key = key
+        self.options = list(options or ())
+
+    @classmethod
+    def parse(cls, spec, user=None, key=None, options=()):
+        """The repository ``spec`` names; None when it is a local path (no host before a ':')."""
+        head = spec.split("/", 1)[0]
+        if ":" not in head:
+            return None
+        match = REMOTE.match(spec)
+        if not match:
+            raise BackupError("The repository %r is not [user@]host:/absolute/path." % spec,
+                              "Give the host as ssh reaches it and an absolute path on it, e.g. "
+                              "backup@repo1:/srv/pgbackups.")
+        spec_user = match.group("user")
+        if spec_user and user and spec_user != user:
+            raise BackupError("The repository %r names the user %r, and the SSH user is %r." % (spec, spec_user, user),
+                              "Give the user once: in the repository (user@host:/path) or as the SSH user.")
+        return cls(match.group("host"), match.group("path"), spec_user or user, key, options)
+
+    def ssh_argv(self):
+        """ssh and its options, without the host: the user's options first, so that they win."""
+        argv = ["ssh"] + self.options
+        if self.key:
+            argv += ["-i", self.key, "-o", "IdentitiesOnly=yes"]
+        argv += list(SSH_DEFAULTS)
+        return argv + (["-l", self.user] if self.user else [])
+
+    def rsync_target(self, path):
+        """``host:path`` for rsync; the user travels in ssh_argv's -l."""
+        return "%s:%s" % (self.host, path)
+
+    def location(self, path):
+        return "%s%s:%s" % (self.user + "@" if self.user else "", self.host, path)
+
+    def command(self, script):
+        """The argv that runs ``script`` on the repository host (an IPv6 host without its brackets)."""
+        return self.ssh_argv() + [self.host.strip("[]"), script]
 
 
 def tablespaces_of(data_directory):
@@ -210,7 +289,8 @@ class Copier(object):
     """One copy run. ``run`` executes argv lists and returns (rc, stdout, stderr)."""
 
     def __init__(self, data_directory, backup_dir, label, method="tar", compression="none", exclude=(),
-                 fix_label=False, command=None, rsync_target=None, run=None, parallel=1):
+                 fix_label=False, command=None, repository=None, run=None, parallel=1, ssh_user=None,
+                 ssh_key=None, ssh_options=()):
         if method not in METHODS:
             raise BackupError("Unknown copy method %r." % method, "Use one of %s." % ", ".join(METHODS))
         if method != "tar" and compression != "none":
@@ -221,6 +301,15 @@ class Copier(object):
                               "Set it to the number of copy workers (1: one stream).")
         if method == "command" and not command:
             raise BackupError("The command method needs a command.", "Set exclusive_backup_command.")
+        # A local path stays as it was: rsync into that directory on the database host.
+        self.remote = Repository.parse(repository, ssh_user, ssh_key, ssh_options) if repository else None
+        if repository and method not in ("tar", "rsync"):
+            raise BackupError("The %s method copies on the database host only: a repository needs the tar or "
+                              "rsync method." % method, "Set the method to tar or rsync, or leave the repository empty.")
+        if method == "tar" and repository and not self.remote:
+            raise BackupError("The tar method sends to a repository on another host only, and %r is a local path."
+                              % repository, "Give the repository as [user@]host:/path, or set dest for a directory "
+                              "on the database host.")
         self.data_directory = data_directory.rstrip("/") or "/"
         self.backup_dir = backup_dir
         self.label = label
@@ -229,11 +318,13 @@ class Copier(object):
         self.exclude = list(exclude or ())
         self.fix_label = fix_label
         self.command = command
-        self.rsync_target = rsync_target
+        self.repository = repository
         self.parallel = parallel
         self.run = run or run_argv
         self.warnings = []
         self.commands = []
+        # Bytes of the tar streams sent to a repository.
+        self.streamed = 0
 
     # -- plan ---------------------------------------------------------------
 
@@ -262,6 +353,8 @@ class Copier(object):
             shutil.rmtree(staging)
         os.mkdir(staging, 0o700)
         copy_text = label_for_copy(text, self.fix_label)
+        if self.remote:
+            self._prepare_remote()
         # The staging area holds what the copy gets in place of the live entries.
         _write(os.path.join(staging, LABEL_FILE), copy_text, owner)
         _make_empty_dirs(staging, owner)
@@ -284,13 +377,41 @@ class Copier(object):
             "tablespaces": tablespaces,
             "outputs": outputs,
             "commands": self.commands,
+            "started_at": round(started, 3),
             "duration": round(time.time() - started, 3),
             "warnings": self.warnings,
+            "repository": self.remote.location(self._remote_dir()) if self.remote else None,
         }
         if self.method == "command":
             result["restore_hint"] = restore_hint(self.fix_label)
-        result["bytes"] = _size_of(self.backup_dir) if self.method != "command" else None
+        result["bytes"] = self._bytes()
         return result
+
+    def _bytes(self):
+        """Size of the copy: the tar streams sent to a repository, or the local backup directory."""
+        if self.method == "command" or (self.remote and self.method == "rsync"):
+            # A snapshot, or files on another host: not measured here.
+            return None
+        return self.streamed if self.remote else _size_of(self.backup_dir)
+
+    # -- repository on another host -------------------------------------------
+
+    def _remote_dir(self):
+        return self.remote.path.rstrip("/") + "/" + os.path.basename(self.backup_dir.rstrip("/"))
+
+    def _prepare_remote(self):
+        """Create <repository>/<label>/ (0700), refusing one that holds a backup already; also proves the link works."""
+        remote_dir = self._remote_dir()
+        argv = self.remote.command("umask 077 && { test ! -e %s || exit 3; } && mkdir -p %s"
+                                   % (shlex.quote(remote_dir + "/backup.json"), shlex.quote(remote_dir)))
+        rc, _out, err = self.run(argv)
+        self.commands.append({"argv": argv, "rc": rc})
+        if rc == 3:
+            raise BackupError("%s already holds a backup (backup.json): this copy would overwrite it."
+                              % self.remote.location(remote_dir),
+                              "Give this run another label, or leave exclusive_backup_label empty for a unique one.")
+        if rc != 0:
+            raise _remote_error(self.remote.location(remote_dir), rc, err)
 
     def _check(self, tool, argv, rc, err):
         self.commands.append({"argv": argv, "rc": rc})
@@ -298,19 +419,20 @@ class Copier(object):
             name = tool if tool != "command" else "the copy command"
             raise BackupError(
                 "The copy failed: %s exited with %d: %s" % (name, rc, (err or "").strip()[-2000:]),
-                FAILED_HINT)
+                REMOTE_HINT if self.remote and tool == "rsync" else FAILED_HINT)
         if rc != 0:
             self.warnings.append("%s exited with %d, which is normal on a live cluster: %s"
                                  % (tool, rc, (err or "").strip().splitlines()[-1:] or ""))
 
     def _copy_tar(self, staging, tablespaces):
         outputs = []
-        base = os.path.join(self.backup_dir, tar_name("base", self.compression))
+        where = self._remote_dir() if self.remote else self.backup_dir
+        base = os.path.join(where, tar_name("base", self.compression))
         self._tar(lambda output, compression: tar_data_command(
             self.data_directory, staging, output, compression, self.exclude, self.parallel), base)
         outputs.append(os.path.basename(base))
         for tblspc in tablespaces:
-            out = os.path.join(self.backup_dir, tar_name(tblspc["oid"], self.compression))
+            out = os.path.join(where, tar_name(tblspc["oid"], self.compression))
             self._tar(lambda output, compression, path=tblspc["path"]: tar_tablespace_command(
                 path, output, compression, self.exclude, self.parallel), out)
             outputs.append(os.path.basename(out))
@@ -319,6 +441,8 @@ class Copier(object):
     def _tar(self, command, output):
         """One tar. gzip is done here with zlib, not by GNU gzip: zlib compresses about 1.4x faster
         (docs/benchmarks.md), and in ``parallel`` threads."""
+        if self.remote:
+            return self._tar_to_repository(command, output)
         if self.compression == "gzip":
             argv = command("-", "none")
             rc, err = gzip_parallel(argv, output, self.parallel)
@@ -327,31 +451,51 @@ class Copier(object):
             rc, _out, err = self.run(argv)
         self._check("tar", argv, rc, err)
 
+    def _tar_to_repository(self, command, output):
+        """One tar streamed into ``output`` on the repository host: tar | (gzip here) | ssh 'cat > output'.
+
+        The stream passes through this process, which counts it and, for
+        gzip, compresses it in ``parallel`` threads as for a local file.
+        """
+        gzip = self.compression == "gzip"
+        argv = command("-", "none" if gzip else self.compression)
+        rc, err, size, ssh_argv = stream_to_repository(
+            self.remote, "umask 077 && cat > %s" % shlex.quote(output), argv, self.remote.location(output),
+            self.parallel if gzip else 0)
+        self.commands.append({"argv": ssh_argv, "rc": 0})
+        self._check("tar", argv, rc, err)
+        self.streamed += size
+
     def _targets(self):
-        root = self.backup_dir
-        if self.rsync_target:
-            root = self.rsync_target.rstrip("/") + "/" + os.path.basename(self.backup_dir.rstrip("/"))
+        if self.remote:
+            root = self.remote.rsync_target(self._remote_dir())
+        elif self.repository:
+            root = self.repository.rstrip("/") + "/" + os.path.basename(self.backup_dir.rstrip("/"))
+        else:
+            root = self.backup_dir
         return root + "/" + DATA_SUBDIR, root + "/" + TABLESPACES_SUBDIR
 
     def _copy_rsync(self, staging, tablespaces):
         data_target, tblspc_target = self._targets()
-        if not self.rsync_target and not os.path.isdir(data_target):
+        local = not self.repository
+        rsh = self.remote.ssh_argv() if self.remote else None
+        if local and not os.path.isdir(data_target):
             os.makedirs(data_target)
-        # A remote target's <label>/ does not exist yet: --mkpath (rsync 3.2.3+) creates it.
-        argv = rsync_data_command(self.data_directory, data_target, self.exclude, mkpath=bool(self.rsync_target))
+        # A target's <label>/ (or, remote, tablespaces/) does not exist yet: --mkpath (rsync 3.2.3+) creates it.
+        argv = rsync_data_command(self.data_directory, data_target, self.exclude, mkpath=not local, rsh=rsh)
         rc, _out, err = self.run(argv)
         self._check("rsync", argv, rc, err)
-        argv = rsync_staged_command(staging, data_target)
+        argv = rsync_staged_command(staging, data_target, rsh=rsh)
         rc, _out, err = self.run(argv)
         self._check("rsync", argv, rc, err)
         for tblspc in tablespaces:
             target = tblspc_target + "/" + tblspc["oid"]
-            if not self.rsync_target and not os.path.isdir(target):
+            if local and not os.path.isdir(target):
                 os.makedirs(target)
-            argv = rsync_tablespace_command(tblspc["path"], target, self.exclude, mkpath=bool(self.rsync_target))
+            argv = rsync_tablespace_command(tblspc["path"], target, self.exclude, mkpath=not local, rsh=rsh)
             rc, _out, err = self.run(argv)
             self._check("rsync", argv, rc, err)
-        if not self.rsync_target:
+        if local:
             _relink_tablespaces(data_target, tablespaces)
         elif tablespaces:
             self.warnings.append("The remote copy's pg_tblspc links still point at the original locations; "
@@ -395,35 +539,130 @@ class Copier(object):
 def gzip_parallel(argv, output, workers, block=GZIP_BLOCK):
     """Run ``argv``, which writes a tar stream to stdout, and gzip that stream into ``output`` with ``workers`` threads.
 
-    Each block becomes a gzip member of its own, as pigz does: gzip -d, tar -z
-    and zlib read the members one after the other as a single stream (RFC 1952).
-    zlib does not hold Python's lock while it compresses, so the threads use
-    the cores. Returns tar's (exit code, stderr).
+    Returns tar's (exit code, stderr); see pipe_stream.
     """
+    try:
+        with open(output, "wb") as out:
+            rc, err, _size = pipe_stream(argv, out, workers, block)
+    except (IOError, OSError) as exc:
+        raise BackupError("The copy failed on %s: %s" % (output, exc), FAILED_HINT)
+    return rc, err
+
+
+def pipe_stream(argv, out, gzip_workers=0, block=GZIP_BLOCK):
+    """Run ``argv``, which writes a stream to stdout, and write that stream to the binary file object ``out``.
+
+    With ``gzip_workers``, the stream is gzipped in that many threads: each
+    block becomes a gzip member of its own, as pigz does: gzip -d, tar -z and
+    zlib read the members one after the other as a single stream (RFC 1952).
+    zlib does not hold Python's lock while it compresses, so the threads use
+    the cores. A failed write ends ``argv`` and raises its error. Returns
+    ``argv``'s (exit code, stderr) and the bytes written.
+    """
+    written = 0
     with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errors)
         try:
-            with proc.stdout, open(output, "wb") as out:
+            with proc.stdout:
                 in_flight = collections.deque()
                 while True:
                     data = proc.stdout.read(block)
                     if not data:
                         break
-                    # The next block was read while ``workers`` blocks compressed: tar never waits for zlib.
-                    if len(in_flight) >= workers:
-                        _write_member(in_flight.popleft(), out)
+                    if not gzip_workers:
+                        out.write(data)
+                        written += len(data)
+                        continue
+                    # The next block was read while ``gzip_workers`` blocks compressed: tar never waits for zlib.
+                    if len(in_flight) >= gzip_workers:
+                        written += _write_member(in_flight.popleft(), out)
                     member = _GzipMember(data)
                     member.start()
                     in_flight.append(member)
                 while in_flight:
-                    _write_member(in_flight.popleft(), out)
-        except (IOError, OSError) as exc:
+                    written += _write_member(in_flight.popleft(), out)
+        except BaseException:
             proc.kill()
             proc.wait()
-            raise BackupError("The copy failed on %s: %s" % (output, exc), FAILED_HINT)
+            raise
         rc = proc.wait()
         errors.seek(0)
-        return rc, errors.read().decode("utf-8", "replace")
+        return rc, errors.read().decode("utf-8", "replace"), written
+
+
+def stream_to_repository(remote, script, argv, location, gzip_workers=0):
+    """Pipe what ``argv`` writes (gzipped in ``gzip_workers`` threads, or as it is) into ``script`` on the repository.
+
+    Raises when ssh or the remote command fails, with ssh's message: when the
+    link or the remote side breaks, that message says why, not the broken pipe
+    seen here. Returns ``argv``'s exit code and stderr, the bytes sent and the ssh argv.
+    """
+    ssh_argv = remote.command(script)
+    write_error = None
+    with tempfile.TemporaryFile() as ssh_errors:
+        ssh = subprocess.Popen(ssh_argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=ssh_errors)
+        try:
+            rc, err, size = pipe_stream(argv, ssh.stdin, gzip_workers)
+        except (IOError, OSError) as exc:
+            write_error = exc
+        finally:
+            try:
+                ssh.stdin.close()
+            except (IOError, OSError):
+                pass
+        ssh_rc = ssh.wait()
+        ssh_errors.seek(0)
+        ssh_err = ssh_errors.read().decode("utf-8", "replace")
+    if ssh_rc != 0:
+        raise _remote_error(location, ssh_rc, ssh_err)
+    if write_error is not None:
+        raise BackupError("The copy to %s failed: %s" % (location, write_error), REMOTE_HINT)
+    return rc, err, size, ssh_argv
+
+
+def _remote_error(location, rc, err):
+    return BackupError("The copy to %s failed: ssh exited with %d: %s" % (location, rc, (err or "").strip()[-2000:]),
+                       REMOTE_HINT)
+
+
+def send_record(backup_dir, repository, ssh_user=None, ssh_key=None, ssh_options=()):
+    """Send the backup's record from ``backup_dir`` to its copy in the repository, after all else is there.
+
+    The record step writes backup.json (and include_wal its WAL) on the
+    database host: what it decides needs the facts of this run, which live
+    there. This sends the other files of ``backup_dir`` first, then
+    backup.json under a temporary name, syncs the repository's filesystem
+    (the copy, the WAL, the record: everything of this backup on its disk),
+    and renames it into place: backup.json appears in the repository whole,
+    and only over a copy that is whole and durable.
+    """
+    # Imported here: backup_record imports this module.
+    from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_record import RECORD_FILE
+    remote = Repository.parse(repository, ssh_user, ssh_key, ssh_options) if repository else None
+    if remote is None:
+        raise BackupError("Only a repository on another host gets the record sent, and %r is not one." % repository,
+                          "Give the repository as [user@]host:/path; a local copy's record is in backup_dir already.")
+    record = os.path.join(backup_dir, RECORD_FILE)
+    if not os.path.isfile(record):
+        raise BackupError("%s holds no backup.json to send to the repository." % backup_dir,
+                          "Write the record first (pg_backup_record), then send it.")
+    remote_dir = remote.path.rstrip("/") + "/" + os.path.basename(backup_dir.rstrip("/"))
+    others = sorted(name for name in os.listdir(backup_dir) if name not in (RECORD_FILE, STAGING_SUBDIR))
+    commands = []
+    if others:
+        argv = ["tar", "-C", backup_dir, "-cf", "-"] + others
+        rc, err, _size, ssh_argv = stream_to_repository(
+            remote, "umask 077 && cd %s && tar -xf -" % shlex.quote(remote_dir), argv, remote.location(remote_dir))
+        if rc != 0:
+            raise BackupError("The files of %s could not be sent to the repository: tar exited with %d: %s"
+                              % (backup_dir, rc, err.strip()[-2000:]), FAILED_HINT)
+        commands += [{"argv": argv, "rc": rc}, {"argv": ssh_argv, "rc": 0}]
+    part, final = remote_dir + "/" + RECORD_PART, remote_dir + "/" + RECORD_FILE
+    script = "umask 077 && cat > %s && sync -f %s && mv -f %s %s && sync %s" % (
+        shlex.quote(part), shlex.quote(remote_dir), shlex.quote(part), shlex.quote(final), shlex.quote(remote_dir))
+    _rc, _err, _size, ssh_argv = stream_to_repository(remote, script, ["cat", record], remote.location(final))
+    commands.append({"argv": ssh_argv, "rc": 0})
+    return {"repository": remote.location(remote_dir), "sent": others + [RECORD_FILE], "commands": commands}
 
 
 class _GzipMember(threading.Thread):
@@ -443,6 +682,7 @@ def _write_member(member, out):
     if member.result is None:
         raise OSError("compressing a block failed (see the module's stderr)")
     out.write(member.result)
+    return len(member.result)
 
 
 def run_argv(argv, env=None):
@@ -721,6 +961,6 @@ def _size_of(path):
     return total
 
 
-__all__ = ["Copier", "copy_tree", "balanced", "tar_compress_args", "gzip_parallel", "tar_data_command",
+__all__ = ["Copier", "Repository", "send_record", "pipe_stream", "copy_tree", "balanced", "tar_compress_args", "gzip_parallel", "tar_data_command",
            "rsync_data_command", "rsync_staged_command", "is_normal_exit", "tar_name",
            "restore_hint", "label_for_copy", "check_label", "tablespaces_of", "TABLESPACE_MAP"]

@@ -29,6 +29,12 @@ description:
     cluster and reported as warnings; any other failure fails the task. A file or directory that cannot
     be read fails the task too; only files that vanish while copied are skipped.
   - Runs on the database host, as a user that can read the data directory (usually root).
+  - "With O(repository) on another host (C([user@]host:/path)), the copy goes there over SSH, run by this module's
+    user with O(ssh_user), O(ssh_key) and O(ssh_options): V(tar) streams each archive into C(<path>/<label>/)
+    (C(tar | ssh 'cat > file'), gzip done here), V(rsync) writes C(data/) and C(tablespaces/) there. Then, after
+    pg_backup_record wrote C(backup.json) into O(backup_dir), a second call with O(send_record) sends it (and
+    whatever else is in O(backup_dir), such as included WAL) to the copy, last, once the repository's
+    filesystem is synced."
 version_added: 0.1.0
 author: pgexclusive.backup maintainers (@pgexclusive)
 options:
@@ -37,11 +43,12 @@ options:
     type: str
     required: true
   data_directory:
-    description: The server's data directory.
+    description: The server's data directory. Required unless O(send_record).
     type: path
-    required: true
   backup_dir:
-    description: The backup directory, C(<dest>/<label>); created if missing.
+    description:
+      - The backup directory, C(<dest>/<label>); created if missing. With a O(repository) on another host it keeps
+        only this run's record, and its name is the name of the copy's directory in the repository.
     type: path
     required: true
   method:
@@ -82,13 +89,45 @@ options:
         E(PGX_DATA_DIRECTORY), E(PGX_TABLESPACES) (C(oid=path) separated by spaces), E(PGX_BACKUP_DIR),
         E(PGX_LABEL) and E(PGX_BACKUP_LABEL_RESTORABLE) (the fixed label file). Exit 0 means success.
     type: str
-  rsync_target:
+  repository:
     description:
-      - For O(method=rsync), a remote C(host:path) (or local path) under which C(<label>/data) and
-        C(<label>/tablespaces) are written instead of O(backup_dir).
+      - Where the copy goes instead of O(backup_dir), as C(<repository>/<label>/).
+      - "C([user@]host:/absolute/path): a repository host reached over SSH, for O(method=tar) and O(method=rsync).
+        The module refuses a C(<label>/) there that holds a C(backup.json) already. The repository needs a
+        POSIX login shell, C(cat), C(mkdir), C(mv), C(sync) (coreutils 8.24 or later), C(tar) when
+        O(send_record) sends more than the record, and C(rsync) for O(method=rsync)."
+      - A local path (O(method=rsync) only) is written with rsync on the database host; its record stays in O(backup_dir).
     type: str
+    aliases: [rsync_target]
+  ssh_user:
+    description: The login on the repository host; default the one in O(repository), else ssh's own default.
+    type: str
+  ssh_key:
+    description:
+      - A private key file on the database host for the repository (C(ssh -i), with C(IdentitiesOnly=yes)).
+        It must be readable by the user this module runs as (root with become), and unlocked (no passphrase).
+      - Default ssh's own keys and agent of that user.
+    type: path
+  ssh_options:
+    description:
+      - "More ssh arguments, each its own list item, e.g. V([-o, UserKnownHostsFile=/etc/pgx/known_hosts]).
+        They come before the module's own (C(BatchMode=yes), C(ConnectTimeout=30), C(ServerAliveInterval=15),
+        C(ServerAliveCountMax=4)), so they override them. The repository's host key must be known: ssh
+        never asks."
+    type: list
+    elements: str
+    default: []
+  send_record:
+    description:
+      - Copy nothing; send O(backup_dir)'s C(backup.json) and the other files in it to the copy in the O(repository)
+        on another host. The other files go first, then the repository's filesystem is synced and C(backup.json)
+        renamed into place.
+    type: bool
+    default: false
 notes:
   - Check mode reports what would be copied and copies nothing.
+  - The copy to a repository runs as the database host's user of the module (root with become), with that user's
+    SSH configuration; O(ssh_key) and O(ssh_options) make it independent of it.
 seealso:
   - module: pgexclusive.backup.pg_start_backup
   - module: pgexclusive.backup.pg_backup_record
@@ -103,6 +142,27 @@ EXAMPLES = r'''
     method: tar
     compression: zstd
     fix_label: true
+
+- name: Stream a gzipped tar into a repository host over SSH
+  pgexclusive.backup.pg_backup_copy:
+    label: "{{ backup.label }}"
+    data_directory: /var/lib/postgresql/15/main
+    backup_dir: /var/lib/pgexclusive-backup/records/{{ backup.label }}
+    method: tar
+    compression: gzip
+    fix_label: true
+    repository: backup@repo1.example.com:/srv/pgbackups
+    ssh_key: /root/.ssh/pgbackup_ed25519
+    ssh_options: [-o, UserKnownHostsFile=/etc/pgexclusive/known_hosts]
+
+- name: After pg_backup_record, send backup.json to the copy in the repository
+  pgexclusive.backup.pg_backup_copy:
+    label: "{{ backup.label }}"
+    backup_dir: /var/lib/pgexclusive-backup/records/{{ backup.label }}
+    repository: backup@repo1.example.com:/srv/pgbackups
+    ssh_key: /root/.ssh/pgbackup_ed25519
+    ssh_options: [-o, UserKnownHostsFile=/etc/pgexclusive/known_hosts]
+    send_record: true
 
 - name: Take a storage snapshot instead
   pgexclusive.backup.pg_backup_copy:
@@ -147,13 +207,29 @@ data_directory:
   type: str
   sample: /var/lib/postgresql/15/main
 bytes:
-  description: Size of the backup directory after the copy (null for the command method).
+  description:
+    - Size of the backup directory after the copy; for O(method=tar) to a repository on another host, the bytes sent.
+      Null for the command method and for O(method=rsync) to another host.
   returned: success
   type: int
+started_at:
+  description: When the copy started, in seconds since the epoch on the database host.
+  returned: success, unless O(send_record)
+  type: float
 duration:
   description: Seconds the copy took.
   returned: success
   type: float
+repository:
+  description: The copy's directory on the repository host, C(user@host:/path/<label>); null for a local copy.
+  returned: success
+  type: str
+  sample: backup@repo1.example.com:/srv/pgbackups/pgx-db1-20261121T105635Z-1a2b
+sent:
+  description: With O(send_record), the files of O(backup_dir) sent to the repository, C(backup.json) last.
+  returned: when send_record
+  type: list
+  elements: str
 commands:
   description: The commands run and their exit codes.
   returned: success
@@ -167,7 +243,7 @@ restore_hint:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils.copy import COMPRESSIONS, METHODS, Copier
+from ansible_collections.pgexclusive.backup.plugins.module_utils.copy import COMPRESSIONS, METHODS, Copier, send_record
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 
 
@@ -175,23 +251,38 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             label=dict(type="str", required=True),
-            data_directory=dict(type="path", required=True),
+            data_directory=dict(type="path"),
             backup_dir=dict(type="path", required=True),
             method=dict(type="str", choices=list(METHODS), default="tar"),
             compression=dict(type="str", choices=list(COMPRESSIONS), default="none"),
             exclude=dict(type="list", elements="str", default=[]),
             fix_label=dict(type="bool", default=False),
             command=dict(type="str"),
-            rsync_target=dict(type="str"),
+            repository=dict(type="str", aliases=["rsync_target"]),
+            ssh_user=dict(type="str"),
+            ssh_key=dict(type="path"),
+            ssh_options=dict(type="list", elements="str", default=[]),
+            send_record=dict(type="bool", default=False),
             parallel=dict(type="int", default=1),
         ),
-        required_if=[("method", "command", ("command",))],
+        required_if=[("method", "command", ("command",)), ("send_record", False, ("data_directory",)),
+                     ("send_record", True, ("repository",))],
         supports_check_mode=True,
     )
     p = module.params
+    ssh = dict(ssh_user=p["ssh_user"], ssh_key=p["ssh_key"], ssh_options=p["ssh_options"])
+    if p["send_record"]:
+        if module.check_mode:
+            module.exit_json(changed=True, method=p["method"], sent=[],
+                             msg="Check mode: would send backup.json from %s to %s." % (p["backup_dir"], p["repository"]))
+        try:
+            sent = send_record(p["backup_dir"], p["repository"], **ssh)
+        except BackupError as exc:
+            module.fail_json(method=p["method"], **exc.fail_kwargs())
+        module.exit_json(changed=True, method=p["method"], **sent)
     try:
         copier = Copier(p["data_directory"], p["backup_dir"], p["label"], p["method"], p["compression"],
-                        p["exclude"], p["fix_label"], p["command"], p["rsync_target"], parallel=p["parallel"])
+                        p["exclude"], p["fix_label"], p["command"], p["repository"], parallel=p["parallel"], **ssh)
         if module.check_mode:
             module.exit_json(changed=True, method=p["method"], outputs=[], label_fixed=p["fix_label"],
                              msg="Check mode: would copy %s into %s with %s." % (p["data_directory"], p["backup_dir"], p["method"]))

@@ -156,7 +156,9 @@ archiving:
     healthy: {description: "False when archive_mode is off, nothing archives, or the last attempt failed.", type: bool}
     reason: {description: "Why RV(archiving.healthy) is what it is.", type: str}
 data_directory:
-  description: The data directory, from the server for superusers and members of C(pg_read_all_settings) (which C(pg_monitor) includes), else O(data_directory); null when neither tells.
+  description:
+    - The data directory, from the server for superusers and members of C(pg_read_all_settings)
+      (which C(pg_monitor) includes), else O(data_directory); null when neither tells.
   returned: always
   type: str
   sample: /var/lib/postgresql/15/main

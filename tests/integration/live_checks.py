@@ -31,6 +31,7 @@ from pathlib import Path
 
 from testbed.osuser import OS_USER
 
+
 class Checks:
     """Collects failed assertions so that one test reports all of them: the run's, the live server's, the backup's.
 

@@ -173,7 +173,7 @@ def tail(run, size=6000):
 
 @pytest.mark.parametrize("method", ["tar", "copy", "rsync"])
 def test_wal_elsewhere_and_tablespace_restore_exactly_the_committed_rows(pg, method, databases, scratch, state_dir,
-                                                                      restore):
+                                                                         restore):
     assert pg.wal_dir != pg.data_dir / "pg_wal" and (pg.data_dir / "pg_wal").is_symlink(), \
         "the test bed's clusters must have pg_wal outside the data directory"
     dbname = databases(pg)
@@ -601,7 +601,7 @@ class SwapAfterLook:
 
 
 def test_symlink_swapped_in_during_the_copy_never_copies_its_target(one_pg, databases, scratch, secret_file,
-                                                                   monkeypatch):
+                                                                    monkeypatch):
     """The copy method, in process with a hook at the race's window: the data directory's regular
     file becomes a link to a root-only file between the copy's look at it and its read."""
     from ansible_collections.pgexclusive.backup.plugins.module_utils.copy import Copier

@@ -40,8 +40,8 @@ def expected(data, extra=(), prefix=""):
             rel = os.path.relpath(os.path.join(current, name), str(data))
             if not bf.is_excluded(prefix + rel, extra):
                 kept.add(rel)
-        dirs[:] = [d for d in dirs if not bf.is_excluded(prefix + os.path.relpath(os.path.join(current, d), str(data)),
-                                                          extra)]
+        dirs[:] = [d for d in dirs
+                   if not bf.is_excluded(prefix + os.path.relpath(os.path.join(current, d), str(data)), extra)]
     return kept
 
 

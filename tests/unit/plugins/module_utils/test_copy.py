@@ -173,7 +173,7 @@ def test_rsync_to_a_target_creates_label_directory_and_keeps_links(tmp_path):
     data = make_data_dir(tmp_path)
     target = tmp_path / "remote"
     result = c.Copier(str(data), str(tmp_path / "local" / "run-1"), "run-1", method="rsync",
-                      fix_label=True, rsync_target=str(target)).copy()
+                      fix_label=True, repository=str(target)).copy()
     copy = target / "run-1" / "data"
     assert "BACKUP METHOD: streamed" in (copy / "backup_label").read_text()
     assert not (copy / "postmaster.pid").exists() and not any((copy / "pg_wal").iterdir())
@@ -286,7 +286,7 @@ def test_rsync_target_gets_a_real_empty_pg_wal_and_a_second_run_keeps_it_so(tmp_
     target = tmp_path / "remote"
     for _run in range(2):
         c.Copier(str(data), str(tmp_path / "local" / "run-1"), "run-1", method="rsync", fix_label=True,
-                 rsync_target=str(target)).copy()
+                 repository=str(target)).copy()
         pg_wal = target / "run-1" / "data" / "pg_wal"
         assert not pg_wal.is_symlink() and pg_wal.is_dir() and not any(pg_wal.iterdir())
         (pg_wal / "000000010000000000000009").write_text("include_wal")
@@ -487,3 +487,130 @@ def test_command_method_writes_the_restorable_label_before_the_command_runs(tmp_
         return 0, "", ""
     c.Copier(str(data), str(out), "run-1", method="command", command="snap", fix_label=True, run=run).copy()
     assert stat.S_IMODE(os.stat(str(out / c.RESTORABLE_LABEL_FILE)).st_mode) == 0o644
+
+
+# -- a repository on another host, over SSH ------------------------------------------
+
+FAKE_SSH = """#!{python}
+# ssh that logs its arguments and runs the remote command here: sh -c, as sshd would.
+import json, os, sys
+args = sys.argv[1:]
+with open(os.environ["FAKE_SSH_LOG"], "a") as log:
+    log.write(json.dumps(args) + "\\n")
+if os.environ.get("FAKE_SSH_FAIL"):
+    sys.stderr.write(os.environ["FAKE_SSH_FAIL"] + "\\n")
+    sys.exit(255)
+i = 0
+while args[i].startswith("-"):
+    i += 2 if args[i] in ("-o", "-i", "-l", "-p", "-F") else 1
+os.execvp("sh", ["sh", "-c", " ".join(args[i + 1:])])
+"""
+
+
+@pytest.fixture
+def fake_ssh(tmp_path, monkeypatch):
+    """An ssh on PATH that runs the remote side locally; returns the list of argv it was called with."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "ssh").write_text(FAKE_SSH.format(python=__import__("sys").executable))
+    (bindir / "ssh").chmod(0o755)
+    log = tmp_path / "ssh.log"
+    log.touch()
+    monkeypatch.setenv("PATH", "%s:%s" % (bindir, os.environ["PATH"]))
+    monkeypatch.setenv("FAKE_SSH_LOG", str(log))
+    return lambda: [__import__("json").loads(line) for line in log.read_text().splitlines()]
+
+
+def test_repository_names_host_path_and_user():
+    repo = c.Repository.parse("backup@repo1:/srv/pg backups/")
+    assert (repo.user, repo.host, repo.path) == ("backup", "repo1", "/srv/pg backups")
+    assert c.Repository.parse("[fd00::5]:/srv", user="backup").command("true")[-2:] == ["fd00::5", "true"]
+    assert c.Repository.parse("/srv/local") is None and c.Repository.parse("./a:b") is None
+    for bad in ("repo1:relative", "-oProxyCommand=x:/srv", "-l@repo:/srv", "a@b@c:/srv"):
+        with pytest.raises(BackupError, match="is not \\[user@\\]host:/absolute/path"):
+            c.Repository.parse(bad)
+    with pytest.raises(BackupError, match="Give the user once"):
+        c.Repository.parse("backup@repo1:/srv", user="other")
+
+
+def test_the_users_ssh_options_come_first_so_that_they_win():
+    repo = c.Repository.parse("repo1:/srv", user="backup", key="/root/k", options=["-o", "BatchMode=no"])
+    argv = repo.ssh_argv()
+    assert argv[:3] == ["ssh", "-o", "BatchMode=no"]
+    assert argv.index("BatchMode=no") < argv.index("BatchMode=yes")
+    assert argv[argv.index("-i"):argv.index("-i") + 4] == ["-i", "/root/k", "-o", "IdentitiesOnly=yes"]
+    assert "ServerAliveInterval=15" in argv and argv[-2:] == ["-l", "backup"]
+
+
+def test_tar_streams_into_the_repository_and_the_record_goes_last(tmp_path, fake_ssh):
+    data = make_data_dir(tmp_path)
+    repo_dir = tmp_path / "re po $HOME"
+    repo_dir.mkdir()
+    local = tmp_path / "records" / "run-1"
+    result = c.Copier(str(data), str(local), "run-1", method="tar", compression="gzip", fix_label=True, parallel=2,
+                      repository="backup@repohost:%s" % repo_dir, ssh_key="/k", ssh_options=["-o", "X=a b"]).copy()
+    backup = repo_dir / "run-1"
+    assert sorted(os.listdir(str(backup))) == ["16384.tar.gz", "base.tar.gz"]
+    assert stat.S_IMODE(os.stat(str(backup)).st_mode) == 0o700
+    assert result["repository"] == "backup@repohost:%s/run-1" % repo_dir
+    assert result["bytes"] == sum(os.path.getsize(str(backup / n)) for n in os.listdir(str(backup)))
+    assert os.listdir(str(local)) == [], "nothing of the copy on the database host"
+    extracted = tmp_path / "x"
+    extracted.mkdir()
+    subprocess.run(["tar", "-C", str(extracted), "-xzf", str(backup / "base.tar.gz")], check=True)
+    assert "BACKUP METHOD: streamed" in (extracted / "backup_label").read_text()
+    assert ["-o", "X=a b"] == fake_ssh()[0][:2], "an option with a space stays one argument"
+
+    (local / "backup.json").write_text('{"status": "complete"}\n')
+    (local / "pg_wal.tar.gz").write_text("wal")
+    sent = c.send_record(str(local), "backup@repohost:%s" % repo_dir)
+    assert sent["sent"] == ["pg_wal.tar.gz", "backup.json"]
+    assert (backup / "backup.json").read_text() == '{"status": "complete"}\n'
+    assert (backup / "pg_wal.tar.gz").read_text() == "wal" and not (backup / c.RECORD_PART).exists()
+    last = fake_ssh()[-1][-1]
+    assert last.index("sync -f") < last.index("mv -f"), "the repository is synced before backup.json appears"
+
+
+@pytest.mark.skipif(not __import__("shutil").which("rsync"), reason="rsync is not installed")
+def test_rsync_into_the_repository_through_the_ssh_options(tmp_path, fake_ssh):
+    data = make_data_dir(tmp_path)
+    repo_dir = tmp_path / "repo"
+    result = c.Copier(str(data), str(tmp_path / "records" / "run-1"), "run-1", method="rsync", fix_label=True,
+                      repository="repohost:%s" % repo_dir, ssh_user="backup", ssh_key="/k b").copy()
+    copy = repo_dir / "run-1" / "data"
+    assert "BACKUP METHOD: streamed" in (copy / "backup_label").read_text()
+    assert not any((copy / "pg_wal").iterdir()) and (repo_dir / "run-1/tablespaces/16384/PG_15_1/f").exists()
+    assert result["bytes"] is None and result["repository"] == "backup@repohost:%s/run-1" % repo_dir
+    rsync_calls = [call for call in fake_ssh() if "rsync" in call]
+    assert rsync_calls and all(["-i", "/k b"] == call[call.index("-i"):call.index("-i") + 2] for call in rsync_calls)
+
+
+def test_a_backup_in_the_repository_is_never_overwritten(tmp_path, fake_ssh):
+    data = make_data_dir(tmp_path)
+    (tmp_path / "repo/run-1").mkdir(parents=True)
+    (tmp_path / "repo/run-1/backup.json").write_text("{}")
+    with pytest.raises(BackupError, match="already holds a backup"):
+        c.Copier(str(data), str(tmp_path / "records/run-1"), "run-1", repository="h:%s/repo" % tmp_path).copy()
+    assert os.listdir(str(tmp_path / "repo/run-1")) == ["backup.json"]
+
+
+def test_ssh_failures_say_what_ssh_said(tmp_path, fake_ssh, monkeypatch):
+    data = make_data_dir(tmp_path)
+    monkeypatch.setenv("FAKE_SSH_FAIL", "Host key verification failed.")
+    with pytest.raises(BackupError, match="ssh exited with 255: Host key verification failed.") as failure:
+        c.Copier(str(data), str(tmp_path / "records/run-1"), "run-1", repository="h:/srv").copy()
+    assert "known_hosts" in failure.value.hint
+    (tmp_path / "records/run-1/backup.json").write_text("{}")
+    with pytest.raises(BackupError, match="ssh exited with 255"):
+        c.send_record(str(tmp_path / "records/run-1"), "h:/srv")
+
+
+def test_a_repository_needs_tar_or_rsync_and_the_record_a_remote_one(tmp_path):
+    with pytest.raises(BackupError, match="needs the tar or rsync method"):
+        c.Copier("/d", "/b", "l", method="copy", repository="h:/srv")
+    with pytest.raises(BackupError, match="tar method sends to a repository on another host only"):
+        c.Copier("/d", "/b", "l", method="tar", repository="/srv/local")
+    with pytest.raises(BackupError, match="holds no backup.json"):
+        c.send_record(str(tmp_path), "h:/srv")
+    with pytest.raises(BackupError, match="is not one"):
+        c.send_record(str(tmp_path), "/srv/local")

@@ -36,7 +36,8 @@ def run_module(name, tmp_path, **args):
     """The module's JSON result, with 'failed' set when it exited non-zero; a traceback fails the test."""
     args_file = tmp_path / ("args-%s.json" % name)
     args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    env = dict(os.environ, PYTHONPATH=str(COLLECTIONS))
+    # The parent's own path as well: under ansible-test, ansible itself is found only through it.
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(COLLECTIONS)] + [p for p in sys.path if p]))
     proc = subprocess.run([sys.executable, str(MODULES / (name + ".py")), str(args_file)],
                           capture_output=True, text=True, env=env, check=False)
     assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
