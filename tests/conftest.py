@@ -10,6 +10,8 @@ import shutil
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 COLLECTIONS = REPO / "tests" / "output" / "collections"
 
@@ -53,8 +55,9 @@ if not os.environ.get("PGX_TEST_HOME"):
 SERIAL_GROUPS = {"ecosystem": "ecosystem", "test_role_molecule.py": "molecule"}
 
 
+# First: xdist's own hook turns the markers into the groups it schedules by.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    import pytest
     for item in items:
         for part in Path(str(item.fspath)).parts:
             if part in SERIAL_GROUPS:
