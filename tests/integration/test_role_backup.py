@@ -12,6 +12,28 @@ import subprocess
 import pytest
 
 from role_play import Writer, check_rows_against_stop, run_role
+from testbed.fixtures import SELECTED, _handed_out
+
+
+def prefer(wanted, among=SELECTED):
+    """The majors of ``wanted`` that are selected, else the first selected one: a reduction, never a skip."""
+    return [m for m in among if m in wanted] or list(among[:1])
+
+
+# Paths that do not depend on the major run on fewer: 14 and 15 cover both APIs; 15 is the first extension major.
+@pytest.fixture(params=prefer((14, 15)), ids=lambda m: f"pg{m}")
+def api_pg(request, clusters):
+    yield from _handed_out(clusters(request.param))
+
+
+@pytest.fixture(params=prefer((15,)), ids=lambda m: f"pg{m}")
+def one_pg(request, clusters):
+    yield from _handed_out(clusters(request.param))
+
+
+@pytest.fixture(params=prefer((15,), [m for m in SELECTED if m >= 15]), ids=lambda m: f"pg{m}")
+def one_ext_pg(request, clusters):
+    yield from _handed_out(clusters(request.param))
 
 
 def prepare_table(pg, db):
@@ -77,9 +99,8 @@ def test_failed_copy_stops_the_backup_and_records_failed(pg, scratch):
     assert run.result["status"] == "failed"
 
 
-def test_failed_command_copy_stops_the_backup(pg, scratch):
-    if pg.major not in (14, 15):
-        pytest.skip("the command method's failure path is the same on every extension major")
+def test_failed_command_copy_stops_the_backup(api_pg, scratch):
+    pg = api_pg
     run = run_role(pg, scratch, exclusive_backup_dest=str(scratch / "backups"),
                    exclusive_backup_method="command",
                    exclusive_backup_command="echo snapshot tool broke >&2; exit 3")
@@ -194,28 +215,30 @@ def test_tar_zstd_with_tablespace_self_contained(pg, db, scratch, restore):
         pg.sql(f"DROP TABLESPACE IF EXISTS {name}")
 
 
-def test_command_method_snapshot_restores_with_the_label_the_role_gives(ext_pg, db, scratch, restore):
+def test_command_method_snapshot_restores_with_the_label_the_role_gives(one_ext_pg, scratch, restore):
     """command on 15+: the role cannot fix the snapshot's label, it hands over backup_label.restorable."""
-    if ext_pg.major != 15:
-        pytest.skip("one extension major is enough for the command method's success path")
-    pg = ext_pg
-    snap = "tar -C \"$PGX_DATA_DIRECTORY\" -cf \"$PGX_BACKUP_DIR/snapshot.tar\" --exclude=./postmaster.pid " \
-           "--exclude='./pg_wal/*' . || [ $? -eq 1 ]"
-    run, writer = backup_with_writer(pg, db, scratch, exclusive_backup_method="command", exclusive_backup_command=snap)
-    assert "BACKUP METHOD: streamed" in run.output, "the role tells what to change in the snapshot"
-    backup_dir = scratch / "backups" / run.result["label"]
-    record = json.loads((backup_dir / "backup.json").read_text())
-    copy = extract(backup_dir / "snapshot.tar", scratch / "copy")
-    assert "BACKUP METHOD: pg_start_backup" in (copy / "backup_label").read_text()
-    (copy / "backup_label").write_text((backup_dir / "backup_label.restorable").read_text())
-    restored = restore(pg, copy)
-    check_rows_against_stop(writer, restored_ids(restored, db), record["stop_lsn"])
+    pg = one_ext_pg
+    db = pg.create_database()
+    try:
+        snap = "tar -C \"$PGX_DATA_DIRECTORY\" -cf \"$PGX_BACKUP_DIR/snapshot.tar\" --exclude=./postmaster.pid " \
+               "--exclude='./pg_wal/*' . || [ $? -eq 1 ]"
+        run, writer = backup_with_writer(pg, db, scratch, exclusive_backup_method="command",
+                                         exclusive_backup_command=snap)
+        assert "BACKUP METHOD: streamed" in run.output, "the role tells what to change in the snapshot"
+        backup_dir = scratch / "backups" / run.result["label"]
+        record = json.loads((backup_dir / "backup.json").read_text())
+        copy = extract(backup_dir / "snapshot.tar", scratch / "copy")
+        assert "BACKUP METHOD: pg_start_backup" in (copy / "backup_label").read_text()
+        (copy / "backup_label").write_text((backup_dir / "backup_label.restorable").read_text())
+        restored = restore(pg, copy)
+        check_rows_against_stop(writer, restored_ids(restored, db), record["stop_lsn"])
+    finally:
+        pg.drop_database(db)
 
 
-def test_playbook_retention_and_set_stats(pg, scratch):
+def test_playbook_retention_and_set_stats(one_pg, scratch):
     """playbooks/backup.yml: hosts from a variable, retention keeps the newest, set_stats publishes."""
-    if pg.major != 15:
-        pytest.skip("retention and the playbook do not depend on the major")
+    pg = one_pg
     dest = scratch / "backups"
     this_cluster = {"system_identifier": str(pg.value("SELECT system_identifier FROM pg_control_system()")),
                     "data_directory": os.path.realpath(pg.data_dir), "host": "localhost"}
@@ -259,10 +282,9 @@ def test_wal_not_archived_after_the_stop_fails_and_records_failed(pg, scratch):
     assert record["status"] == "failed" and record["error"]
 
 
-def test_same_label_started_by_another_run_is_left_alone(pg, scratch):
+def test_same_label_started_by_another_run_is_left_alone(api_pg, scratch):
     """pg_start_backup is idempotent for one label; the role still never adopts a backup it did not start."""
-    if pg.major not in (14, 15):
-        pytest.skip("native and extension API: 14 and 15 cover both")
+    pg = api_pg
     pg.start_backup("nightly")
     try:
         run = run_role(pg, scratch, exclusive_backup_dest=str(scratch / "backups"), exclusive_backup_label="nightly")
