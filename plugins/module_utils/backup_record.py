@@ -22,7 +22,8 @@ import subprocess
 
 from ansible.module_utils.parsing.convert_bool import boolean
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils.copy import DATA_SUBDIR, TAR_COMPRESS_ARG, tar_name
+from ansible_collections.pgexclusive.backup.plugins.module_utils.copy import (
+    COMPRESSIONS, DATA_SUBDIR, TAR_COMPRESS_ARG, tar_name)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.durable import atomic_write, fsync_path, fsync_tree
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.pgexclusive.backup.plugins.module_utils.manifest import write_manifest
@@ -312,7 +313,7 @@ def wal_argument_spec():
         start_wal_file=dict(type="str", required=True),
         stop_wal_file=dict(type="str", required=True),
         backup_history_file=dict(type="str"),
-        compression=dict(type="str", choices=["none", "gzip", "zstd"], default="none"),
+        compression=dict(type="str", choices=list(COMPRESSIONS), default="none"),
     )
 
 

@@ -7,15 +7,13 @@ installed, like the test bed's PostgreSQL builds: a fresh CI machine gets it
 on the first run, later runs only check.
 """
 
-import fcntl
 import os
 import pwd
-import subprocess
 from contextlib import contextmanager
 from pathlib import Path
 
 from testbed.errors import TestbedError
-from testbed.provision import HOME as TESTBED_HOME, apt_install
+from testbed.provision import apt_install, locked, run
 
 # acl: Ansible hands its temporary files to an unprivileged become user (postgres) with setfacl.
 PACKAGES = ("openssh-server", "sudo", "acl", "python3-psycopg2", "rsync", "tar", "zstd", "iproute2")
@@ -30,22 +28,6 @@ LOGIN_HOME = Path("/var/lib/pgx-fleet")
 SUDOERS = Path("/etc/sudoers.d/pgx-fleet")
 SUDO_RULE = f"{LOGIN} ALL=(root,postgres) NOPASSWD: ALL\n"
 POLICY_RC = Path("/usr/sbin/policy-rc.d")
-
-
-def _run(argv):
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise TestbedError(f"{' '.join(map(str, argv))} failed ({proc.returncode}): {proc.stdout}{proc.stderr}")
-    return proc.stdout
-
-
-@contextmanager
-def _locked():
-    """One provisioner at a time: parallel pytest sessions share the machine."""
-    TESTBED_HOME.mkdir(parents=True, exist_ok=True)
-    with open(TESTBED_HOME / ".fleet-lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
 
 
 @contextmanager
@@ -71,10 +53,10 @@ def _login_user():
     try:
         pwd.getpwnam(LOGIN)
     except KeyError:
-        _run(["useradd", "--system", "--home-dir", LOGIN_HOME, "--create-home", "--shell", "/bin/sh",
-              "--comment", "pgexclusive fleet test bed", LOGIN])
+        run(["useradd", "--system", "--home-dir", LOGIN_HOME, "--create-home", "--shell", "/bin/sh",
+             "--comment", "pgexclusive fleet test bed", LOGIN])
     # sshd refuses a locked account ('!' in the password field); '*' has no password and is not locked.
-    _run(["usermod", "-p", "*", LOGIN])
+    run(["usermod", "-p", "*", LOGIN])
 
 
 def _sudo_rule():
@@ -84,7 +66,7 @@ def _sudo_rule():
     staged.write_text(SUDO_RULE)
     staged.chmod(0o440)
     try:
-        _run(["visudo", "-cf", staged])
+        run(["visudo", "-cf", staged])
         staged.rename(SUDOERS)
     finally:
         if staged.exists():
@@ -95,7 +77,7 @@ def provision():
     """Install and set up what the fleet needs; raise TestbedError saying what is missing when not root."""
     if os.geteuid() != 0:
         raise TestbedError("The fleet test bed creates network namespaces and users: run the tests as root.")
-    with _locked():
+    with locked(".fleet-lock"):
         with _no_service_starts():
             apt_install(PACKAGES)
         _login_user()

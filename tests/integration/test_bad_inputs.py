@@ -14,7 +14,7 @@ import pytest
 from playbook import connection, run_tasks, task
 from role_play import run_role
 from testbed.cluster import free_port
-from testbed.fixtures import SELECTED, _handed_out
+from testbed.fixtures import SELECTED, handed_out
 
 MAJOR = 15
 
@@ -23,7 +23,7 @@ MAJOR = 15
                 [pytest.param(MAJOR, marks=pytest.mark.skip(reason="PostgreSQL 15 not selected"))],
                 ids=lambda m: f"pg{m}")
 def bad_pg(request, clusters):
-    yield from _handed_out(clusters(request.param))
+    yield from handed_out(clusters(request.param))
 
 
 def assert_nothing_changed(pg, scratch):

@@ -21,7 +21,7 @@ import pytest
 from playbook import connection, run_tasks, task
 from role_process import RoleProcess
 from role_play import Writer, check_rows_against_stop, run_role
-from testbed.fixtures import SELECTED, _handed_out
+from testbed.fixtures import SELECTED, handed_out
 from watchdogs import end_watchdogs, record, wait_for, watchdog_running
 
 LEASE = 8
@@ -35,12 +35,12 @@ def _majors(wanted):
 
 @pytest.fixture(params=_majors((14, 15)), ids=lambda m: f"pg{m}")
 def kill_pg(request, clusters):
-    yield from _handed_out(clusters(request.param))
+    yield from handed_out(clusters(request.param))
 
 
 @pytest.fixture(params=_majors((15,)), ids=lambda m: f"pg{m}")
 def fault_pg(request, clusters):
-    yield from _handed_out(clusters(request.param))
+    yield from handed_out(clusters(request.param))
 
 
 @pytest.fixture

@@ -50,18 +50,12 @@ from live_checks import Checks, LiveCheck, assert_backup_layout, read_record, re
 from playbook import connection, run_tasks, task
 from role_play import Writer, check_rows_against_stop, run_role
 from role_process import RoleProcess
-from testbed.fixtures import SELECTED, _handed_out
+from testbed.fixtures import handed_out, prefer
 from testbed.osuser import OS_USER, chown_postgres
 from watchdogs import end_watchdogs, record, wait_for, watchdog_running
 
 BASE_ROWS = 1000
 ENDED_WITHOUT_STOP = re.compile(r"ended\b.*\b(without|before)\b.*\bstop", re.I | re.S)
-
-
-def _majors(preferred):
-    """The preferred majors that are selected, else the first selected one: never a skipped case."""
-    chosen = [m for m in SELECTED if m in preferred]
-    return chosen or SELECTED[:1]
 
 
 def _ids(major):
@@ -96,14 +90,14 @@ def _time_test(request):
 
 # -- fixtures -----------------------------------------------------------------
 
-@pytest.fixture(params=_majors((15,)), ids=_ids)
+@pytest.fixture(params=prefer((15,)), ids=_ids)
 def one_pg(request, clusters):
-    yield from _handed_out(clusters(request.param))
+    yield from handed_out(clusters(request.param))
 
 
-@pytest.fixture(params=_majors((14, 15)), ids=_ids)
+@pytest.fixture(params=prefer((14, 15)), ids=_ids)
 def label_pg(request, clusters):
-    yield from _handed_out(clusters(request.param))
+    yield from handed_out(clusters(request.param))
 
 
 @pytest.fixture

