@@ -45,6 +45,8 @@ READ_FILES_QUERY = "SELECT pg_catalog.pg_read_file(%s, 0, %s, true), pg_catalog.
 READ_LIMIT = 1024 * 1024
 SECONDS_SINCE_QUERY = "SELECT extract(epoch FROM pg_catalog.clock_timestamp() - %s::timestamptz)::float8"
 DEFAULT_ARCHIVE_TIMEOUT = 300
+# Renewals go every quarter of the timeout, over SSH: below this, one slow login would end the lease.
+MIN_HEARTBEAT_TIMEOUT = 4
 
 
 def start_argument_spec():
@@ -54,6 +56,7 @@ def start_argument_spec():
         fast=dict(type="bool", default=False),
         create_extension=dict(type="bool", default=False),
         max_duration=dict(type="int", default=0),
+        heartbeat_timeout=dict(type="int", default=0),
         state_dir=dict(type="path", default=DEFAULT_STATE_DIR),
         controller_host=dict(type="str"),
         job_id=dict(type="str"),
@@ -202,6 +205,12 @@ def start_backup(server, params, check_mode):
     if params["max_duration"] < 0:
         raise BackupError("max_duration is %d; it must be 0 (no safety stop) or a number of seconds."
                           % params["max_duration"], "Set max_duration to 0 or more.")
+    if params["heartbeat_timeout"] != 0 and params["heartbeat_timeout"] < MIN_HEARTBEAT_TIMEOUT:
+        raise BackupError(
+            "heartbeat_timeout is %d; it must be 0 (the controller does not renew the lease) or at least %d "
+            "seconds." % (params["heartbeat_timeout"], MIN_HEARTBEAT_TIMEOUT),
+            "Set heartbeat_timeout to 0 or to %d or more (the role's default is 60)." % MIN_HEARTBEAT_TIMEOUT)
+    leased = params["max_duration"] > 0 or params["heartbeat_timeout"] > 0
     server.require_primary("start a backup")
     if server.wal_level == "minimal":
         raise BackupError("wal_level is minimal: a backup could not be restored from the WAL it writes.",
@@ -216,7 +225,7 @@ def start_backup(server, params, check_mode):
     result = {"warnings": [], "max_duration": params["max_duration"]}
     if not check_mode:
         result["warnings"] += safety_stop.require_state_dir(
-            params["state_dir"], safety_stop.cluster_id(server), params["max_duration"])
+            params["state_dir"], safety_stop.cluster_id(server), leased)
     # Check mode writes nothing, and without a usable state_dir there are no records to keep.
     keeps_records = not check_mode and not result["warnings"]
     running = server.read_backup()
@@ -261,7 +270,7 @@ def start_backup(server, params, check_mode):
         _stop_again(server, api, label)
         exc.facts.update(start_facts(started, api), changed=True, stopped_again=True)
         raise
-    result.update(state_record=record, state_record_path=path)
+    result.update(state_record=record, state_record_path=path, heartbeat=safety_stop.heartbeat_facts(path, record))
     return _report_earlier_failures(server, params, result, keeps_records)
 
 

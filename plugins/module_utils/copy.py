@@ -290,7 +290,7 @@ class Copier(object):
 
     def __init__(self, data_directory, backup_dir, label, method="tar", compression="none", exclude=(),
                  fix_label=False, command=None, repository=None, run=None, parallel=1, ssh_user=None,
-                 ssh_key=None, ssh_options=()):
+                 ssh_key=None, ssh_options=(), cancel=None):
         if method not in METHODS:
             raise BackupError("Unknown copy method %r." % method, "Use one of %s." % ", ".join(METHODS))
         if method != "tar" and compression != "none":
@@ -321,6 +321,8 @@ class Copier(object):
         self.repository = repository
         self.parallel = parallel
         self.run = run or run_argv
+        # Set when the backup's lease ends (safety_stop.copy_while_leased): the copy method stops between files.
+        self.cancel = cancel or threading.Event()
         self.warnings = []
         self.commands = []
         # Bytes of the tar streams sent to a repository.
@@ -510,13 +512,14 @@ class Copier(object):
             raise BackupError("%s already exist: the copy method writes new directories only." % ", ".join(present),
                               "Remove them, or copy into a new backup directory (the role makes one per label).")
         owner = os.stat(self.data_directory)
-        copy_tree(self.data_directory, data_target, self.exclude, prefix="", workers=self.parallel)
+        copy_tree(self.data_directory, data_target, self.exclude, prefix="", workers=self.parallel,
+                  cancel=self.cancel)
         _make_empty_dirs(data_target, owner)
         shutil.copy2(os.path.join(staging, LABEL_FILE), os.path.join(data_target, LABEL_FILE))
         _chown_like(os.path.join(data_target, LABEL_FILE), owner)
         for tblspc in tablespaces:
             copy_tree(tblspc["path"], os.path.join(tblspc_target, tblspc["oid"]), self.exclude,
-                      prefix="pg_tblspc/%s/" % tblspc["oid"], workers=self.parallel)
+                      prefix="pg_tblspc/%s/" % tblspc["oid"], workers=self.parallel, cancel=self.cancel)
         _relink_tablespaces(data_target, tablespaces)
         self.commands.append({"argv": ["copy", self.data_directory, data_target], "rc": 0})
         return [DATA_SUBDIR] + ([TABLESPACES_SUBDIR] if tablespaces else [])
@@ -691,7 +694,7 @@ def run_argv(argv, env=None):
     return proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
 
 
-def copy_tree(source, target, extra=(), prefix="", workers=1):
+def copy_tree(source, target, extra=(), prefix="", workers=1, cancel=None):
     """Copy ``source`` into the new directory ``target``, leaving out what backup_files excludes.
 
     The copy runs as root in a tree the server's OS user can change while it
@@ -706,9 +709,11 @@ def copy_tree(source, target, extra=(), prefix="", workers=1):
     data directory, so the exclusion list applies the same way inside
     tablespaces. With ``workers`` > 1 the files are shared out by size among
     that many threads: the kernel copies (sendfile) without holding Python's
-    lock, so one stream's waits on the disk overlap with another's. Returns
-    how many files were copied.
+    lock, so one stream's waits on the disk overlap with another's. Once
+    ``cancel`` (a threading.Event) is set, no further file is started.
+    Returns how many files were copied.
     """
+    cancel = cancel or threading.Event()
     try:
         # The top itself may be reached through links: the data directory's path is the administrator's.
         root_fd = os.open(source, os.O_RDONLY | os.O_DIRECTORY)
@@ -724,8 +729,8 @@ def copy_tree(source, target, extra=(), prefix="", workers=1):
         except OSError as exc:
             raise BackupError("The copy into %s failed: %s" % (target, exc), FAILED_HINT)
         if workers <= 1 or len(jobs) < 2:
-            return _copy_files(root_fd, source, jobs)
-        return _copy_in_parallel(root_fd, source, balanced(jobs, workers))
+            return _copy_files(root_fd, source, jobs, cancel)
+        return _copy_in_parallel(root_fd, source, balanced(jobs, workers), cancel)
     finally:
         os.close(root_fd)
 
@@ -780,12 +785,12 @@ def balanced(jobs, workers):
     return [jobs_of_bin for _total, jobs_of_bin in bins if jobs_of_bin]
 
 
-def _copy_in_parallel(root_fd, source, shares):
+def _copy_in_parallel(root_fd, source, shares, cancel):
     counts, errors = [], []
 
     def work(share):
         try:
-            counts.append(_copy_files(root_fd, source, share))
+            counts.append(_copy_files(root_fd, source, share, cancel))
         except Exception as exc:   # any error, not only BackupError: a dead worker must not look like a done one
             errors.append(exc)
 
@@ -799,9 +804,11 @@ def _copy_in_parallel(root_fd, source, shares):
     return sum(counts)
 
 
-def _copy_files(root_fd, source, jobs):
+def _copy_files(root_fd, source, jobs, cancel):
     count = 0
     for _size, rel, path, dst in jobs:
+        if cancel.is_set():
+            raise BackupError("The copy of %s was cancelled." % source, FAILED_HINT)
         src = _open_below(root_fd, source, rel)
         if src is None:
             continue

@@ -2,24 +2,30 @@
 # Copyright: pgexclusive.backup maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""What the start and the stop do with the state record and the watchdog.
+"""What the start, the copy and the stop do with the state record, the lease and the watchdog.
 
-The start writes the record and, with a lease (max_duration > 0), leaves the
-watchdog; the stop marks the record stopped and ends the watchdog, or fails
-when the watchdog has already stopped this backup (its copy is void); the
-next start and pg_backup_info report the runs that ended badly.
+The start writes the record and, with a lease (max_duration or
+heartbeat_timeout above 0), leaves the watchdog; the copy stops copying when
+the lease ends (copy_while_leased); the stop marks the record stopped and
+ends the lease and the watchdog, or fails when the watchdog has already
+stopped this backup (its copy is void); the next start and pg_backup_info
+report the runs that ended badly.
 """
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import os
+import signal
 import socket
+import threading
 import time
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils import backup_api
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_state import (
-    ABNORMAL, ENDED_WITHOUT_STOP, RUNNING, STOPPED, WHAT_TO_DO, describe_record, effective_outcome, ensure_dir,
-    is_watchdog_of, list_records, now_iso, read_record, record_path, update_record, write_record)
+    ABNORMAL, BY_HEARTBEAT, ENDED_WITHOUT_STOP, RUNNING, STOPPED, WHAT_TO_DO, describe_record, effective_outcome,
+    end_lease, ensure_dir, is_watchdog_of, lease_lost, lease_path, lease_renewed_at, list_records, now_iso,
+    read_record, record_path, renew_command, renew_interval, start_lease, update_record, write_record)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.connection import libpq_params
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.pgexclusive.backup.plugins.module_utils import watchdog
@@ -40,12 +46,12 @@ def state_dir_usable(state_dir, cluster):
     return None
 
 
-def require_state_dir(state_dir, cluster, max_duration):
+def require_state_dir(state_dir, cluster, leased):
     """Before anything starts: a lease needs its record, so an unusable state_dir refuses the start."""
     problem = state_dir_usable(state_dir, cluster)
     if problem is None:
         return []
-    if max_duration > 0:
+    if leased:
         raise BackupError(
             "The safety stop needs a state record, but %s. Nothing was started." % problem,
             "Set state_dir to a directory the user running the module may create and write "
@@ -71,6 +77,7 @@ def new_record(params, started, host_now=None):
         lease=lease or None,
         expires_at=now_iso(started_epoch + lease) if lease else None,
         expires_epoch=started_epoch + lease if lease else None,
+        heartbeat_timeout=params.get("heartbeat_timeout") or None,
         outcome=RUNNING,
         watchdog_pid=None,
     )
@@ -81,7 +88,6 @@ def watchdog_config(server, path, record):
         connect=dict(libpq_params(server.session.params), application_name="pgexclusive.backup watchdog"),
         record_path=path,
         record=record,
-        deadline=record["expires_epoch"],
         lock_sql=backup_api.LOCK_SQL,
         unlock_sql=backup_api.UNLOCK_SQL,
         lock_key=backup_api.STOP_LOCK_KEY,
@@ -95,7 +101,7 @@ def arm(server, params, started):
     """Record the backup this task started and, with a lease, leave its watchdog; return the record."""
     path = record_path(params["state_dir"], cluster_id(server), started["label"])
     record = new_record(params, started)
-    if not record["lease"]:
+    if not (record["lease"] or record["heartbeat_timeout"]):
         try:
             write_record(path, record)
         except (IOError, OSError):
@@ -103,13 +109,24 @@ def arm(server, params, started):
             return path, None
         return path, record
     try:
+        if record["heartbeat_timeout"]:
+            start_lease(path, record["started_epoch"])
         pid = watchdog.spawn(watchdog_config(server, path, record))
     except Exception as exc:  # noqa: BLE001 - any failure leaves the backup unguarded
         raise BackupError(
             "The backup '%s' started, but its safety stop did not: %s." % (started["label"], exc),
             "The backup is being stopped again; fix the cause (python, psycopg2 and state_dir on the "
-            "database host) or set max_duration: 0 to run without a safety stop.", safety_stop_failed=True)
+            "database host) or set max_duration and heartbeat_timeout to 0 to run without a safety stop.", safety_stop_failed=True)
     return path, dict(record, watchdog_pid=pid)
+
+
+def heartbeat_facts(path, record):
+    """What the controller needs to renew the lease (pg_start_backup's action plugin), or None without one."""
+    if record is None or not record.get("heartbeat_timeout"):
+        return None
+    timeout = record["heartbeat_timeout"]
+    return dict(lease_file=lease_path(path), timeout=timeout, interval=renew_interval(timeout),
+                renew_command=renew_command(path))
 
 
 def record_of(server, params, label):
@@ -130,6 +147,7 @@ def disarm(path, record, stop_lsn):
         return False
     try:
         update_record(path, outcome=STOPPED, stop_lsn=stop_lsn, ended_at=now_iso())
+        end_lease(path)
     except (IOError, OSError):
         # Left running, the watchdog finds the label gone at expiry and records at least that.
         return False
@@ -145,6 +163,7 @@ def mark_ended_without_stop(path, record):
     """
     try:
         update_record(path, outcome=ENDED_WITHOUT_STOP, ended_at=now_iso())
+        end_lease(path)
     except (IOError, OSError):
         return False
     pid = record.get("watchdog_pid")
@@ -153,20 +172,29 @@ def mark_ended_without_stop(path, record):
 
 def refuse_safety_stopped(record):
     """The watchdog ended this label's backup before the run's own stop: whatever was copied is void."""
+    facts = dict(label=record["label"], safety_stopped=True, stop_lsn=record.get("stop_lsn"), state_record=record)
+    if record.get("expired_by") == BY_HEARTBEAT:
+        raise BackupError(
+            "The backup '%s' was already stopped by its safety stop: nothing renewed its lease for "
+            "heartbeat_timeout (%s s) after %s, before this stop. Any copy taken under this label is not usable."
+            % (record["label"], record.get("heartbeat_timeout"), record.get("lease_renewed_at")),
+            "Take a new backup. The controller that started it stopped renewing: it was killed or cut off, or "
+            "pg_start_backup ran in another ansible-playbook run than this stop (use max_duration then).", **facts)
     raise BackupError(
         "The backup '%s' was already stopped by its safety stop: its lease of %s s expired at %s, "
         "before this stop. Any copy taken under this label is not usable." % (
             record["label"], record.get("lease"), record.get("expires_at")),
         "Take a new backup; give max_duration more room than the copy needs (it took longer than %s s)."
-        % record.get("lease"),
-        label=record["label"], safety_stopped=True, stop_lsn=record.get("stop_lsn"), state_record=record)
+        % record.get("lease"), **facts)
 
 
 def report(record, path):
     """A record as pg_backup_info and the next start report it."""
     alive = bool(record.get("watchdog_pid")) and is_watchdog_of(record["watchdog_pid"], path)
     outcome = effective_outcome(record, alive)
+    renewed = lease_renewed_at(path) if record.get("outcome") == RUNNING else None
     return dict(record, watchdog_running=alive, effective_outcome=outcome,
+                lease_renewed_at=now_iso(renewed) if renewed else record.get("lease_renewed_at"),
                 what_to_do=WHAT_TO_DO.get(outcome, "").replace("<label>", record.get("label", "")) or None)
 
 
@@ -191,3 +219,127 @@ def unreported_failures(server, params, in_progress_label):
 def failure_warning(item):
     return "An earlier backup '%s' (%s) ended as %s. %s" % (
         item["label"], describe_record(item), item["effective_outcome"], item["what_to_do"])
+
+
+GUARD_INTERVAL = 1.0
+# After the lease ended, how long the copy waits for the watchdog's outcome, to say what became of the backup.
+OUTCOME_WAIT = 15
+
+
+def copy_while_leased(path, copy, cancel):
+    """``copy()``'s result, run while the lease of the record at ``path`` holds; None ``path``: no lease.
+
+    A copy whose controller is gone (killed, cancelled, cut off) goes on
+    running on the database host: nothing tells it. Its lease does: once it
+    ends, the watchdog stops the backup, and this ends the copy too, so an
+    orphaned copy never writes on for hours. ``cancel`` (a threading.Event)
+    stops an in-process copy between files; the copy's child processes (tar,
+    rsync, ssh, the user's command) are terminated. A lease that ended during
+    the copy fails it even when the copy finished: the backup is void.
+    """
+    if path is None:
+        return copy()
+    reason = _lease_lost(path)
+    if reason:
+        _refuse_lost_lease(path, reason, started=False)
+    lost = []
+    done = threading.Event()
+
+    def watch():
+        while not done.wait(GUARD_INTERVAL):
+            why = _lease_lost(path)
+            if why:
+                lost.append(why)
+                cancel.set()
+                terminate_children()
+                return
+
+    watcher = threading.Thread(target=watch, name="lease watch")
+    watcher.daemon = True
+    watcher.start()
+    try:
+        result = copy()
+    except Exception:  # noqa: BLE001 - a copy ended by the lease fails with the lease's reason
+        if not lost:
+            raise
+        result = None
+    finally:
+        done.set()
+        watcher.join()
+    if lost:
+        _refuse_lost_lease(path, lost[0], started=True)
+    return result
+
+
+def _lease_lost(path):
+    try:
+        record = read_record(path)
+    except (IOError, OSError, ValueError) as exc:
+        return "its state record cannot be read: %s" % exc
+    return lease_lost(record, lease_renewed_at(path), time.time())
+
+
+def _refuse_lost_lease(path, reason, started):
+    record = _wait_for_outcome(path)
+    outcome = record.get("outcome") if record else None
+    raise BackupError(
+        "The copy %s: the backup's lease ended (%s). The safety stop %s; a copy taken under this label is "
+        "not usable." % ("was stopped" if started else "did not start", reason,
+                         "ended the backup (outcome %s)" % outcome if outcome not in (None, RUNNING)
+                         else "ends the backup"),
+        "Take a new backup. When the controller was killed or cut off, nothing else is needed: pg_backup_info "
+        "reports the outcome. Otherwise give heartbeat_timeout or max_duration more room.",
+        lease_lost=True, state_record=record)
+
+
+def _wait_for_outcome(path):
+    """The record once the watchdog recorded what it did, or as it is after OUTCOME_WAIT seconds."""
+    give_up = time.time() + OUTCOME_WAIT
+    while True:
+        try:
+            record = read_record(path)
+        except (IOError, OSError, ValueError):
+            return None
+        if record is None or record.get("outcome") != RUNNING or time.time() >= give_up:
+            return record
+        time.sleep(0.5)
+
+
+def terminate_children(grace=5.0):
+    """SIGTERM every descendant of this process, then SIGKILL those still there after ``grace`` seconds."""
+    pids = descendants(os.getpid())
+    for pid in pids:
+        _signal(pid, signal.SIGTERM)
+    give_up = time.time() + grace
+    while time.time() < give_up and any(pid in descendants(os.getpid()) for pid in pids):
+        time.sleep(0.1)
+    for pid in descendants(os.getpid()):
+        _signal(pid, signal.SIGKILL)
+
+
+def descendants(root):
+    """PIDs of every process below ``root``, read from /proc."""
+    children = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name) as handle:
+                # The command name may hold spaces and parentheses: the fields follow the last ')'.
+                ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
+        except (IOError, OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(name))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _signal(pid, signum):
+    try:
+        os.kill(pid, signum)
+    except OSError:
+        pass

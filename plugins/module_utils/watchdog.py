@@ -5,8 +5,10 @@
 """The safety stop: a process on the database host that ends a backup whose lease expired.
 
 Ansible runs neither rescue nor always when the controller is killed or an
-AWX job is cancelled, so pg_start_backup leaves this watchdog behind. It is
-detached from everything Ansible owns:
+AWX job is cancelled, so pg_start_backup leaves this watchdog behind. The
+lease ends max_duration after the start or heartbeat_timeout after the
+controller's last renewal, whichever comes first (backup_state.lease_end).
+The watchdog is detached from everything Ansible owns:
 
 - it runs as ``python -c <source>``: AnsiballZ runs the module from a
   temporary zip that is deleted when the task ends, so the watchdog carries
@@ -42,12 +44,14 @@ import time
 from ansible_collections.pgexclusive.backup.plugins.module_utils.durable import atomic_write
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_state import (
     EXPIRED_ERROR, EXPIRED_NOT_IN_PROGRESS, EXPIRED_OTHER_LABEL, EXPIRED_STOPPED, EXPIRED_UNREACHABLE, RUNNING,
-    is_watchdog_of, now_iso, read_record, update_record, write_record)
+    end_lease, is_watchdog_of, lease_end, lease_renewed_at, now_iso, read_record, update_record, write_record)
 
 # Connection attempts at expiry go on for this long at most, in seconds, but
 # never longer than the lease itself: a server restarting must get its chance.
 UNREACHABLE_GRACE = 60
 RETRY_INTERVAL = 2
+# A renewal is seen within this many seconds; the end of the lease itself is slept to exactly.
+POLL_INTERVAL = 5
 
 _BOOTSTRAP = r'''
 import sys, types
@@ -84,7 +88,7 @@ def spawn(config):
 
     ``config`` holds: connect (psycopg2.connect keyword arguments, password
     included), record_path, record (the state record to write, outcome
-    running), deadline (epoch seconds), lock_sql, unlock_sql, lock_key,
+    running; its lease), lock_sql, unlock_sql, lock_key,
     guarded_stop_sql with its arguments guard (label and start LSN), read_label_sql.
     """
     proc = subprocess.Popen(watchdog_argv(config["record_path"]), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -114,20 +118,34 @@ def main():
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     # SIGTERM before expiry is how a normal stop ends the watchdog; the stop has recorded the outcome.
     signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(0))
-    while True:
-        left = config["deadline"] - time.time()
-        if left <= 0:
-            break
-        time.sleep(min(left, 60))
+    ended_by = wait_for_lease_end(config["record"], config["record_path"])
     # From here on the watchdog finishes what it started: a SIGTERM must not cut a stop in half.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
-        expire(config)
+        expire(config, ended_by)
     except Exception as exc:  # noqa: BLE001 - whatever happened must reach the record
         record = read_record(config["record_path"])
         if record is not None and record.get("outcome") == RUNNING:
-            update_record(config["record_path"], outcome=EXPIRED_ERROR, error=str(exc).strip(), ended_at=now_iso())
+            _finish(config["record_path"], dict(ended_by, outcome=EXPIRED_ERROR, error=str(exc).strip()))
     os._exit(0)
+
+
+def wait_for_lease_end(record, path):
+    """Sleep until the lease of ``record`` ends; what ended it, for the record."""
+    while True:
+        renewed = lease_renewed_at(path)
+        end, by = lease_end(record, renewed)
+        left = end - time.time()
+        if left <= 0:
+            return dict(expired_by=by, lease_renewed_at=now_iso(renewed or record["started_epoch"]))
+        time.sleep(min(left, POLL_INTERVAL))
+
+
+def _finish(path, changes):
+    """Record the outcome, then end the lease: a renewal after this finds the backup ended."""
+    changes.setdefault("ended_at", now_iso())
+    update_record(path, **changes)
+    end_lease(path)
 
 
 def _detach_stdio():
@@ -139,7 +157,8 @@ def _detach_stdio():
 
 def _connect(config):
     import psycopg2
-    give_up = time.time() + min(UNREACHABLE_GRACE, max(RETRY_INTERVAL, config["record"].get("lease") or 0))
+    lease = config["record"].get("lease") or config["record"].get("heartbeat_timeout") or 0
+    give_up = time.time() + min(UNREACHABLE_GRACE, max(RETRY_INTERVAL, lease))
     while True:
         try:
             conn = psycopg2.connect(**config["connect"])
@@ -155,7 +174,7 @@ class _Unreachable(Exception):
     pass
 
 
-def expire(config):
+def expire(config, ended_by):
     """Act at expiry under the stop lock; the outcome is recorded before the lock is released.
 
     A stop waiting for the lock then reads the watchdog's outcome, never a
@@ -164,7 +183,7 @@ def expire(config):
     try:
         conn = _connect(config)
     except _Unreachable as exc:
-        update_record(config["record_path"], outcome=EXPIRED_UNREACHABLE, error=str(exc), ended_at=now_iso())
+        _finish(config["record_path"], dict(ended_by, outcome=EXPIRED_UNREACHABLE, error=str(exc)))
         return
     try:
         cursor = conn.cursor()
@@ -172,8 +191,7 @@ def expire(config):
         try:
             changes = decide(config, cursor)
             if changes:
-                changes.setdefault("ended_at", now_iso())
-                update_record(config["record_path"], **changes)
+                _finish(config["record_path"], dict(ended_by, **changes))
         finally:
             cursor.execute(config["unlock_sql"], (config["lock_key"],))
     finally:

@@ -117,6 +117,15 @@ options:
     type: list
     elements: str
     default: []
+  state_record_path:
+    description:
+      - The backup's state record, as pg_start_backup returned it (its C(state_record_path)).
+        While the copy runs, its lease is watched (once a second). When it ends (the controller stopped renewing it,
+        or pg_start_backup's C(max_duration) passed), the copy stops at once, its commands are terminated, and the
+        task fails, also when the copy itself finished, since the safety stop ends the backup at that moment.
+      - This is what keeps a copy orphaned by a killed controller from writing on for hours.
+      - Default no watch.
+    type: path
   send_record:
     description:
       - Copy nothing; send O(backup_dir)'s C(backup.json) and the other files in it to the copy in the O(repository)
@@ -245,6 +254,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.copy import COMPRESSIONS, METHODS, Copier, send_record
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop import copy_while_leased
 
 
 def main():
@@ -264,6 +274,7 @@ def main():
             ssh_options=dict(type="list", elements="str", default=[]),
             send_record=dict(type="bool", default=False),
             parallel=dict(type="int", default=1),
+            state_record_path=dict(type="path"),
         ),
         required_if=[("method", "command", ("command",)), ("send_record", False, ("data_directory",)),
                      ("send_record", True, ("repository",))],
@@ -286,7 +297,7 @@ def main():
         if module.check_mode:
             module.exit_json(changed=True, method=p["method"], outputs=[], label_fixed=p["fix_label"],
                              msg="Check mode: would copy %s into %s with %s." % (p["data_directory"], p["backup_dir"], p["method"]))
-        result = copier.copy()
+        result = copy_while_leased(p["state_record_path"], copier.copy, copier.cancel)
     except BackupError as exc:
         module.fail_json(method=p["method"], **exc.fail_kwargs())
     warnings = result.pop("warnings")

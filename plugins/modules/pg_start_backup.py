@@ -56,14 +56,35 @@ options:
         when no C(rescue)/C(always) runs.
       - M(pgexclusive.backup.pg_stop_backup) with this label ends the watchdog. When the watchdog
         stopped the backup first, that stop fails, because the copy is void.
-      - C(0) means no safety stop.
+      - C(0) means no limit from the start; O(heartbeat_timeout) may still end the lease.
+    type: int
+    default: 0
+  heartbeat_timeout:
+    description:
+      - "Follow the controller: with a value above C(0) (at least C(4)) the lease also ends when nobody renewed it
+        for this many seconds, and the watchdog then stops this backup. The module's action plugin renews it from
+        the controller, every quarter of this time, for as long as the ansible-playbook run that started the
+        backup is alive: it leaves a small process on the controller that runs one shell command
+        (C(touch -c) of a lease file next to the state record) over the task's connection, with the task's
+        become, and that ends when the backup is stopped, when the lease has run out, or when that
+        ansible-playbook is gone."
+      - "So a run whose controller dies (SIGKILL, SIGTERM as an AWX cancel sends, the SSH connection lost)
+        leaves backup mode about this many seconds after its last renewal, however long the copy would have
+        taken; and a run that is alive keeps its backup however long the copy takes."
+      - "Renewals stop when that ansible-playbook ends: start and stop the backup in one run. To start it in one
+        run and stop it in another (a snapshot taken by another tool in between), use O(max_duration) alone
+        and set this to C(0)."
+      - Give M(pgexclusive.backup.pg_backup_copy) the returned RV(state_record_path), so that the copy ends with
+        the lease instead of writing on after its controller is gone.
+      - Tested with the C(ssh) and C(local) connections.
+      - C(0) means the controller does not renew anything (only O(max_duration) applies).
     type: int
     default: 0
   state_dir:
     description:
       - Directory on the host the module runs on for the state records, one per cluster and label
         (who started the backup, when, the lease, the outcome). Created with mode C(0700).
-      - Must be writable when O(max_duration) is above C(0); otherwise an unusable directory only
+      - Must be writable when O(max_duration) or O(heartbeat_timeout) is above C(0); otherwise an unusable directory only
         warns. Never inside the data directory (it would be copied).
     type: path
     default: /var/lib/pgexclusive-backup
@@ -108,6 +129,28 @@ EXAMPLES = r'''
     login_user: backup_user
     login_password: "{{ vault_backup_password }}"
     login_db: postgres
+
+- name: Start a backup that ends within a minute of this playbook's death, and copy it with a snapshot
+  pgexclusive.backup.pg_start_backup:
+    label: snapshot
+    login_db: backupctl
+    heartbeat_timeout: 60
+  register: backup_start
+
+- name: Snapshot, ended by the lease if the controller dies
+  pgexclusive.backup.pg_backup_copy:
+    label: snapshot
+    data_directory: /var/lib/postgresql/15/main
+    backup_dir: /srv/backups/snapshot
+    method: command
+    command: /usr/local/sbin/take-snapshot
+    state_record_path: "{{ backup_start.state_record_path }}"
+
+- name: Start a backup held for two hours, to be stopped by another playbook run
+  pgexclusive.backup.pg_start_backup:
+    label: held
+    login_db: backupctl
+    max_duration: 7200
 
 - name: Start a backup, creating the extension in a dedicated database first
   pgexclusive.backup.pg_start_backup:
@@ -175,6 +218,31 @@ state_record:
     outcome, watchdog_pid); null in check mode or without a usable O(state_dir).
   returned: when the module got as far as checking for a backup in progress
   type: dict
+state_record_path:
+  description: Where the state record is; give it to M(pgexclusive.backup.pg_backup_copy) to end the copy with the lease.
+  returned: when the start succeeded with a usable O(state_dir)
+  type: str
+  sample: /var/lib/pgexclusive-backup/7309871234567890123/0b6e0f8f9a7c1d2e3f4a5b6c.json
+heartbeat:
+  description: With O(heartbeat_timeout), how the lease is renewed; null without it.
+  returned: when the start succeeded with a usable O(state_dir)
+  type: dict
+  contains:
+    lease_file:
+      description: The file whose modification time is the last renewal.
+      type: str
+    timeout:
+      description: O(heartbeat_timeout).
+      type: int
+    interval:
+      description: Seconds between renewals.
+      type: float
+    renew_command:
+      description: The shell command that renews the lease on the database host.
+      type: str
+    keeper_pid:
+      description: The PID, on the controller, of the process that renews the lease; null in check mode.
+      type: int
 earlier_failures:
   description: State records of earlier backups of this cluster that ended badly (lease expired,
     watchdog lost), each reported by one start only, with C(effective_outcome) and C(what_to_do).
