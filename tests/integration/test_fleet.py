@@ -65,11 +65,16 @@ class FleetRun:
         return json.JSONDecoder().raw_decode(stats)[0]["exclusive_backup_results"]
 
 
-def run_backup(fleet, workdir, host_vars=None, **role_vars):
-    """playbooks/backup.yml over SSH with become and FORKS forks; the role's variables as the group's."""
-    workdir = Path(workdir)
-    results = workdir / f"results-{time.monotonic_ns()}"
-    results.mkdir()
+def backup_command(fleet, workdir, host_vars=None, **role_vars):
+    """(argv, env, results directory) of playbooks/backup.yml over SSH with become and FORKS forks.
+
+    The role's variables are the group's, ``host_vars`` per host over them. The
+    run's own play.yml is in its own directory, named in ansible-playbook's
+    command line: the processes forked from the run can be told by it.
+    """
+    workdir = Path(workdir) / f"run-{time.monotonic_ns()}"
+    results = workdir / "results"
+    results.mkdir(parents=True)
     inventory = fleet.write_inventory(workdir / "inventory.json", host_vars=host_vars, **role_vars)
     playbook = workdir / "play.yml"
     playbook.write_text(WRAPPER.format(backup_yml=REPO / "playbooks" / "backup.yml", python=sys.executable,
@@ -77,12 +82,19 @@ def run_backup(fleet, workdir, host_vars=None, **role_vars):
     # Host keys are checked (the fleet's known_hosts); the summary shows set_stats' per-host results.
     env = dict(playbook_env(), ANSIBLE_HOST_KEY_CHECKING="1", ANSIBLE_PIPELINING="0",
                ANSIBLE_SHOW_CUSTOM_STATS="1")
+    return [ANSIBLE_PLAYBOOK, "-i", str(inventory), "-f", str(FORKS), str(playbook)], env, results
+
+
+def collected(results):
+    return {path.stem: json.loads(path.read_text()) for path in results.glob("*.json")}
+
+
+def run_backup(fleet, workdir, host_vars=None, **role_vars):
+    argv, env, results = backup_command(fleet, workdir, host_vars, **role_vars)
     started = time.monotonic()
-    proc = subprocess.run([ANSIBLE_PLAYBOOK, "-i", str(inventory), "-f", str(FORKS), str(playbook)],
-                          capture_output=True, text=True, env=env, cwd=str(REPO), timeout=600, check=False)
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=str(REPO), timeout=600, check=False)
     seconds = time.monotonic() - started
-    found = {path.stem: json.loads(path.read_text()) for path in results.glob("*.json")}
-    return FleetRun(proc.returncode, proc.stdout + proc.stderr, found, seconds)
+    return FleetRun(proc.returncode, proc.stdout + proc.stderr, collected(results), seconds)
 
 
 def prepare_table(cluster):

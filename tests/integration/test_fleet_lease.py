@@ -1,0 +1,173 @@
+"""A controller that dies mid-copy, over SSH, with the role's defaults: every host leaves backup mode within 120 s.
+
+playbooks/backup.yml runs against the fleet's three database hosts (14, 15,
+18) with become and forks 3, and with the role's safety-stop defaults
+(exclusive_backup_heartbeat_timeout 60, no max_duration). While every host
+copies, the controller dies: ansible-playbook SIGKILLed, SIGTERMed (what an
+AWX cancel sends through ansible-runner), or its SSH connections cut (each
+database host's link taken down). The copy is planned to take an hour. Each
+case checks on the live servers that backup mode ended within 120 s of the
+event, that the copy processes on the hosts ended, that nothing of the run
+is left on the controller, and that the state record and pg_backup_info say
+what happened; the servers take writes and a new backup afterwards.
+"""
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from fleet.fixtures import fleet, fleet_hosts  # noqa: F401  pylint: disable=unused-import
+from role_play import REPO
+from test_fleet import backup_command, collected, run_backup
+from watchdogs import record, wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("fleet")]
+
+WITHIN = 120
+COPY = "sleep 3600"
+
+
+def processes(what):
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            content = Path(f"/proc/{name}/{what}").read_bytes().split(b"\0")
+            state = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            yield int(name), content
+
+
+def copies_of(label):
+    """The copy command's processes on the database hosts: their environment carries PGX_LABEL (one filesystem, one /proc)."""
+    wanted = f"PGX_LABEL={label}".encode()
+    return [pid for pid, environ in processes("environ") if wanted in environ]
+
+
+class BackgroundRun:
+    def __init__(self, fleet, workdir, labels, **role_vars):
+        host_vars = {name: {"exclusive_backup_label": label} for name, label in labels.items()}
+        argv, env, self.results = backup_command(fleet, workdir, host_vars, **role_vars)
+        self.play = argv[-1].encode()
+        self.log = Path(self.results.parent / "output.log").open("w")
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=str(REPO),
+                                     start_new_session=True)
+
+    def forked(self):
+        """The run's processes on the controller: ansible-playbook, its workers, the lease keepers."""
+        return [pid for pid, argv in processes("cmdline") if self.play in argv]
+
+    def finish(self, timeout):
+        self.rc = self.proc.wait(timeout)
+        self.log.close()
+        self.output = Path(self.log.name).read_text()
+        return self
+
+    def cleanup(self):
+        for pid in self.forked():
+            os.kill(pid, signal.SIGKILL)
+        if self.proc.poll() is None:
+            self.proc.wait(30)
+        if not self.log.closed:
+            self.log.close()
+
+
+@pytest.fixture
+def background(fleet, fleet_hosts, scratch):
+    started = []
+
+    def start(**role_vars):
+        labels = {h.name: f"lease-{h.name}-{uuid.uuid4().hex[:8]}" for h in fleet_hosts}
+        started.append(BackgroundRun(fleet, scratch, labels, exclusive_backup_method="command",
+                                     exclusive_backup_command=COPY, **role_vars))
+        started[-1].labels = labels
+        return started[-1]
+
+    yield start
+    for run in started:
+        run.cleanup()
+    for fleet_host in fleet_hosts:
+        fleet_host.host.link_up()
+
+
+def wait_until_copying(run, fleet_hosts):
+    wait_for(lambda: all(copies_of(run.labels[h.name]) for h in fleet_hosts), 120,
+             lambda: (run.proc.poll(), Path(run.log.name).read_text()[-3000:]))
+    for fleet_host in fleet_hosts:
+        assert fleet_host.cluster.in_backup()
+
+
+def check_every_host_left_in_time(run, fleet_hosts, event_at, what):
+    """Each host out of backup mode within WITHIN s of the event, its copy ended, its record saying why."""
+    left = {}
+    while len(left) < len(fleet_hosts) and time.time() - event_at < WITHIN:
+        for fleet_host in fleet_hosts:
+            if fleet_host.name not in left and not fleet_host.cluster.in_backup():
+                left[fleet_host.name] = time.time() - event_at
+        time.sleep(0.5)
+    assert sorted(left) == sorted(h.name for h in fleet_hosts), f"still in backup mode {WITHIN} s after {what}: {left}"
+    ended = wait_for(lambda: not any(copies_of(label) for label in run.labels.values()), 30, interval=0.5)
+    for fleet_host in fleet_hosts:
+        rec = record(fleet_host.state_dir, run.labels[fleet_host.name])
+        assert rec["outcome"] == "expired-stopped" and rec["expired_by"] == "heartbeat", rec
+        assert rec["heartbeat_timeout"] == 60 and not rec["lease"], "the role's defaults"
+    print(f"\nMEASURED fleet, {what}, role defaults: backup mode left after "
+          + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in sorted(left.items()))
+          + f"; every copy ended {max(left.values()) + ended:.1f} s after it at the latest")
+    return left
+
+
+def check_servers_carry_on(fleet, fleet_hosts, scratch, labels):
+    """Writes go on, the next run reports the dead backups, and a new backup of every host completes."""
+    for fleet_host in fleet_hosts:
+        fleet_host.cluster.sql("CREATE TABLE IF NOT EXISTS after_the_event (id int)")
+    run = run_backup(fleet, scratch, exclusive_backup_compression="zstd", **fleet.repository_vars())
+    assert run.rc == 0, run.output[-4000:]
+    for fleet_host in fleet_hosts:
+        assert run.results[fleet_host.name]["result"]["status"] == "complete"
+        assert f"An earlier backup '{labels[fleet_host.name]}'" in run.output, "the next run reports the dead backup"
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_controller_killed_mid_copy(fleet, fleet_hosts, background, scratch, how):
+    run = background()
+    wait_until_copying(run, fleet_hosts)
+    killed_at = time.time()
+    os.kill(run.proc.pid, getattr(signal, how))
+    run.finish(60)
+    assert run.rc != 0
+    check_every_host_left_in_time(run, fleet_hosts, killed_at, f"ansible-playbook {how}")
+    # The orphaned workers ended with their copies, the lease keepers with their controller.
+    wait_for(lambda: not run.forked(), 30, run.forked)
+    check_servers_carry_on(fleet, fleet_hosts, scratch, run.labels)
+
+
+def test_ssh_connections_lost_mid_copy(fleet, fleet_hosts, background, scratch):
+    # A dead host fails the run within seconds instead of waiting for TCP's own timeout (hours):
+    # ServerAliveInterval, as the README recommends for fleets.
+    # Masters of their own: one left by an earlier run (ControlPersist) would carry no ServerAliveInterval.
+    common = fleet.connection_vars()["ansible_ssh_common_args"]
+    run = background(ansible_ssh_common_args=common + " -o ServerAliveInterval=5 -o ServerAliveCountMax=3",
+                     ansible_control_path_dir=str(scratch / "cp"))
+    wait_until_copying(run, fleet_hosts)
+    cut_at = time.time()
+    for fleet_host in fleet_hosts:
+        fleet_host.host.link_down()
+    check_every_host_left_in_time(run, fleet_hosts, cut_at, "SSH links cut")
+    run.finish(120)
+    assert run.rc != 0
+    wait_for(lambda: not run.forked(), 30, run.forked)
+    for fleet_host in fleet_hosts:
+        assert f"{fleet_host.name}" in run.output and "UNREACHABLE" in run.output, run.output[-4000:]
+        fleet_host.host.link_up()
+    results = collected(run.results)
+    assert all((r["result"] or {}).get("status") != "complete" for r in results.values()), results
+    check_servers_carry_on(fleet, fleet_hosts, scratch, run.labels)
+    print("\nrecap: " + " | ".join(line for line in run.output.splitlines() if "unreachable=" in line))
