@@ -542,6 +542,17 @@ def test_the_users_ssh_options_come_first_so_that_they_win():
     assert "ServerAliveInterval=15" in argv and argv[-2:] == ["-l", "backup"]
 
 
+def test_a_repository_that_drops_off_the_network_fails_the_copy_in_75_seconds():
+    # README and the fleet's fault test (test_fleet_faults.py) rely on this number.
+    argv = c.Repository.parse("repo1:/srv").ssh_argv()
+    options = dict(argv[i + 1].split("=", 1) for i, arg in enumerate(argv) if arg == "-o")
+    # ssh gives up at the first check past ServerAliveCountMax unanswered ones.
+    assert int(options["ServerAliveInterval"]) * (int(options["ServerAliveCountMax"]) + 1) == 75
+    assert options["ConnectTimeout"] == "30" and options["BatchMode"] == "yes"
+    patient = c.Repository.parse("repo1:/srv", options=["-o", "ServerAliveCountMax=20"]).ssh_argv()
+    assert patient.index("ServerAliveCountMax=20") < patient.index("ServerAliveCountMax=4")
+
+
 def test_tar_streams_into_the_repository_and_the_record_goes_last(tmp_path, fake_ssh):
     data = make_data_dir(tmp_path)
     repo_dir = tmp_path / "re po $HOME"

@@ -8,7 +8,7 @@ import time
 from ansible_collections.pgexclusive.backup.plugins.module_utils import backup_api, watchdog
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_state import (
     EXPIRED_NOT_IN_PROGRESS, EXPIRED_OTHER_LABEL, EXPIRED_STOPPED, EXPIRED_UNREACHABLE, RUNNING, STOPPED,
-    is_watchdog_of, read_record, write_record)
+    is_watchdog_of, lease_path, read_record, start_lease, write_record)
 
 
 class FakeCursor:
@@ -22,15 +22,18 @@ class FakeCursor:
         return (self.answers.pop(0),)
 
 
-def config(tmp_path, outcome=RUNNING, lease=1, deadline=None):
+def config(tmp_path, outcome=RUNNING, lease=1, heartbeat_timeout=None):
     path = str(tmp_path / "rec.json")
-    record = {"label": "mine", "start_lsn": "0/2000028", "outcome": outcome, "lease": lease}
+    now = time.time()
+    record = {"label": "mine", "start_lsn": "0/2000028", "outcome": outcome, "lease": lease, "started_epoch": now,
+              "expires_epoch": now + lease if lease else None, "heartbeat_timeout": heartbeat_timeout}
     write_record(path, record)
+    if heartbeat_timeout:
+        start_lease(path, now)
     return dict(record_path=path, record=record, guarded_stop_sql=backup_api.GUARDED_STOP_SQL["native"],
                 guard=backup_api.guarded_stop_args("mine", "0/2000028"),
                 read_label_sql=backup_api.READ_LABEL_SQL, lock_sql=backup_api.LOCK_SQL,
                 unlock_sql=backup_api.UNLOCK_SQL, lock_key=backup_api.STOP_LOCK_KEY,
-                deadline=deadline if deadline is not None else time.time() + lease,
                 connect={"host": str(tmp_path / "no-socket-here"), "port": 1, "dbname": "x", "connect_timeout": 1})
 
 
@@ -77,7 +80,7 @@ def test_the_outcome_is_recorded_before_the_lock_is_released(tmp_path, monkeypat
     cfg = config(tmp_path)
     conn = RecordingConnection(cfg, ["0/3000100"])
     monkeypatch.setattr(watchdog, "_connect", lambda _config: conn)
-    watchdog.expire(cfg)
+    watchdog.expire(cfg, {"expired_by": "max_duration"})
     assert conn.at_unlock == EXPIRED_STOPPED, "a stop waiting for the lock must read the outcome"
     assert read_record(cfg["record_path"])["stop_lsn"] == "0/3000100"
 
@@ -118,6 +121,29 @@ def test_sigterm_before_expiry_ends_it_without_touching_the_record(tmp_path):
         assert not is_watchdog_of(pid, cfg["record_path"])
         assert read_record(cfg["record_path"])["outcome"] == RUNNING
         assert not watchdog.end(pid, cfg["record_path"]), "a PID that is no longer the watchdog is left alone"
+    finally:
+        if is_watchdog_of(pid, cfg["record_path"]):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_renewals_hold_the_backup_and_their_end_ends_it(tmp_path):
+    """heartbeat_timeout 4: touched every second for 8 s the lease holds; untouched it ends 4 s after the last touch."""
+    cfg = config(tmp_path, lease=0, heartbeat_timeout=4)
+    pid = watchdog.spawn(cfg)
+    try:
+        for _second in range(8):
+            os.utime(lease_path(cfg["record_path"]))
+            time.sleep(1)
+            assert read_record(cfg["record_path"])["outcome"] == RUNNING, "renewed, the lease holds"
+        last = os.stat(lease_path(cfg["record_path"])).st_mtime
+        deadline = time.time() + 20
+        while read_record(cfg["record_path"])["outcome"] == RUNNING and time.time() < deadline:
+            time.sleep(0.05)
+        rec = read_record(cfg["record_path"])
+        # The server is unreachable here: what counts is when the watchdog acted, and why.
+        assert rec["outcome"] == EXPIRED_UNREACHABLE and rec["expired_by"] == "heartbeat", rec
+        assert 4 <= time.time() - last < 4 + 3 + watchdog.RETRY_INTERVAL + 2
+        assert not os.path.exists(lease_path(cfg["record_path"])), "the lease is ended with the outcome"
     finally:
         if is_watchdog_of(pid, cfg["record_path"]):
             os.kill(pid, signal.SIGKILL)

@@ -1,0 +1,107 @@
+"""The controller's lease keeper: its loop with a fake clock and fake renewals, and the detached process."""
+
+import os
+import time
+
+from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_state import ENDED, RENEWED
+from ansible_collections.pgexclusive.backup.plugins.plugin_utils import lease_keeper
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+class Controller:
+    """Alive for the first ``checks`` questions."""
+
+    def __init__(self, checks):
+        self.checks = checks
+
+    def alive(self):
+        self.checks -= 1
+        return self.checks >= 0
+
+
+def keep(renewals, controller, interval=15, timeout=60):
+    clock = Clock()
+    calls = []
+
+    def renew():
+        calls.append(clock.now)
+        return renewals(len(calls)) if callable(renewals) else renewals
+
+    why = lease_keeper.keep(renew, controller, interval, timeout, clock=clock, sleep=clock.sleep)
+    return why, calls, clock.now
+
+
+def test_renews_every_interval_until_the_controller_is_gone():
+    why, calls, _now = keep(RENEWED, Controller(checks=50))
+    assert why == lease_keeper.CONTROLLER_GONE
+    assert calls[:4] == [0.0, 15.0, 30.0, 45.0]
+
+
+def test_a_dead_controller_stops_the_renewals_within_a_check():
+    # Alive for the first renewal and 3 one-second checks after it.
+    why, calls, now = keep(RENEWED, Controller(checks=4))
+    assert why == lease_keeper.CONTROLLER_GONE and calls == [0.0] and now <= 4.0
+
+
+def test_ends_when_the_host_says_the_lease_ended():
+    why, calls, _now = keep(lambda n: ENDED if n == 3 else RENEWED, Controller(checks=1000))
+    assert why == lease_keeper.LEASE_ENDED and len(calls) == 3
+
+
+def test_gives_up_once_the_lease_ran_out_while_renewals_failed():
+    why, calls, now = keep(None, Controller(checks=1000), interval=15, timeout=60)
+    assert why == lease_keeper.LEASE_RAN_OUT and 60.0 <= now <= 75.0 and len(calls) == 5
+
+
+def test_one_failed_renewal_does_not_end_the_keeping():
+    why, calls, _now = keep(lambda n: None if n == 2 else (ENDED if n == 6 else RENEWED), Controller(checks=1000))
+    assert why == lease_keeper.LEASE_ENDED and len(calls) == 6
+
+
+def test_a_hanging_renewal_is_not_repeated_while_it_hangs():
+    calls = []
+
+    def hangs():
+        calls.append(1)
+        time.sleep(1.5)
+        return RENEWED
+
+    bounded = lease_keeper._Bounded(hangs)  # noqa: SLF001 - the helper's own contract
+    assert bounded(0.2) is None
+    assert bounded(0.2) is None and calls == [1], "no second call while the first hangs"
+    time.sleep(1.5)
+    assert bounded(2) == RENEWED and len(calls) == 2
+
+
+def test_the_controller_is_known_by_pid_and_start_time():
+    me = lease_keeper.Controller(os.getpid())
+    assert me.started is not None and me.alive()
+    gone = lease_keeper.Controller(os.getpid())
+    gone.started = "0"
+    assert not gone.alive(), "the same PID with another start time is another process"
+
+
+def test_spawn_detaches_a_process_of_its_own(tmp_path):
+    marker = tmp_path / "ran"
+
+    def run():
+        (tmp_path / "part").write_text("%d %d" % (os.getpid(), os.getsid(0)))
+        os.rename(tmp_path / "part", marker)
+
+    pid = lease_keeper.spawn(run)
+    deadline = time.time() + 5
+    while not marker.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    ran_pid, session = map(int, marker.read_text().split())
+    # The session of the child that forked it and exited: no session leader, it never gets a terminal back.
+    assert ran_pid == pid and session not in (pid, os.getsid(0)), "a session of its own"
