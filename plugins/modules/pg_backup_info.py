@@ -179,7 +179,9 @@ files:
     missing_wal_files: {description: "Those of RV(files.needed_wal_files) absent from pg_wal/.", type: list, elements: str}
 state_records:
   description: This cluster's state records, oldest first, each with C(watchdog_running),
-    C(effective_outcome) (C(watchdog-lost) for a running record whose watchdog is gone) and C(what_to_do).
+    C(effective_outcome) (C(watchdog-lost) for a running record whose watchdog is gone), C(what_to_do), and for
+    the safety stop C(heartbeat_timeout), C(lease_renewed_at) (the controller's last renewal) and, once the lease
+    ended, C(expired_by) (C(heartbeat) or C(max_duration)).
   returned: always
   type: list
   elements: dict

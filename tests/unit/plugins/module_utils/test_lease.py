@@ -54,8 +54,11 @@ def test_renewal_interval_is_a_quarter_of_the_timeout():
 def test_the_renew_command_touches_only_an_existing_lease(tmp_path, name):
     path = str(tmp_path / name)
     start_lease(path, 1000.0)
-    shell = lambda: subprocess.run(["/bin/sh", "-c", renew_command(path)], capture_output=True, text=True,
-                                   cwd=str(tmp_path), check=False)
+
+    def shell():
+        return subprocess.run(["/bin/sh", "-c", renew_command(path)], capture_output=True, text=True,
+                              cwd=str(tmp_path), check=False)
+
     done = shell()
     assert renewal_outcome(done.stdout) == RENEWED, done
     assert time.time() - lease_renewed_at(path) < 5
