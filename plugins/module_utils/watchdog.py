@@ -134,10 +134,11 @@ def wait_for_lease_end(record, path):
     """Sleep until the lease of ``record`` ends; what ended it, for the record."""
     while True:
         renewed = lease_renewed_at(path)
-        end, by = lease_end(record, renewed)
-        left = end - time.time()
+        # The start leaves a watchdog only for a lease with an end (max_duration or heartbeat_timeout).
+        limit = lease_end(record, renewed)
+        left = limit[0] - time.time()
         if left <= 0:
-            return dict(expired_by=by, lease_renewed_at=now_iso(renewed or record["started_epoch"]))
+            return dict(expired_by=limit[1], lease_renewed_at=now_iso(renewed or record["started_epoch"]))
         time.sleep(min(left, POLL_INTERVAL))
 
 

@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 from pathlib import Path
 
 import ansible_runner
@@ -34,7 +35,7 @@ def pg15(clusters):
     cluster.end_backup_if_any()
 
 
-def job(private_data_dir, pg, dest, **survey):
+def job(private_data_dir, pg, dest, cancel=lambda: False, **survey):
     """Lay out a private data directory as AWX does and run the job template."""
     project = private_data_dir / "project"
     project.mkdir(parents=True)
@@ -63,7 +64,7 @@ def job(private_data_dir, pg, dest, **survey):
     # SIGINT for the rest of the process, and the test bed could no longer stop its
     # servers when the test run is interrupted.
     return ansible_runner.run(private_data_dir=str(private_data_dir), playbook="backup.yml",
-                              ident=f"job-{JOB_ID}", quiet=True, cancel_callback=lambda: False)
+                              ident=f"job-{JOB_ID}", quiet=True, cancel_callback=cancel)
 
 
 def artifacts(run):
@@ -104,3 +105,48 @@ def test_bad_extra_vars_fail_in_argument_validation_before_the_server(pg15, scra
     assert not pg15.in_backup()
     assert pg15.value("SELECT archived_count FROM pg_stat_archiver") == archived_before, "no WAL switch happened"
     assert artifacts(run)["exclusive_backup_results"]["db1"]["status"] == "failed"
+
+
+def copy_commands(dest):
+    """The copy command's processes: their environment names a backup directory under ``dest``."""
+    wanted = f"PGX_BACKUP_DIR={dest}/".encode()
+    found = []
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            environ = Path(f"/proc/{name}/environ").read_bytes().split(b"\0")
+            state = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and any(item.startswith(wanted) for item in environ):
+            found.append(int(name))
+    return found
+
+
+def test_a_cancelled_job_leaves_backup_mode_when_its_lease_ends(pg15, scratch):
+    """AWX's cancel as ansible-runner does it (SIGKILL to ansible-playbook's process group) mid-copy."""
+    dest = scratch / "backups"
+    state_dir = scratch / "state"
+    cancelled = []
+
+    def cancel():
+        if not cancelled and copy_commands(dest):
+            cancelled.append(time.time())
+        return bool(cancelled)
+
+    run = job(scratch / "awx", pg15, dest, cancel=cancel, exclusive_backup_method="command",
+              exclusive_backup_command="sleep 3600", exclusive_backup_heartbeat_timeout=6,
+              exclusive_backup_state_dir=str(state_dir), exclusive_backup_verify_archiving="passive")
+    returned = time.time() - cancelled[0]
+    assert run.status == "canceled", run.status
+    assert pg15.in_backup(), "the cancel itself stops nothing"
+    while pg15.in_backup() and time.time() - cancelled[0] < 6 + 1.5 + 8:
+        time.sleep(0.2)
+    left = time.time() - cancelled[0]
+    assert not pg15.in_backup(), f"still in backup mode {left:.1f} s after the cancel"
+    while copy_commands(dest) and time.time() - cancelled[0] < 30:
+        time.sleep(0.2)
+    assert not copy_commands(dest), "the orphaned copy ends with the lease"
+    record = json.loads(next(state_dir.rglob("*.json")).read_text())
+    assert record["outcome"] == "expired-stopped" and record["expired_by"] == "heartbeat", record
+    print(f"\nMEASURED AWX cancel (ansible-runner), heartbeat_timeout 6 s: runner returned {returned:.1f} s, "
+          f"backup mode left {left:.1f} s after the cancel")

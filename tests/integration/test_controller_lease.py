@@ -114,6 +114,8 @@ def test_a_dead_controller_ends_the_backup_and_its_copy(lease_pg, runs, how):
 
     left = killed_at + wait_for(lambda: not pg.in_backup(), LEFT_WITHIN, interval=0.2)
     copy_ended = killed_at + wait_for(lambda: not processes_with_label(label), 20, interval=0.2)
+    # The watchdog records its outcome right after its stop statement.
+    wait_for(lambda: record(runs.state_dir, label)["outcome"] != "running", 10)
     done = record(runs.state_dir, label)
     assert done["outcome"] == "expired-stopped" and done["expired_by"] == "heartbeat", done
     assert not lease_file(rec).exists(), "the watchdog ends the lease with the backup"

@@ -115,6 +115,8 @@ def check_every_host_left_in_time(run, fleet_hosts, event_at, what):
     assert sorted(left) == sorted(h.name for h in fleet_hosts), f"still in backup mode {WITHIN} s after {what}: {left}"
     ended = wait_for(lambda: not any(copies_of(label) for label in run.labels.values()), 30, interval=0.5)
     for fleet_host in fleet_hosts:
+        # The watchdog records its outcome right after its stop statement.
+        wait_for(lambda: record(fleet_host.state_dir, run.labels[fleet_host.name])["outcome"] != "running", 10)
         rec = record(fleet_host.state_dir, run.labels[fleet_host.name])
         assert rec["outcome"] == "expired-stopped" and rec["expired_by"] == "heartbeat", rec
         assert rec["heartbeat_timeout"] == 60 and not rec["lease"], "the role's defaults"

@@ -81,12 +81,13 @@ def test_normal_stop_ends_the_watchdog(pg, state_dir):
 def test_watchdog_leaves_another_label_alone(pg, state_dir):
     label = "mine-%s" % uuid.uuid4()
     conn = dict(connection(pg), state_dir=str(state_dir))
-    started, = run_tasks([task("pg_start_backup", label=label, fast=True, max_duration=LEASE, **conn)])
+    # Long enough for the playbook to end and the label to change hands on a loaded machine.
+    started, = run_tasks([task("pg_start_backup", label=label, fast=True, max_duration=LEASE + 7, **conn)])
     assert started["changed"]
     # Outside the collection: our backup ends and someone else's begins before the lease expires.
     pg.stop_backup()
     pg.start_backup("someone else's")
-    wait_for(lambda: record(state_dir, label)["outcome"] != "running", LEASE + 15)
+    wait_for(lambda: record(state_dir, label)["outcome"] != "running", LEASE + 7 + 15)
     rec = record(state_dir, label)
     assert rec["outcome"] == "expired-other-label" and rec["other_label"] == "someone else's"
     assert "LABEL: someone else's" in pg.backup_label(), "the watchdog must not stop another label"

@@ -95,13 +95,16 @@ def test_spawn_detaches_a_process_of_its_own(tmp_path):
     marker = tmp_path / "ran"
 
     def run():
-        (tmp_path / "part").write_text("%d %d" % (os.getpid(), os.getsid(0)))
+        streams = [os.readlink("/proc/self/fd/%d" % fd) for fd in (0, 1, 2)]
+        (tmp_path / "part").write_text("%d %d %s" % (os.getpid(), os.getsid(0), " ".join(streams)))
         os.rename(tmp_path / "part", marker)
 
     pid = lease_keeper.spawn(run)
     deadline = time.time() + 5
     while not marker.exists() and time.time() < deadline:
         time.sleep(0.05)
-    ran_pid, session = map(int, marker.read_text().split())
+    ran_pid, session, *streams = marker.read_text().split()
+    ran_pid, session = int(ran_pid), int(session)
+    assert streams == [os.devnull] * 3, "it must not hold the run's output (a pipe or ansible-runner's terminal)"
     # The session of the child that forked it and exited: no session leader, it never gets a terminal back.
     assert ran_pid == pid and session not in (pid, os.getsid(0)), "a session of its own"
