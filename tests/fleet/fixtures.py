@@ -1,4 +1,4 @@
-"""pytest fixtures of the fleet test bed; a test module imports them by name.
+"""pytest fixtures of the fleet test bed; tests/integration/conftest.py imports them by name.
 
 ``fleet`` is one fleet per session (three database hosts, PostgreSQL 14, 15
 and 18, and a repository host), built on first use and removed at the end of

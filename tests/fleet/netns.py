@@ -40,6 +40,26 @@ class Host:
         """``argv`` run inside this host's namespace (which shares the machine's filesystem)."""
         return ["ip", "netns", "exec", self.netns, *map(str, argv)]
 
+    def link_down(self):
+        """Cut this host off the bridge as a pulled cable would: its packets vanish, nobody refuses a connection."""
+        ip("link", "set", self.veth, "down")
+
+    def link_up(self):
+        ip("link", "set", self.veth, "up")
+
+    def limit_rate(self, rate):
+        """Let the bridge send this host at most ``rate`` (tc's units, e.g. '8mbit'); None lifts the limit.
+
+        A token bucket (tbf), not netem: kernels without sch_netem, as on this test machine, still have tbf.
+        """
+        if rate is None:
+            subprocess.run(["tc", "qdisc", "del", "dev", self.veth, "root"], capture_output=True, check=False)
+            return
+        proc = subprocess.run(["tc", "qdisc", "replace", "dev", self.veth, "root", "tbf", "rate", rate,
+                               "burst", "32kb", "latency", "400ms"], capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise TestbedError(f"tc could not limit {self.veth} to {rate}: {proc.stderr.strip()}")
+
 
 def ip(*args, check=True):
     proc = subprocess.run(["ip", *map(str, args)], capture_output=True, text=True, check=False)

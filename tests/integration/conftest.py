@@ -9,6 +9,7 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.data_directory 
 from testbed.fixtures import (  # noqa: F401  pylint: disable=unused-import
     another_cluster, clusters, db, ext_pg, login, pg, pytest_configure, pytest_unconfigure, restore, scratch,
     testbed_dir)
+from fleet.fixtures import fleet, fleet_hosts  # noqa: F401  pylint: disable=unused-import
 from watchdogs import end_watchdogs
 
 

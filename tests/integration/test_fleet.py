@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from fleet.fixtures import fleet, fleet_hosts  # noqa: F401  pylint: disable=unused-import
 from role_play import REPO, Writer, check_rows_against_stop, playbook_env
 
 # One fleet per session: with pytest-xdist (--dist loadgroup) these tests share one worker.

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 
-from fleet.fixtures import fleet, fleet_hosts  # noqa: F401  pylint: disable=unused-import
 from role_play import REPO
 from test_fleet import backup_command, collected, run_backup
 from watchdogs import record, wait_for

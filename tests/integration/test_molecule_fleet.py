@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from fleet.fixtures import fleet, fleet_hosts  # noqa: F401  pylint: disable=unused-import
 from live_checks import in_backup_sql
 from role_play import REPO, Writer
 from test_fleet import check_restored, prepare_table, restore_from_repository
