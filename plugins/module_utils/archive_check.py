@@ -13,12 +13,40 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils import archive_status
+from ansible_collections.pgexclusive.backup.plugins.module_utils.connection import Session, connection_argument_spec
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 
 MODES = ("active", "passive")
 RESTORE_POINT_SQL = "SELECT pg_catalog.pg_create_restore_point(%s)::text"
 SWITCH_SQL = "SELECT pg_catalog.pg_walfile_name(pg_catalog.pg_switch_wal())"
 RESTORE_POINT_MAX = 63   # MAXFNAMELEN - 1
+
+
+def check_argument_spec():
+    spec = connection_argument_spec()
+    spec.update(
+        mode=dict(type="str", choices=list(MODES), default="active"),
+        label=dict(type="str", default="pgexclusive.backup"),
+        timeout=dict(type="int", default=60),
+    )
+    return spec
+
+
+def verify_archiving(params, check_mode):
+    """pg_archive_check's task: check mode runs the passive check, which changes nothing."""
+    try:
+        session = Session(params)
+    except BackupError as exc:
+        exc.facts.setdefault("queries", [])
+        raise
+    try:
+        facts = check(session, "passive" if check_mode else params["mode"], params["label"], params["timeout"])
+    except BackupError as exc:
+        exc.facts.setdefault("queries", session.queries)
+        raise
+    finally:
+        session.close()
+    return dict(facts, changed=params["mode"] == "active" and not check_mode, queries=session.queries)
 
 
 def restore_point_name(label):

@@ -116,6 +116,13 @@ class DatabaseError(BackupError):
         self.primary = primary
 
 
+def connect_socket(socket_dir, port, user="postgres", dbname="postgres"):
+    """An autocommit connection through a Unix socket, e.g. to a throwaway server the module started itself."""
+    conn = psycopg2.connect(host=socket_dir, port=port, user=user, dbname=dbname, connect_timeout=5)
+    conn.autocommit = True
+    return conn
+
+
 class Session(object):
     """One autocommit connection; each statement is recorded once, as it was sent."""
 

@@ -418,10 +418,13 @@ class Copier(object):
     def _check(self, tool, argv, rc, err):
         self.commands.append({"argv": argv, "rc": rc})
         if not is_normal_exit(tool, rc):
+            if self.remote and tool == "rsync":
+                # ssh's own words name only the host: the message names the repository's directory.
+                raise BackupError("The copy to %s failed: rsync exited with %d: %s" % (
+                    self.remote.location(self._remote_dir()), rc, (err or "").strip()[-2000:]), REMOTE_HINT)
             name = tool if tool != "command" else "the copy command"
             raise BackupError(
-                "The copy failed: %s exited with %d: %s" % (name, rc, (err or "").strip()[-2000:]),
-                REMOTE_HINT if self.remote and tool == "rsync" else FAILED_HINT)
+                "The copy failed: %s exited with %d: %s" % (name, rc, (err or "").strip()[-2000:]), FAILED_HINT)
         if rc != 0:
             self.warnings.append("%s exited with %d, which is normal on a live cluster: %s"
                                  % (tool, rc, (err or "").strip().splitlines()[-1:] or ""))

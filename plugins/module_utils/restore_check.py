@@ -43,6 +43,7 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label im
     TABLESPACE_MAP, parse_tablespace_map)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.copy import (
     DATA_SUBDIR, TABLESPACES_SUBDIR, TAR_SUFFIX)
+from ansible_collections.pgexclusive.backup.plugins.module_utils.connection import connect_socket
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 
 CONF = "postgresql.conf"
@@ -350,6 +351,32 @@ def prepare(backup_dir, work, port, wal_archive_dir, owner):
     os.chmod(data, 0o700)
     _chown_tree(work, owner.st_uid, owner.st_gid)
     return data, sock
+
+
+def verify_restore_argument_spec():
+    return dict(
+        backup_dir=dict(type="path", required=True),
+        data_directory=dict(type="path", required=True),
+        bindir=dict(type="path"),
+        wal_archive_dir=dict(type="path"),
+        work_dir=dict(type="path"),
+        timeout=dict(type="int", default=300),
+        keep=dict(type="bool", default=False),
+    )
+
+
+def verify_restore_task(params, check_mode):
+    """pg_verify_restore's task; check mode starts nothing."""
+    if check_mode:
+        return dict(changed=False, ok=None, check_ran=False, msg="Check mode: no restore started.")
+    try:
+        result = verify_restore(params["backup_dir"], params["data_directory"], params["bindir"],
+                                params["wal_archive_dir"], params["work_dir"], params["timeout"], params["keep"],
+                                connect_socket)
+    except BackupError as exc:
+        exc.facts.setdefault("ok", False)
+        raise
+    return dict(result, changed=False)
 
 
 def verify_restore(backup_dir, data_directory, bindir=None, wal_archive_dir=None, work_parent=None,

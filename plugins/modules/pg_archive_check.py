@@ -76,35 +76,12 @@ queries:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils.archive_check import check
-from ansible_collections.pgexclusive.backup.plugins.module_utils.connection import (
-    Session, connection_argument_spec, ensure_driver)
-from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
+from ansible_collections.pgexclusive.backup.plugins.module_utils.archive_check import check_argument_spec, verify_archiving
+from ansible_collections.pgexclusive.backup.plugins.module_utils.module_runner import run_module
 
 
 def main():
-    spec = connection_argument_spec()
-    spec.update(
-        mode=dict(type="str", choices=["active", "passive"], default="active"),
-        label=dict(type="str", default="pgexclusive.backup"),
-        timeout=dict(type="int", default=60),
-    )
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
-    ensure_driver(module)
-    p = module.params
-    session = None
-    try:
-        session = Session(p)
-        mode = "passive" if module.check_mode else p["mode"]
-        facts = check(session, mode, p["label"], p["timeout"])
-    except BackupError as exc:
-        kwargs = exc.fail_kwargs()
-        kwargs.setdefault("queries", session.queries if session else [])
-        module.fail_json(**kwargs)
-    finally:
-        if session is not None:
-            session.close()
-    module.exit_json(changed=p["mode"] == "active" and not module.check_mode, queries=session.queries, **facts)
+    run_module(AnsibleModule(argument_spec=check_argument_spec(), supports_check_mode=True), verify_archiving)
 
 
 if __name__ == "__main__":

@@ -108,52 +108,16 @@ log:
   elements: str
 '''
 
-import traceback
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
-from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
-from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_check import verify_restore
-
-try:
-    import psycopg2
-    HAS_PSYCOPG2 = True
-    PSYCOPG2_ERROR = None
-except ImportError:
-    HAS_PSYCOPG2 = False
-    PSYCOPG2_ERROR = traceback.format_exc()
-
-
-def connect(socket_dir, port):
-    conn = psycopg2.connect(host=socket_dir, port=port, user="postgres", dbname="postgres", connect_timeout=5)
-    conn.autocommit = True
-    return conn
+from ansible_collections.pgexclusive.backup.plugins.module_utils.module_runner import run_module
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_check import (
+    verify_restore_argument_spec, verify_restore_task)
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            backup_dir=dict(type="path", required=True),
-            data_directory=dict(type="path", required=True),
-            bindir=dict(type="path"),
-            wal_archive_dir=dict(type="path"),
-            work_dir=dict(type="path"),
-            timeout=dict(type="int", default=300),
-            keep=dict(type="bool", default=False),
-        ),
-        supports_check_mode=True,
-    )
-    if not HAS_PSYCOPG2:
-        module.fail_json(msg=missing_required_lib("psycopg2"), exception=PSYCOPG2_ERROR, ok=False, check_ran=False)
-    p = module.params
-    if module.check_mode:
-        module.exit_json(changed=False, ok=None, check_ran=False, msg="Check mode: no restore started.")
-    try:
-        result = verify_restore(p["backup_dir"], p["data_directory"], p["bindir"], p["wal_archive_dir"],
-                                p["work_dir"], p["timeout"], p["keep"], connect)
-    except BackupError as exc:
-        module.fail_json(ok=False, **exc.fail_kwargs())
-    module.exit_json(changed=False, **result)
+    run_module(AnsibleModule(argument_spec=verify_restore_argument_spec(), supports_check_mode=True),
+               verify_restore_task)
 
 
 if __name__ == "__main__":

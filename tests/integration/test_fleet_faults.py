@@ -101,10 +101,10 @@ def check_failed_cleanly(fleet, hosts, run, labels, bulk_dbs, method):
         assert run.recap(name)["failed"] == 1, run.output[-4000:]
         result = run.summary()[name]
         assert result["status"] == "failed" and result["label"] == label, result
-        # tar's error names the repository's directory; rsync's names its host, in ssh's own words.
-        repository = f"{fleet.repository()}/{label}" if method == "tar" else f"server {fleet.repo.address} "
-        assert repository in result["error"], f"{name}: the error does not name the repository: {result['error']}"
-        assert "not responding" in result["error"] and "exited with 255" in result["error"], result["error"]
+        repository = f"{fleet.repository()}/{label}"
+        assert f"The copy to {repository} failed: {'ssh' if method == 'tar' else 'rsync'} exited with 255" \
+            in result["error"], f"{name}: the error does not name the repository: {result['error']}"
+        assert "not responding" in result["error"], result["error"]
         assert "reaches the repository" in result["error"] and "take the backup again" in result["error"], \
             f"{name}: the error does not say what to do: {result['error']}"
         assert result["stopped"], f"{name}: the role did not stop the backup"
