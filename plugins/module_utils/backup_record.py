@@ -22,7 +22,7 @@ import subprocess
 
 from ansible.module_utils.parsing.convert_bool import boolean
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils.copy import (
+from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout import (
     COMPRESSIONS, DATA_SUBDIR, TAR_COMPRESS_ARG, tar_name)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.durable import atomic_write, fsync_path, fsync_tree
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
@@ -34,11 +34,56 @@ RECORD_VERSION = 1
 COMPLETE = "complete"
 FAILED = "failed"
 STATUSES = (COMPLETE, FAILED)
-# The record's keys, in the order they are written (the rest follow sorted).
-ORDER = ("format", "label", "status", "error", "host", "system_identifier", "data_directory", "server_version",
-         "api", "method", "compression", "timeline", "start_lsn", "stop_lsn", "start_wal_file", "stop_wal_file",
-         "checkpoint_lsn", "backup_history_file", "start_time", "finished_at", "duration", "bytes", "tablespaces",
-         "label_fixed", "wal_included", "manifest", "verify_restore", "restore_hint")
+# backup.json's fields, in the order written: each is the first value found among its sources, (task, key)
+# in the results of the run's tasks as registered; key None takes the whole result. "run" holds what the
+# caller knows of the run itself (label, host, method, compression, data_directory).
+SCHEMA = (
+    ("label", (("run", "label"),)),
+    ("host", (("run", "host"),)),
+    ("system_identifier", (("copy", "system_identifier"),)),
+    ("data_directory", (("copy", "data_directory"), ("run", "data_directory"))),
+    ("server_version", (("info", "server_version"),)),
+    ("api", (("start", "api"), ("info", "api"))),
+    ("method", (("run", "method"),)),
+    ("compression", (("run", "compression"),)),
+    ("repository", (("copy", "repository"),)),
+    ("timeline", (("start", "timeline"),)),
+    ("start_lsn", (("start", "start_lsn"),)),
+    ("stop_lsn", (("stop", "stop_lsn"),)),
+    ("start_wal_file", (("start", "start_wal_file"),)),
+    ("stop_wal_file", (("stop", "stop_wal_file"),)),
+    ("checkpoint_lsn", (("start", "checkpoint_lsn"),)),
+    ("backup_history_file", (("stop", "backup_history_file"),)),
+    ("archived", (("stop", "archived"),)),
+    ("start_time", (("start", "start_time"),)),
+    ("duration", (("stop", "duration"),)),
+    ("copy_duration", (("copy", "duration"),)),
+    ("bytes", (("copy", "bytes"),)),
+    ("outputs", (("copy", "outputs"),)),
+    ("tablespaces", (("copy", "tablespaces"),)),
+    ("label_fixed", (("copy", "label_fixed"),)),
+    ("restore_hint", (("copy", "restore_hint"),)),
+    ("wal_included", (("wal", "wal_files"),)),
+    ("verify_restore", (("verify", None),)),
+)
+# The record's keys, in the order they are written (anything else follows, sorted).
+ORDER = ("format", "label", "status", "error") + tuple(field for field, _sources in SCHEMA[1:]) + (
+    "finished_at", "manifest")
+
+
+def facts_from_results(results):
+    """backup.json's facts picked out of the run's task results by SCHEMA; a task that did not run gives none."""
+    facts = {}
+    for field, sources in SCHEMA:
+        for task, key in sources:
+            result = results.get(task)
+            if not isinstance(result, dict) or result.get("skipped"):
+                continue
+            value = result if key is None else result.get(key)
+            if value is not None:
+                facts[field] = value
+                break
+    return facts
 # What a complete backup must name, and why it is not restorable without it.
 REQUIRED = (
     ("label", "no label"),
@@ -107,6 +152,7 @@ def record_argument_spec():
         backup_dir=dict(type="path", required=True),
         status=dict(type="str", choices=list(STATUSES), required=True),
         facts=dict(type="dict", default={}),
+        results=dict(type="dict", default={}),
         manifest=dict(type="bool", default=False),
     )
 
@@ -122,7 +168,7 @@ def record_backup(params, check_mode):
     records only runs that started one).
     """
     backup_dir = params["backup_dir"]
-    facts = dict(params["facts"])
+    facts = dict(facts_from_results(params.get("results") or {}), **params["facts"])
     facts.setdefault("finished_at", datetime.datetime.utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"))
     record = build_record(facts, params["status"])
     if check_mode:

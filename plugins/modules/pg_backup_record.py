@@ -47,6 +47,15 @@ options:
         removes only backups whose record names its cluster.
     type: dict
     default: {}
+  results:
+    description:
+      - The results of the run's tasks as registered, by task, to pick the record's fields from (the role passes
+        them; O(facts) override what is picked). Keys C(run) (C(label), C(host), C(method), C(compression),
+        C(data_directory)), C(info) (pg_backup_info), C(start) (pg_start_backup), C(copy) (pg_backup_copy),
+        C(stop) (pg_stop_backup), C(wal) (pg_backup_wal) and C(verify) (the restore check's summary).
+      - A task that did not run (missing, null, or skipped) gives nothing.
+    type: dict
+    default: {}
   manifest:
     description: Write C(backup_manifest) for a plain copy. Needs C(timeline), C(start_lsn) and C(stop_lsn) in O(facts).
     type: bool

@@ -111,7 +111,9 @@ def test_lease_expiring_before_the_copy_finishes_fails_the_run(fault_pg, runs, s
                exclusive_backup_verify_archiving="passive").wait(120)
     assert run.rc != 0 and run.result["status"] == "failed", run.output[-3000:]
     assert "already stopped by its safety stop" in run.output
-    saved = json.loads((scratch / "backups" / label / "backup.json").read_text())
+    record_file = scratch / "backups" / label / "backup.json"
+    assert record_file.exists(), run.output[-6000:]
+    saved = json.loads(record_file.read_text())
     assert saved["status"] == "failed" and "safety stop" in saved["error"]
     assert record(runs.state_dir, label)["outcome"] == "expired-stopped" and not pg.in_backup()
     print("\nMEASURED lease expired mid-copy: run failed in %.1f s, backup.json failed; %s"

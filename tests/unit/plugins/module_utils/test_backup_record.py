@@ -171,3 +171,26 @@ def test_scan_and_write(tmp_path):
     found = r.scan_backups(str(tmp_path))
     assert list(found) == ["x"] and found["x"]["status"] == "complete"
     assert json.loads((tmp_path / "x" / "backup.json").read_text())["format"] == 1
+
+
+def test_the_record_is_picked_from_the_task_results_by_the_schema():
+    from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_record import (
+        ORDER, SCHEMA, facts_from_results)
+    results = {
+        "run": {"label": "L", "host": "db1", "method": "tar", "compression": "zstd", "data_directory": "/fallback"},
+        "info": {"server_version": "15.4", "api": "extension"},
+        "start": {"api": "extension", "start_lsn": "0/2000028", "timeline": 1, "queries": ["SELECT 1"]},
+        "copy": {"duration": 3.5, "data_directory": "/var/lib/pg", "system_identifier": "7", "repository": None},
+        "stop": {"skipped": True, "changed": False},
+        "wal": None,
+        "verify": {"ok": True, "duration": 1.2},
+    }
+    facts = facts_from_results(results)
+    assert facts == {"label": "L", "host": "db1", "method": "tar", "compression": "zstd", "data_directory": "/var/lib/pg",
+                     "system_identifier": "7", "server_version": "15.4", "api": "extension", "timeline": 1,
+                     "start_lsn": "0/2000028", "copy_duration": 3.5, "verify_restore": {"ok": True, "duration": 1.2}}
+    # A copy that never ran: the run's own data directory; a start that failed early: the API pg_backup_info saw.
+    fallback = facts_from_results(dict(results, copy={"skipped": True}, start={"failed": True, "msg": "x"}))
+    assert fallback["data_directory"] == "/fallback" and fallback["api"] == "extension"
+    assert "stop_lsn" not in facts, "a skipped stop gives nothing"
+    assert [field for field, _sources in SCHEMA if field not in ORDER] == []
