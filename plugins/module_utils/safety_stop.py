@@ -21,7 +21,6 @@ import socket
 import threading
 import time
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils import backup_api
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_state import (
     ABNORMAL, BY_HEARTBEAT, ENDED_WITHOUT_STOP, RUNNING, STOPPED, WHAT_TO_DO, describe_record, effective_outcome,
     end_lease, ensure_dir, is_watchdog_of, lease_lost, lease_path, lease_renewed_at, list_records, now_iso,
@@ -88,12 +87,7 @@ def watchdog_config(server, path, record):
         connect=dict(libpq_params(server.session.params), application_name="pgexclusive.backup watchdog"),
         record_path=path,
         record=record,
-        lock_sql=backup_api.LOCK_SQL,
-        unlock_sql=backup_api.UNLOCK_SQL,
-        lock_key=backup_api.STOP_LOCK_KEY,
-        guarded_stop_sql=backup_api.GUARDED_STOP_SQL[server.api],
-        guard=backup_api.guarded_stop_args(record["label"], record["start_lsn"]),
-        read_label_sql=backup_api.READ_LABEL_SQL,
+        api=server.api,
     )
 
 

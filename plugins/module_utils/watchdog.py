@@ -12,7 +12,8 @@ The watchdog is detached from everything Ansible owns:
 
 - it runs as ``python -c <source>``: AnsiballZ runs the module from a
   temporary zip that is deleted when the task ends, so the watchdog carries
-  the source of this file and of backup_state.py in its command line instead
+  the source of this file, of backup_api.py (the stop statement and lock it
+  shares with pg_stop_backup) and of backup_state.py in its command line instead
   of importing them from that zip (it needs only the standard library and
   psycopg2, which the module itself needed);
 - it is double-forked into a new session with its standard streams on
@@ -41,6 +42,8 @@ import time
 
 # Imported by name from the modules themselves: in the watchdog process only
 # those modules are registered (see _BOOTSTRAP), not the packages above them.
+from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_api import (
+    GUARDED_STOP_SQL, LOCK_SQL, READ_LABEL_SQL, STOP_LOCK_KEY, UNLOCK_SQL, guarded_stop_args)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.durable import atomic_write
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_state import (
     EXPIRED_ERROR, EXPIRED_NOT_IN_PROGRESS, EXPIRED_OTHER_LABEL, EXPIRED_STOPPED, EXPIRED_UNREACHABLE, RUNNING,
@@ -61,6 +64,7 @@ def _load(name, source):
     exec(compile(source, name, "exec"), module.__dict__)
     return module
 _load(%(durable_name)r, %(durable_source)r)
+_load(%(api_name)r, %(api_source)r)
 _load(%(state_name)r, %(state_source)r)
 _load(%(watchdog_name)r, %(watchdog_source)r).main()
 '''
@@ -78,6 +82,8 @@ def watchdog_argv(record_path):
     """python -c <bootstrap> <record path>; the path lets the stop recognise this watchdog by its PID."""
     code = _BOOTSTRAP % dict(
         durable_name=atomic_write.__module__, durable_source=_source_of(sys.modules[atomic_write.__module__]),
+        api_name=guarded_stop_args.__module__,
+        api_source=_source_of(sys.modules[guarded_stop_args.__module__]),
         state_name=read_record.__module__, state_source=_source_of(sys.modules[read_record.__module__]),
         watchdog_name=__name__, watchdog_source=_source_of(sys.modules[__name__]))
     return [sys.executable, "-c", code, record_path]
@@ -88,8 +94,7 @@ def spawn(config):
 
     ``config`` holds: connect (psycopg2.connect keyword arguments, password
     included), record_path, record (the state record to write, outcome
-    running; its lease), lock_sql, unlock_sql, lock_key,
-    guarded_stop_sql with its arguments guard (label and start LSN), read_label_sql.
+    running; its label, start LSN and lease) and api (which stop statement).
     """
     proc = subprocess.Popen(watchdog_argv(config["record_path"]), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, cwd="/", start_new_session=True, close_fds=True)
@@ -188,13 +193,13 @@ def expire(config, ended_by):
         return
     try:
         cursor = conn.cursor()
-        cursor.execute(config["lock_sql"], (config["lock_key"],))
+        cursor.execute(LOCK_SQL, (STOP_LOCK_KEY,))
         try:
             changes = decide(config, cursor)
             if changes:
                 _finish(config["record_path"], dict(ended_by, **changes))
         finally:
-            cursor.execute(config["unlock_sql"], (config["lock_key"],))
+            cursor.execute(UNLOCK_SQL, (STOP_LOCK_KEY,))
     finally:
         conn.close()
 
@@ -204,11 +209,12 @@ def decide(config, cursor):
     record = read_record(config["record_path"])
     if record is None or record.get("outcome") != RUNNING:
         return None
-    cursor.execute(config["guarded_stop_sql"], config["guard"])
+    cursor.execute(GUARDED_STOP_SQL[config["api"]], guarded_stop_args(config["record"]["label"],
+                                                                    config["record"]["start_lsn"]))
     stop_lsn = cursor.fetchone()[0]
     if stop_lsn is not None:
         return dict(outcome=EXPIRED_STOPPED, stop_lsn=stop_lsn)
-    cursor.execute(config["read_label_sql"])
+    cursor.execute(READ_LABEL_SQL)
     other = cursor.fetchone()[0]
     if other is None:
         return dict(outcome=EXPIRED_NOT_IN_PROGRESS)

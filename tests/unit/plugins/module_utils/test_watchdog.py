@@ -30,10 +30,7 @@ def config(tmp_path, outcome=RUNNING, lease=1, heartbeat_timeout=None):
     write_record(path, record)
     if heartbeat_timeout:
         start_lease(path, now)
-    return dict(record_path=path, record=record, guarded_stop_sql=backup_api.GUARDED_STOP_SQL["native"],
-                guard=backup_api.guarded_stop_args("mine", "0/2000028"),
-                read_label_sql=backup_api.READ_LABEL_SQL, lock_sql=backup_api.LOCK_SQL,
-                unlock_sql=backup_api.UNLOCK_SQL, lock_key=backup_api.STOP_LOCK_KEY,
+    return dict(record_path=path, record=record, api="native",
                 connect={"host": str(tmp_path / "no-socket-here"), "port": 1, "dbname": "x", "connect_timeout": 1})
 
 
@@ -88,7 +85,7 @@ def test_the_outcome_is_recorded_before_the_lock_is_released(tmp_path, monkeypat
 def test_the_bootstrap_carries_the_sources_and_the_record_path(tmp_path):
     argv = watchdog.watchdog_argv("/state/1/abc.json")
     assert argv[0] == sys.executable and argv[1] == "-c" and argv[3] == "/state/1/abc.json"
-    assert "def write_record" in argv[2] and "def decide" in argv[2]
+    assert "def write_record" in argv[2] and "def decide" in argv[2] and "GUARDED_STOP_SQL = {" in argv[2]
     compile(argv[2], "bootstrap", "exec")
 
 
