@@ -84,6 +84,8 @@ def facts_from_results(results):
                 facts[field] = value
                 break
     return facts
+
+
 # What a complete backup must name, and why it is not restorable without it.
 REQUIRED = (
     ("label", "no label"),

@@ -19,7 +19,7 @@ import json
 import os
 import time
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils.copy import DATA_SUBDIR
+from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout import DATA_SUBDIR
 from ansible_collections.pgexclusive.backup.plugins.module_utils.durable import atomic_write
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 

@@ -41,7 +41,7 @@ import time
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_files import EMPTY_DIRS
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import (
     TABLESPACE_MAP, parse_tablespace_map)
-from ansible_collections.pgexclusive.backup.plugins.module_utils.copy import (
+from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout import (
     DATA_SUBDIR, TABLESPACES_SUBDIR, TAR_SUFFIX)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.connection import connect_socket
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError

@@ -209,8 +209,8 @@ def decide(config, cursor):
     record = read_record(config["record_path"])
     if record is None or record.get("outcome") != RUNNING:
         return None
-    cursor.execute(GUARDED_STOP_SQL[config["api"]], guarded_stop_args(config["record"]["label"],
-                                                                    config["record"]["start_lsn"]))
+    guard = guarded_stop_args(config["record"]["label"], config["record"]["start_lsn"])
+    cursor.execute(GUARDED_STOP_SQL[config["api"]], guard)
     stop_lsn = cursor.fetchone()[0]
     if stop_lsn is not None:
         return dict(outcome=EXPIRED_STOPPED, stop_lsn=stop_lsn)

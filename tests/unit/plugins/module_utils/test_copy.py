@@ -10,7 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from ansible_collections.pgexclusive.backup.plugins.module_utils import backup_layout as layout
 from ansible_collections.pgexclusive.backup.plugins.module_utils import copy as c
+from ansible_collections.pgexclusive.backup.plugins.module_utils import copy_io as cio
+from ansible_collections.pgexclusive.backup.plugins.module_utils import copy_methods as m
+from ansible_collections.pgexclusive.backup.plugins.module_utils import repository as rp
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_files import EMPTY_DIRS, TOP_FILES
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 
@@ -25,20 +29,20 @@ START TIMELINE: 1
 
 
 def test_normal_exit_codes_per_tool():
-    assert c.is_normal_exit("tar", 1) and c.is_normal_exit("rsync", 24)
-    assert not c.is_normal_exit("tar", 2) and not c.is_normal_exit("rsync", 23)
-    assert not c.is_normal_exit("command", 1)
+    assert m.is_normal_exit("tar", 1) and m.is_normal_exit("rsync", 24)
+    assert not m.is_normal_exit("tar", 2) and not m.is_normal_exit("rsync", 23)
+    assert not m.is_normal_exit("command", 1)
 
 
 def test_tar_names():
-    assert c.tar_name("base", "none") == "base.tar"
-    assert c.tar_name("16384", "zstd") == "16384.tar.zst"
+    assert layout.tar_name("base", "none") == "base.tar"
+    assert layout.tar_name("16384", "zstd") == "16384.tar.zst"
     with pytest.raises(BackupError):
-        c.tar_name("base", "lz4")
+        layout.tar_name("base", "lz4")
 
 
 def test_tar_command_excludes_live_label_and_empty_dirs_and_adds_staged_ones():
-    argv = c.tar_data_command("/d", "/s", "/b/base.tar.gz", "gzip", ["*.log"])
+    argv = m.tar_data_command("/d", "/s", "/b/base.tar.gz", "gzip", ["*.log"])
     assert argv[:5] == ["tar", "-C", "/d", "-cf", "/b/base.tar.gz"]
     assert "--gzip" in argv and "--exclude=*.log" in argv
     assert "--exclude=./backup_label" in argv and "--exclude=./pg_wal" in argv
@@ -46,12 +50,12 @@ def test_tar_command_excludes_live_label_and_empty_dirs_and_adds_staged_ones():
 
 
 def test_rsync_command_anchors_keeps_links_and_takes_the_list_from_backup_files():
-    argv = c.rsync_data_command("/d/", "/b/data")
+    argv = m.rsync_data_command("/d/", "/b/data")
     assert argv[:2] == ["rsync", "-a"] and argv[-2:] == ["/d/", "/b/data/"]
     assert "--exclude=/pg_wal" in argv and "--exclude=/backup_label" in argv
     assert all("--exclude=/" + name in argv for name in TOP_FILES)
     assert "--exclude=pgsql_tmp*" in argv and "-L" not in argv
-    staged = c.rsync_staged_command("/s", "h:/b/data")
+    staged = m.rsync_staged_command("/s", "h:/b/data")
     assert staged == ["rsync", "-a", "/s/backup_label"] + ["/s/" + name for name in EMPTY_DIRS] + ["h:/b/data/"]
 
 
@@ -155,7 +159,7 @@ def test_command_method_gets_environment_and_restorable_label(tmp_path):
     result = c.Copier(str(data), str(out), "run-1", method="command", command="snap", fix_label=True, run=run).copy()
     assert seen["PGX_DATA_DIRECTORY"] == str(data) and seen["PGX_LABEL"] == "run-1"
     assert seen["PGX_TABLESPACES"] == "16384=%s" % (tmp_path / "ts")
-    assert "streamed" in (out / c.RESTORABLE_LABEL_FILE).read_text()
+    assert "streamed" in (out / layout.RESTORABLE_LABEL_FILE).read_text()
     assert "BACKUP METHOD: streamed" in result["restore_hint"]
 
 
@@ -184,11 +188,11 @@ def test_rsync_to_a_target_creates_label_directory_and_keeps_links(tmp_path):
 
 def test_balanced_shares_are_near_equal_and_keep_every_job():
     jobs = [(size, "f%d" % i) for i, size in enumerate([100, 90, 50, 40, 30, 20, 10, 5, 5, 1])]
-    shares = c.balanced(jobs, 3)
+    shares = cio.balanced(jobs, 3)
     assert sorted(j for share in shares for j in share) == sorted(jobs)
     totals = [sum(j[0] for j in share) for share in shares]
     assert max(totals) - min(totals) <= 10
-    assert len(c.balanced(jobs[:2], 4)) == 2, "no empty share for a worker with nothing to do"
+    assert len(cio.balanced(jobs[:2], 4)) == 2, "no empty share for a worker with nothing to do"
 
 
 def tree(root):
@@ -208,10 +212,10 @@ def test_parallel_copy_writes_the_same_tree_as_one_stream(tmp_path):
 
 
 def test_parallel_zstd_uses_threads_and_other_compressions_do_not():
-    assert c.tar_compress_args("zstd", 2) == ["--use-compress-program=zstd -T2"]
-    assert c.tar_compress_args("zstd", 1) == ["--zstd"]
-    assert c.tar_compress_args("gzip", 4) == ["--gzip"]
-    argv = c.tar_data_command("/d", "/s", "/b/base.tar.zst", "zstd", parallel=2)
+    assert m.tar_compress_args("zstd", 2) == ["--use-compress-program=zstd -T2"]
+    assert m.tar_compress_args("zstd", 1) == ["--zstd"]
+    assert m.tar_compress_args("gzip", 4) == ["--gzip"]
+    argv = m.tar_data_command("/d", "/s", "/b/base.tar.zst", "zstd", parallel=2)
     assert "--use-compress-program=zstd -T2" in argv and "--zstd" not in argv
     with pytest.raises(BackupError):
         c.Copier("/d", "/b", "l", method="copy", parallel=0)
@@ -242,9 +246,9 @@ def test_parallel_gzip_small_blocks_and_tar_failure(tmp_path):
     source.mkdir()
     (source / "f").write_bytes(os.urandom(50000))
     out = tmp_path / "o.tar.gz"
-    rc, _err = c.gzip_parallel(["tar", "-C", str(source), "-cf", "-", "."], str(out), 2, block=1000)
+    rc, _err = cio.gzip_parallel(["tar", "-C", str(source), "-cf", "-", "."], str(out), 2, block=1000)
     assert rc == 0 and len(gzip.open(str(out)).read()) % 512 == 0
-    rc, err = c.gzip_parallel(["tar", "-C", str(tmp_path / "missing"), "-cf", "-", "."], str(out), 2)
+    rc, err = cio.gzip_parallel(["tar", "-C", str(tmp_path / "missing"), "-cf", "-", "."], str(out), 2)
     assert rc == 2 and "missing" in err
 
 
@@ -298,7 +302,7 @@ def test_copy_tree_copies_links_as_links_and_never_their_targets(tmp_path):
     (tmp_path / "secret").write_text("secret")
     os.symlink(str(tmp_path / "secret"), str(data / "base/1/link"))
     os.symlink(str(tmp_path), str(data / "base/dirlink"))
-    c.copy_tree(str(data), str(tmp_path / "copy"))
+    cio.copy_tree(str(data), str(tmp_path / "copy"))
     copy = tmp_path / "copy"
     assert os.readlink(str(copy / "base/1/link")) == str(tmp_path / "secret")
     assert os.readlink(str(copy / "base/dirlink")) == str(tmp_path)
@@ -311,7 +315,7 @@ def test_copy_tree_keeps_mode_owner_and_content(tmp_path):
     os.chmod(str(src), 0o640)
     if os.geteuid() == 0:
         os.chown(str(src), NOBODY.pw_uid, NOBODY.pw_gid)
-    c.copy_tree(str(data), str(tmp_path / "copy"), workers=2)
+    cio.copy_tree(str(data), str(tmp_path / "copy"), workers=2)
     copied = tmp_path / "copy/base/1/1259"
     st, orig = os.stat(str(copied)), os.stat(str(src))
     assert copied.read_bytes() == src.read_bytes() and stat.S_IMODE(st.st_mode) == 0o640
@@ -320,12 +324,12 @@ def test_copy_tree_keeps_mode_owner_and_content(tmp_path):
 
 def swap(monkeypatch, action):
     """Run ``action`` after the walk, just before the files are copied: the window of a swap."""
-    copy_files = c._copy_files
+    copy_files = cio._copy_files
 
     def swapped(*args):
         action()
         return copy_files(*args)
-    monkeypatch.setattr(c, "_copy_files", swapped)
+    monkeypatch.setattr(cio, "_copy_files", swapped)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -341,7 +345,7 @@ def test_a_file_swapped_for_a_link_after_the_walk_fails_the_copy(tmp_path, monke
         os.replace(str(link), str(victim))
     swap(monkeypatch, action)
     with pytest.raises(BackupError, match="base/1/1259 became a symbolic link during the copy.*take the backup again"):
-        c.copy_tree(str(data), str(tmp_path / "copy"), workers=workers)
+        cio.copy_tree(str(data), str(tmp_path / "copy"), workers=workers)
     assert not any(b"secret" in p.read_bytes() for p in (tmp_path / "copy").rglob("*") if p.is_file())
 
 
@@ -356,14 +360,14 @@ def test_a_directory_swapped_for_a_link_after_the_walk_fails_the_copy(tmp_path, 
             os.symlink(str(tmp_path / "elsewhere"), str(data / "base/1"))
     swap(monkeypatch, action)
     with pytest.raises(BackupError, match="base/1 became a symbolic link during the copy"):
-        c.copy_tree(str(data), str(tmp_path / "copy"))
+        cio.copy_tree(str(data), str(tmp_path / "copy"))
     assert not (tmp_path / "copy/base/1/1259").exists()
 
 
 def test_files_that_vanish_are_skipped(tmp_path, monkeypatch):
     data = make_data_dir(tmp_path)
     swap(monkeypatch, lambda: shutil.rmtree(str(data / "base/1"), ignore_errors=True))
-    assert c.copy_tree(str(data), str(tmp_path / "copy")) == 3
+    assert cio.copy_tree(str(data), str(tmp_path / "copy")) == 3
     assert sorted(p.name for p in (tmp_path / "copy").rglob("*") if p.is_file()) == [
         "PG_VERSION", "pg_control", "tablespace_map"]
 
@@ -464,9 +468,9 @@ def test_an_unreadable_directory_or_file_fails_the_copy(shared_tmp, entry):
     data, target = unreadable_tree(shared_tmp, entry)
     with pytest.raises(BackupError, match="Could not read %s: Permission denied.*as root or as the server's OS user"
                        % (data / entry)):
-        as_unprivileged(lambda: c.copy_tree(str(data), str(target)))
+        as_unprivileged(lambda: cio.copy_tree(str(data), str(target)))
     os.chmod(str(data / entry), 0o700)
-    as_unprivileged(lambda: c.copy_tree(str(data), str(target) + "2"))
+    as_unprivileged(lambda: cio.copy_tree(str(data), str(target) + "2"))
 
 
 def test_the_result_names_the_cluster(tmp_path):
@@ -486,7 +490,7 @@ def test_command_method_writes_the_restorable_label_before_the_command_runs(tmp_
         assert "streamed" in open(env["PGX_BACKUP_LABEL_RESTORABLE"]).read()
         return 0, "", ""
     c.Copier(str(data), str(out), "run-1", method="command", command="snap", fix_label=True, run=run).copy()
-    assert stat.S_IMODE(os.stat(str(out / c.RESTORABLE_LABEL_FILE)).st_mode) == 0o644
+    assert stat.S_IMODE(os.stat(str(out / layout.RESTORABLE_LABEL_FILE)).st_mode) == 0o644
 
 
 # -- a repository on another host, over SSH ------------------------------------------
@@ -522,19 +526,19 @@ def fake_ssh(tmp_path, monkeypatch):
 
 
 def test_repository_names_host_path_and_user():
-    repo = c.Repository.parse("backup@repo1:/srv/pg backups/")
+    repo = rp.Repository.parse("backup@repo1:/srv/pg backups/")
     assert (repo.user, repo.host, repo.path) == ("backup", "repo1", "/srv/pg backups")
-    assert c.Repository.parse("[fd00::5]:/srv", user="backup").command("true")[-2:] == ["fd00::5", "true"]
-    assert c.Repository.parse("/srv/local") is None and c.Repository.parse("./a:b") is None
+    assert rp.Repository.parse("[fd00::5]:/srv", user="backup").command("true")[-2:] == ["fd00::5", "true"]
+    assert rp.Repository.parse("/srv/local") is None and rp.Repository.parse("./a:b") is None
     for bad in ("repo1:relative", "-oProxyCommand=x:/srv", "-l@repo:/srv", "a@b@c:/srv"):
         with pytest.raises(BackupError, match="is not \\[user@\\]host:/absolute/path"):
-            c.Repository.parse(bad)
+            rp.Repository.parse(bad)
     with pytest.raises(BackupError, match="Give the user once"):
-        c.Repository.parse("backup@repo1:/srv", user="other")
+        rp.Repository.parse("backup@repo1:/srv", user="other")
 
 
 def test_the_users_ssh_options_come_first_so_that_they_win():
-    repo = c.Repository.parse("repo1:/srv", user="backup", key="/root/k", options=["-o", "BatchMode=no"])
+    repo = rp.Repository.parse("repo1:/srv", user="backup", key="/root/k", options=["-o", "BatchMode=no"])
     argv = repo.ssh_argv()
     assert argv[:3] == ["ssh", "-o", "BatchMode=no"]
     assert argv.index("BatchMode=no") < argv.index("BatchMode=yes")
@@ -544,12 +548,12 @@ def test_the_users_ssh_options_come_first_so_that_they_win():
 
 def test_a_repository_that_drops_off_the_network_fails_the_copy_in_75_seconds():
     # README and the fleet's fault test (test_fleet_faults.py) rely on this number.
-    argv = c.Repository.parse("repo1:/srv").ssh_argv()
+    argv = rp.Repository.parse("repo1:/srv").ssh_argv()
     options = dict(argv[i + 1].split("=", 1) for i, arg in enumerate(argv) if arg == "-o")
     # ssh gives up at the first check past ServerAliveCountMax unanswered ones.
     assert int(options["ServerAliveInterval"]) * (int(options["ServerAliveCountMax"]) + 1) == 75
     assert options["ConnectTimeout"] == "30" and options["BatchMode"] == "yes"
-    patient = c.Repository.parse("repo1:/srv", options=["-o", "ServerAliveCountMax=20"]).ssh_argv()
+    patient = rp.Repository.parse("repo1:/srv", options=["-o", "ServerAliveCountMax=20"]).ssh_argv()
     assert patient.index("ServerAliveCountMax=20") < patient.index("ServerAliveCountMax=4")
 
 
@@ -574,10 +578,10 @@ def test_tar_streams_into_the_repository_and_the_record_goes_last(tmp_path, fake
 
     (local / "backup.json").write_text('{"status": "complete"}\n')
     (local / "pg_wal.tar.gz").write_text("wal")
-    sent = c.send_record(str(local), "backup@repohost:%s" % repo_dir)
+    sent = rp.send_record(str(local), "backup@repohost:%s" % repo_dir)
     assert sent["sent"] == ["pg_wal.tar.gz", "backup.json"]
     assert (backup / "backup.json").read_text() == '{"status": "complete"}\n'
-    assert (backup / "pg_wal.tar.gz").read_text() == "wal" and not (backup / c.RECORD_PART).exists()
+    assert (backup / "pg_wal.tar.gz").read_text() == "wal" and not (backup / rp.RECORD_PART).exists()
     last = fake_ssh()[-1][-1]
     assert last.index("sync -f") < last.index("mv -f"), "the repository is synced before backup.json appears"
 
@@ -613,7 +617,7 @@ def test_ssh_failures_say_what_ssh_said(tmp_path, fake_ssh, monkeypatch):
     assert "known_hosts" in failure.value.hint
     (tmp_path / "records/run-1/backup.json").write_text("{}")
     with pytest.raises(BackupError, match="ssh exited with 255"):
-        c.send_record(str(tmp_path / "records/run-1"), "h:/srv")
+        rp.send_record(str(tmp_path / "records/run-1"), "h:/srv")
 
 
 def test_a_repository_needs_tar_or_rsync_and_the_record_a_remote_one(tmp_path):
@@ -622,6 +626,13 @@ def test_a_repository_needs_tar_or_rsync_and_the_record_a_remote_one(tmp_path):
     with pytest.raises(BackupError, match="tar method sends to a repository on another host only"):
         c.Copier("/d", "/b", "l", method="tar", repository="/srv/local")
     with pytest.raises(BackupError, match="holds no backup.json"):
-        c.send_record(str(tmp_path), "h:/srv")
+        rp.send_record(str(tmp_path), "h:/srv")
     with pytest.raises(BackupError, match="is not one"):
-        c.send_record(str(tmp_path), "/srv/local")
+        rp.send_record(str(tmp_path), "/srv/local")
+
+
+def test_the_names_code_imports_from_copy_stay_there_after_the_split():
+    for name in c.__all__:
+        assert getattr(c, name) is not None, name
+    assert c.copy_tree is cio.copy_tree and c.send_record is rp.send_record and c.tar_name is layout.tar_name
+    assert c.METHODS == ("tar", "rsync", "copy", "command")

@@ -1,0 +1,38 @@
+# -*- coding: utf-8 -*-
+# Copyright: pgexclusive.backup maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Names of what a backup directory ``<dest>/<label>/`` holds.
+
+    tar:      base.tar[.gz|.zst]   the data directory
+              <oid>.tar[.gz|.zst]  one per tablespace (as pg_basebackup names them)
+    rsync,
+    copy:     data/                the data directory; pg_tblspc/<oid> stay symbolic
+                                   links, pointing at ../../tablespaces/<oid>
+              tablespaces/<oid>/   the contents of each tablespace
+    command:  whatever the user's command writes (a snapshot elsewhere, usually)
+
+The copy writes these names and the record, WAL, manifest and restore check
+read them: they live here, below all of those modules, so that none of them
+imports the copy to learn where things are.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
+
+COMPRESSIONS = ("none", "gzip", "zstd")
+TAR_SUFFIX = {"none": ".tar", "gzip": ".tar.gz", "zstd": ".tar.zst"}
+TAR_COMPRESS_ARG = {"none": [], "gzip": ["--gzip"], "zstd": ["--zstd"]}
+DATA_SUBDIR = "data"
+TABLESPACES_SUBDIR = "tablespaces"
+STAGING_SUBDIR = ".staging"
+RESTORABLE_LABEL_FILE = "backup_label.restorable"
+
+
+def tar_name(name, compression):
+    """'base' + compression -> 'base.tar.gz' etc."""
+    if compression not in COMPRESSIONS:
+        raise BackupError("Unknown compression %r." % compression, "Use one of %s." % ", ".join(COMPRESSIONS))
+    return name + TAR_SUFFIX[compression]
