@@ -1,22 +1,30 @@
-"""Benchmarks of the exclusive_backup role against raw tar and pg_basebackup.
+"""Benchmarks of the exclusive_backup role against raw tar and pg_basebackup, and over SSH at fleet scale.
 
-    .venv/bin/python benchmarks/run.py                      # scale 100 (1.5 GB), 3 repetitions: docs/benchmarks.md
-    .venv/bin/python benchmarks/run.py --scale 20           # 300 MB, about 5x faster
-    .venv/bin/python benchmarks/run.py --quick --out /tmp/b.md   # seconds: proves the harness works
+    .venv/bin/python benchmarks/run.py                      # both benchmarks, 3 repetitions: docs/benchmarks.md
+    .venv/bin/python benchmarks/run.py --bench local --scale 20   # the local one on 300 MB, about 5x faster
+    .venv/bin/python benchmarks/run.py --bench fleet        # only the fleet: its section of docs/benchmarks.md
+    .venv/bin/python benchmarks/run.py --quick --out /tmp/b.md   # minutes: proves the harness works
 
-Two PostgreSQL 15 clusters of the same size are built with the test bed: one
-filled by ``pgbench -i`` (compresses about 20x) and one filled with random
-bytea rows (does not compress). Every repetition runs every variant once, in
-the same order, so a slow minute of the machine hits all variants alike; the
-table reports medians. Time in backup mode is measured from outside: a thread
-watches the live ``backup_label`` (the file exists exactly while an exclusive
-backup is in progress) every few milliseconds.
+local: two PostgreSQL 15 clusters of the same size are built with the test
+bed: one filled by ``pgbench -i`` (compresses about 20x) and one filled with
+random bytea rows (does not compress). Every repetition runs every variant
+once, in the same order, so a slow minute of the machine hits all variants
+alike; the table reports medians. Time in backup mode is measured from
+outside: a thread watches the live ``backup_label`` (the file exists exactly
+while an exclusive backup is in progress) every few milliseconds.
+
+fleet: playbooks/backup.yml over SSH with become on 1, 3 and 6 database hosts
+of the fleet test bed (tests/fleet), forks as many as hosts, tar streamed
+into the repository host; the host counts take turns in every repetition.
+Time in backup mode is each backup's ``duration`` in its backup.json.
 """
 
 import argparse
 import json
 import os
 import platform
+import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -32,11 +40,20 @@ sys.path.insert(0, str(REPO / "tests"))
 import conftest  # noqa: E402  links the collection into tests/output for ansible-playbook
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_state import DEFAULT_STATE_DIR  # noqa: E402
 from ansible_collections.pgexclusive.backup.plugins.module_utils.data_directory import system_identifier  # noqa: E402
+from fleet import Fleet  # noqa: E402
 from testbed import Cluster, provide, stop_all  # noqa: E402
 from testbed.osuser import as_postgres  # noqa: E402
 
 MAJOR = 15
 PLAYBOOK = REPO / "playbooks" / "backup.yml"
+ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+BENCHMARKS = ("local", "fleet")
+FLEET_HOSTS = (1, 3, 6)
+QUICK_FLEET_HOSTS = (1, 2)
+HEADER = ("# Benchmarks\n\n"
+          "Written by `benchmarks/run.py` (see benchmarks/README.md); do not edit the measured part by hand.\n\n")
+FLEET_HEADING = "## Scale: fleet over SSH"
+NOTES_HEADING = "## Notes"
 # Role variants: (name, role variables). The first is the reference for the backup-mode target.
 ROLE_VARIANTS = [
     ("role tar", {"exclusive_backup_method": "tar"}),
@@ -222,8 +239,8 @@ class Bench:
         for watch in watches:
             watch.__enter__()
         try:
-            seconds = run_checked([str(Path(sys.executable).parent / "ansible-playbook"), "-i", inventory,
-                                   PLAYBOOK, "-e", f"@{extra}"], env=env, cwd=str(REPO))
+            seconds = run_checked([ANSIBLE_PLAYBOOK, "-i", inventory, PLAYBOOK, "-e", f"@{extra}"], env=env,
+                                  cwd=str(REPO))
         finally:
             for watch in watches:
                 watch.__exit__()
@@ -235,6 +252,71 @@ class Bench:
         size = sum(self.written(dest / h) for h in hosts)
         self.note(dataset, name, seconds, mode=max(w.seconds for w in watches), size=size)
         self.done_with(dest)
+
+
+class FleetScale:
+    """playbooks/backup.yml over SSH with become on the first N database hosts of one fleet, forks N.
+
+    One fleet of the largest N serves every N, so every host count backs up
+    the same clusters and the counts can take turns within a repetition; the
+    hosts left out of a run sit idle.
+    """
+
+    def __init__(self, fleet, out):
+        self.fleet = fleet
+        self.out = out
+        self.runs = []         # {"hosts", "rep", "seconds", "backup_mode": {host: s}, "controller_cpu", "load"}
+        self.bytes = {}        # host -> bytes its backups copy (backup.json)
+
+    def run(self, count, rep):
+        hosts = self.fleet.db_hosts[:count]
+        for fleet_host in hosts:
+            settle(fleet_host.cluster)
+        work = self.out / f"{len(self.runs) + 1:04d}-fleet-{count}"
+        work.mkdir(parents=True)
+        inventory = self.fleet.write_inventory(work / "inventory.json", **self.fleet.repository_vars())
+        # SSH connections of the run's own, as a scheduled job opens them: none kept open by the run before.
+        env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=conftest.COLLECTIONS_PATH, ANSIBLE_NOCOLOR="1",
+                   ANSIBLE_RETRY_FILES_ENABLED="0", ANSIBLE_PIPELINING="1",
+                   ANSIBLE_SSH_CONTROL_PATH_DIR=str(work / "cp"))
+        load = os.getloadavg()[0]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        seconds = run_checked([ANSIBLE_PLAYBOOK, "-i", inventory, PLAYBOOK, "-f", count,
+                               "--limit", ",".join(h.name for h in hosts)], env=env, cwd=str(REPO))
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        # ansible-playbook, its forks and its ssh clients: the share of the work that stays on the controller
+        # when the hosts are machines of their own.
+        controller = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+        modes = self.check_and_clear(hosts)
+        shutil.rmtree(work)
+        self.runs.append({"hosts": count, "rep": rep + 1, "seconds": seconds, "backup_mode": modes,
+                          "controller_cpu": controller, "load": load})
+        print(f"  fleet    {count} host(s), forks {count:<2}          {seconds:7.2f} s  backup mode "
+              f"{min(modes.values()):6.2f}–{max(modes.values()):6.2f} s  controller CPU {controller:5.2f} s",
+              flush=True)
+
+    def check_and_clear(self, hosts):
+        """Each host's time in backup mode, once every server is out of it and each host's backup is complete."""
+        busy = [h.name for h in self.fleet.db_hosts if h.cluster.in_backup()]
+        if busy:
+            raise SystemExit(f"still in backup mode after the run: {', '.join(busy)}")
+        backups = sorted(self.fleet.repository_dir.iterdir())
+        records = []
+        for backup in backups:
+            record = backup / "backup.json"
+            records.append(json.loads(record.read_text()) if record.exists() else {"label": backup.name})
+        complete = {r.get("host"): r for r in records if r.get("status") == "complete"}
+        if len(records) != len(hosts) or set(complete) != {h.name for h in hosts}:
+            found = [{key: r.get(key) for key in ("label", "host", "status", "error")} for r in records]
+            raise SystemExit(f"{len(hosts)} host(s): expected one complete backup per host in the repository, "
+                             f"found {json.dumps(found)}")
+        for backup in backups:
+            shutil.rmtree(backup)
+        for fleet_host in hosts:
+            # dest keeps each run's record on the database host.
+            shutil.rmtree(fleet_host.dest)
+            self.bytes[fleet_host.name] = complete[fleet_host.name]["bytes"]
+        return {name: record["duration"] for name, record in complete.items()}
 
 
 def median(values):
@@ -269,14 +351,11 @@ def fmt(value, digits=2):
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def report(bench, args, sizes, clusters, started, notes, reps_done):
+def report(bench, args, sizes, clusters, started, reps_done):
+    """The local benchmark's part of the report, from the title to its targets."""
     cpu, mem = machine()
     pg_version = tool_version([clusters[0].inst.tool("postgres"), "--version"])
     lines = [
-        "# Benchmarks",
-        "",
-        "Written by `benchmarks/run.py` (see benchmarks/README.md); do not edit the measured part by hand.",
-        "",
         "## Machine",
         "",
         f"- CPU: {os.cpu_count()} cores (`nproc`), {cpu}",
@@ -318,9 +397,7 @@ def report(bench, args, sizes, clusters, started, notes, reps_done):
                 f"{fmt(size / 1024 / 1024 if size else None, 0)} |")
         lines.append("")
     lines += targets(bench, sizes)
-    if notes:
-        lines += ["## Notes", "", notes.strip(), ""]
-    return "\n".join(lines) + "\n"
+    return HEADER + "\n".join(lines) + "\n"
 
 
 def targets(bench, sizes):
@@ -369,38 +446,99 @@ def targets(bench, sizes):
     return lines
 
 
-def write_report(bench, args, sizes, clusters, started, reps_done):
-    notes = "" if args.quick or not args.notes.exists() else args.notes.read_text()
-    text = report(bench, args, {"empty": 0, **sizes}, clusters, started, notes, reps_done)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    if args.json:
-        args.json.write_text(json.dumps({
-            "scale": args.scale, "reps": reps_done, "bytes": sizes,
-            "samples": [{"dataset": d, "variant": v, "seconds": s, "backup_mode": bench.modes.get((d, v))}
-                        for (d, v), s in bench.samples.items()]}, indent=1))
-    return text
+def fleet_section(bench, args, started, reps_done):
+    """The fleet's section: per host count, wall time and time in backup mode, each against the smallest count."""
+    runs = {}
+    for run in bench.runs:
+        runs.setdefault(run["hosts"], []).append(run)
+    counts = sorted(runs)
+
+    def stats(count):
+        walls = [r["seconds"] for r in runs[count]]
+        modes = [m for r in runs[count] for m in r["backup_mode"].values()]
+        return walls, (min(modes), median(modes), max(modes))
+
+    base_walls, base_modes = stats(counts[0])
+    base = f"× {counts[0]} host" + ("s" if counts[0] > 1 else "")
+    pg_version = tool_version([bench.fleet.db_hosts[0].cluster.inst.tool("postgres"), "--version"])
+    ssh_version = subprocess.run(["ssh", "-V"], capture_output=True, text=True, check=False).stderr.strip()
+    loads = [r["load"] for r in bench.runs]
+    mib = statistics.mean(bench.bytes.values()) / 1024 / 1024
+    lines = [
+        FLEET_HEADING,
+        "",
+        f"- {', '.join(map(str, counts))} database hosts and a repository host of the fleet test bed "
+        "(tests/fleet): each a network namespace with an sshd of its own on this machine, all sharing its "
+        f"{os.cpu_count()} cores, memory and disk; {pg_version}, test bed settings, one cluster per host "
+        f"filled by `pgbench -i -s {args.fleet_scale}` ({mib:.0f} MiB a backup copies)",
+        "- playbooks/backup.yml over SSH (the fleet's login user with a key, become root with sudo, "
+        f"pipelining on, new connections every run; {ssh_version}), forks as many as hosts; method tar, "
+        "no compression, streamed over SSH into the repository host (`exclusive_backup_repository`)",
+        f"- {reps_done} of {args.reps} repetition(s) of every host count, interleaved; wall: ansible-playbook "
+        "from start to end; in backup mode: each host's `duration` in its backup.json in the repository "
+        "(the server's time from start to stop), min / median / max over all hosts and repetitions; "
+        "every backup checked complete there and every server out of backup mode after its run",
+        "- controller CPU: user and system time of ansible-playbook, its forks and its ssh clients (the SSH "
+        "masters excepted), median",
+        f"- load average (1 min) before a run, the tail of the benchmark's own previous run included: "
+        f"{min(loads):.1f}–{max(loads):.1f}; wall time of this benchmark: {(time.monotonic() - started) / 60:.1f} min",
+        "",
+        f"| hosts, forks | wall s: median | min–max s | {base} | wall per host s | "
+        f"in backup mode s: min / median / max | {base}: min / median / max | controller CPU s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for count in counts:
+        walls, modes = stats(count)
+        wall = median(walls)
+        lines.append(
+            f"| {count} | {fmt(wall)} | {fmt(min(walls))}–{fmt(max(walls))} | {fmt(wall / median(base_walls))} | "
+            f"{fmt(wall / count)} | {' / '.join(fmt(m) for m in modes)} | "
+            f"{' / '.join(fmt(m / b) for m, b in zip(modes, base_modes))} | "
+            f"{fmt(median([r['controller_cpu'] for r in runs[count]]))} |")
+    lines.append("")
+    return "\n".join(lines) + "\n"
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", type=int, default=100, help="pgbench scale (100 is about 1.5 GB)")
-    parser.add_argument("--reps", type=int, default=3, help="repetitions of every variant")
-    parser.add_argument("--quick", action="store_true",
-                        help="scale 1, one repetition, a few variants: proves the harness works in about a minute")
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
-    parser.add_argument("--notes", type=Path, default=REPO / "benchmarks" / "notes.md",
-                        help="hand-written analysis appended to the report (skipped with --quick)")
-    parser.add_argument("--json", type=Path, help="also write every sample as JSON (for tests and comparisons)")
-    parser.add_argument("--dir", type=Path, help="working directory (default: a new one under /var/tmp)")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.scale, args.reps = 1, 1
-    variants = [v for v in ROLE_VARIANTS if not args.quick or v[0] in QUICK_ROLE_VARIANTS]
+def earlier_parts(path):
+    """The local benchmark's part (title included) and the fleet's section of the report at ``path``."""
+    local, fleet = [], []
+    if path.exists():
+        for section in re.split(r"^(?=## )", path.read_text(), flags=re.M):
+            if section.startswith(FLEET_HEADING):
+                fleet.append(section)
+            elif not section.startswith(NOTES_HEADING):
+                local.append(section)
+    return "".join(local), "".join(fleet)
 
-    work = args.dir or Path(tempfile.mkdtemp(prefix="pgx-bench-", dir="/var/tmp"))
-    work.mkdir(parents=True, exist_ok=True)
+
+class Report:
+    """The report: the local benchmark's part, the fleet's section, the notes.
+
+    A run of one benchmark keeps the other one's part of the report it
+    rewrites, so either can be measured again alone; the notes are always
+    those of notes.md.
+    """
+
+    def __init__(self, args):
+        self.args = args
+        self.local, self.fleet = earlier_parts(args.out)
+        self.samples = {}      # what --json writes, by benchmark
+
+    def write(self):
+        notes = "" if self.args.quick or not self.args.notes.exists() else self.args.notes.read_text()
+        text = (self.local or HEADER) + self.fleet
+        if notes:
+            text += f"{NOTES_HEADING}\n\n{notes.strip()}\n"
+        self.args.out.parent.mkdir(parents=True, exist_ok=True)
+        self.args.out.write_text(text)
+        if self.args.json:
+            self.args.json.write_text(json.dumps(self.samples, indent=1))
+        return text
+
+
+def run_local(args, work, out):
     started = time.monotonic()
+    variants = [v for v in ROLE_VARIANTS if not args.quick or v[0] in QUICK_ROLE_VARIANTS]
     inst = provide(MAJOR)
     bench = Bench(args, work)
     clusters = {}
@@ -436,8 +574,12 @@ def main(argv=None):
             bench.role("all", both, f"role tar, {len(both)} hosts, forks {len(both)}", dict(variants[0][1]),
                        forks=len(both))
             # After every repetition: a run cut short still leaves its report.
-            text = write_report(bench, args, sizes, list(clusters.values()), started, rep + 1)
-        print(text)
+            out.local = report(bench, args, {"empty": 0, **sizes}, both, started, rep + 1)
+            out.samples["local"] = {
+                "scale": args.scale, "reps": rep + 1, "bytes": sizes,
+                "samples": [{"dataset": d, "variant": v, "seconds": s, "backup_mode": bench.modes.get((d, v))}
+                            for (d, v), s in bench.samples.items()]}
+            out.write()
     finally:
         for cluster in clusters.values():
             cluster.stop()
@@ -445,6 +587,71 @@ def main(argv=None):
             identifier = system_identifier(str(cluster.data_dir))
             if identifier:
                 shutil.rmtree(Path(DEFAULT_STATE_DIR) / identifier, ignore_errors=True)
+
+
+def run_fleet(args, work, out):
+    started = time.monotonic()
+    print(f"fleet: {max(args.fleet_hosts)} database hosts and a repository host", flush=True)
+    fleet = Fleet.create(work / "fleet", majors=(MAJOR,) * max(args.fleet_hosts))
+    try:
+        print(f"filling: pgbench -i -s {args.fleet_scale} on every database host", flush=True)
+        for fleet_host in fleet.db_hosts:
+            fill_pgbench(fleet_host.cluster, args.fleet_scale)
+        bench = FleetScale(fleet, work / "out")
+        for rep in range(args.reps):
+            print(f"repetition {rep + 1}/{args.reps}", flush=True)
+            for count in args.fleet_hosts:
+                bench.run(count, rep)
+            out.fleet = fleet_section(bench, args, started, rep + 1)
+            out.samples["fleet"] = {"scale": args.fleet_scale, "reps": rep + 1, "bytes": bench.bytes,
+                                    "runs": bench.runs}
+            out.write()
+    finally:
+        fleet.destroy()
+
+
+def host_counts(text):
+    try:
+        counts = sorted({int(n) for n in text.split(",")})
+    except ValueError:
+        counts = []
+    if not counts or counts[0] < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give host counts of 1 or more, separated by commas")
+    return counts
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bench", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS),
+                        help="which benchmarks to run (default: both); the report keeps the other one's part")
+    parser.add_argument("--scale", type=int, default=100, help="local: pgbench scale (100 is about 1.5 GB)")
+    parser.add_argument("--reps", type=int, default=3, help="repetitions of every variant and host count")
+    parser.add_argument("--fleet-hosts", type=host_counts, default=list(FLEET_HOSTS),
+                        help="fleet: database host counts, e.g. 1,3,6; the smallest is the reference")
+    parser.add_argument("--fleet-scale", type=int, default=20,
+                        help="fleet: pgbench scale of every database host (20 is about 300 MB)")
+    parser.add_argument("--quick", action="store_true",
+                        help="scale 1, one repetition, a few variants, 1 and 2 fleet hosts: proves the harness "
+                             "works in a few minutes")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
+    parser.add_argument("--notes", type=Path, default=REPO / "benchmarks" / "notes.md",
+                        help="hand-written analysis appended to the report (skipped with --quick)")
+    parser.add_argument("--json", type=Path, help="also write every sample as JSON (for tests and comparisons)")
+    parser.add_argument("--dir", type=Path, help="working directory (default: a new one under /var/tmp)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.scale, args.reps, args.fleet_hosts, args.fleet_scale = 1, 1, list(QUICK_FLEET_HOSTS), 1
+
+    work = args.dir or Path(tempfile.mkdtemp(prefix="pgx-bench-", dir="/var/tmp"))
+    work.mkdir(parents=True, exist_ok=True)
+    out = Report(args)
+    try:
+        if "local" in args.bench:
+            run_local(args, work, out)
+        if "fleet" in args.bench:
+            run_fleet(args, work, out)
+        print(out.write())
+    finally:
         stop_all()
         if not args.dir:
             shutil.rmtree(work, ignore_errors=True)

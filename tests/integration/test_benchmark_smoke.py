@@ -2,7 +2,8 @@
 
 Proves the harness, not the speed: every variant must run, every role run must
 leave a complete backup (the harness checks backup.json) and must have been
-seen in backup mode, and the report must hold the tables and the targets.
+seen in backup mode, and the report must hold the tables and the targets. The
+fleet benchmark runs on its own fleet of 1 and 2 database hosts over SSH.
 """
 
 import json
@@ -24,11 +25,11 @@ def test_quick_benchmark_runs_every_variant(scratch):
     # scratch, not tmp_path: pytest sessions running at the same time make /tmp/pytest-of-root 0700
     # again, and the postgres OS user must reach the sockets under it.
     out, raw = scratch / "benchmarks.md", scratch / "samples.json"
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--out", str(out),
-                           "--json", str(raw), "--dir", str(scratch / "work")],
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run.py"), "--bench", "local", "--quick",
+                           "--out", str(out), "--json", str(raw), "--dir", str(scratch / "work")],
                           capture_output=True, text=True, timeout=480, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    samples = json.loads(raw.read_text())["samples"]
+    samples = json.loads(raw.read_text())["local"]["samples"]
     variants = {(s["dataset"], s["variant"]) for s in samples}
     for dataset in ("pgbench", "random"):
         for variant in ("raw tar", "pg_basebackup plain", "role tar", "role copy, parallel 2"):
@@ -42,3 +43,39 @@ def test_quick_benchmark_runs_every_variant(scratch):
     for heading in ("## Machine", "## pgbench", "## random", "## Targets"):
         assert heading in report
     assert not list((scratch / "work").glob("out/*")), "every backup written is removed again"
+
+
+# Its own fleet next to the session's: on the fleet tests' worker, so that the two never build at once.
+@pytest.mark.xdist_group("fleet")
+def test_quick_fleet_benchmark_backs_up_every_host_count_and_keeps_the_rest_of_the_report(scratch):
+    out, raw = scratch / "benchmarks.md", scratch / "samples.json"
+    out.write_text("# Benchmarks\n\n## Machine\n\nan earlier local run\n\n## Notes\n\nearlier notes\n")
+    proc = subprocess.Popen([sys.executable, str(REPO / "benchmarks" / "run.py"), "--bench", "fleet", "--quick",
+                             "--out", str(out), "--json", str(raw), "--dir", str(scratch / "work")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    fleet = json.loads(raw.read_text())["fleet"]
+    assert "local" not in json.loads(raw.read_text())
+    assert [run["hosts"] for run in fleet["runs"]] == [1, 2]
+    for run in fleet["runs"]:
+        assert run["seconds"] > 0 and run["controller_cpu"] > 0
+        assert sorted(run["backup_mode"]) == [f"db{i}" for i in range(1, run["hosts"] + 1)], run
+        assert all(seconds > 0 for seconds in run["backup_mode"].values()), run
+    report = out.read_text()
+    # --quick leaves the notes out; the earlier local part stays, the fleet's section follows it.
+    assert report.startswith("# Benchmarks\n\n## Machine\n\nan earlier local run\n\n## Scale: fleet over SSH\n")
+    assert "## Notes" not in report
+    for row in ("| 1 | ", "| 2 | "):
+        assert row in report
+    assert not list((scratch / "work").glob("out/*")), "every backup written is removed again"
+    assert proc.pid not in [fleet_owner(state) for state in Path("/run/pgx-fleet").glob("*.json")], \
+        "the benchmark left its fleet behind"
+
+
+def fleet_owner(state):
+    """The PID that owns a fleet, from its state file (tests/fleet/netns.py), which other sessions may be changing."""
+    try:
+        return json.loads(state.read_text()).get("owner")
+    except (OSError, ValueError):
+        return None
