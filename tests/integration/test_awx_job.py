@@ -16,6 +16,8 @@ from pathlib import Path
 import ansible_runner
 import pytest
 
+from watchdogs import live_processes
+
 REPO = Path(__file__).resolve().parents[2]
 JOB_ID = 4242
 
@@ -110,16 +112,7 @@ def test_bad_extra_vars_fail_in_argument_validation_before_the_server(pg15, scra
 def copy_commands(dest):
     """The copy command's processes: their environment names a backup directory under ``dest``."""
     wanted = f"PGX_BACKUP_DIR={dest}/".encode()
-    found = []
-    for name in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            environ = Path(f"/proc/{name}/environ").read_bytes().split(b"\0")
-            state = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z" and any(item.startswith(wanted) for item in environ):
-            found.append(int(name))
-    return found
+    return [pid for pid, environ in live_processes("environ") if any(item.startswith(wanted) for item in environ)]
 
 
 def test_a_cancelled_job_leaves_backup_mode_when_its_lease_ends(pg15, scratch):

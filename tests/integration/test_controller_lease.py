@@ -19,7 +19,7 @@ import pytest
 from playbook import connection, run_tasks, task
 from role_process import RoleProcess
 from testbed.fixtures import SELECTED, handed_out, prefer
-from watchdogs import end_watchdogs, record, wait_for, watchdog_running
+from watchdogs import end_watchdogs, live_processes, record, wait_for, watchdog_running
 
 TIMEOUT = 6
 # Renewal every TIMEOUT/4 s, watchdog wake-up at the exact end: the backup ends TIMEOUT s after the last
@@ -59,20 +59,7 @@ def leftovers(run):
     They carry ansible-playbook's command line, which names the run's own play.yml.
     """
     play = str(run.dir / "play.yml").encode()
-    return [pid for pid, argv in _processes("cmdline") if play in argv]
-
-
-def _processes(what):
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            content = Path(f"/proc/{name}/{what}").read_bytes().split(b"\0")
-            state = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z":
-            yield int(name), content
+    return [pid for pid, argv in live_processes("cmdline") if play in argv]
 
 
 def new_label(kind, cluster):
@@ -82,7 +69,7 @@ def new_label(kind, cluster):
 def processes_with_label(label):
     """PIDs of the processes whose environment carries PGX_LABEL=<label>: the copy command and its shell."""
     wanted = ("PGX_LABEL=%s" % label).encode()
-    return [pid for pid, environ in _processes("environ") if wanted in environ]
+    return [pid for pid, environ in live_processes("environ") if wanted in environ]
 
 
 def lease_file(rec):

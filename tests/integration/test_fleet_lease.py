@@ -23,7 +23,7 @@ import pytest
 
 from role_play import REPO
 from test_fleet import backup_command, collected, run_backup
-from watchdogs import record, wait_for
+from watchdogs import live_processes, record, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("fleet")]
 
@@ -31,23 +31,10 @@ WITHIN = 120
 COPY = "sleep 3600"
 
 
-def processes(what):
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            content = Path(f"/proc/{name}/{what}").read_bytes().split(b"\0")
-            state = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z":
-            yield int(name), content
-
-
 def copies_of(label):
     """The copy command's processes on the database hosts: their environment carries PGX_LABEL (one filesystem, one /proc)."""
     wanted = f"PGX_LABEL={label}".encode()
-    return [pid for pid, environ in processes("environ") if wanted in environ]
+    return [pid for pid, environ in live_processes("environ") if wanted in environ]
 
 
 class BackgroundRun:
@@ -61,7 +48,7 @@ class BackgroundRun:
 
     def forked(self):
         """The run's processes on the controller: ansible-playbook, its workers, the lease keepers."""
-        return [pid for pid, argv in processes("cmdline") if self.play in argv]
+        return [pid for pid, argv in live_processes("cmdline") if self.play in argv]
 
     def finish(self, timeout):
         self.rc = self.proc.wait(timeout)

@@ -48,3 +48,21 @@ def end_watchdogs(state_dir, labels=None):
     for label, rec in records(state_dir).items():
         if (labels is None or label in labels) and watchdog_running(rec):
             os.kill(rec["watchdog_pid"], signal.SIGKILL)
+
+
+def live_processes(what):
+    """(pid, /proc/<pid>/<what> split at NUL bytes) of every process that is not a zombie.
+
+    ``what`` is cmdline or environ: tests find the processes a run left (its
+    workers, its lease keeper, a copy command) by what they carry.
+    """
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            content = Path(f"/proc/{name}/{what}").read_bytes().split(b"\0")
+            state = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            yield int(name), content
