@@ -174,6 +174,8 @@ def test_modules_direct_heartbeat_ends_with_the_playbook_and_max_duration_holds(
                                  state_dir=state_dir, **connection(pg))])
         assert start["changed"] and start["heartbeat"]["keeper_pid"], start
         ended = wait_for(lambda: not pg.in_backup(), 4 + 1 + 8, interval=0.2)
+        # The watchdog records its outcome right after its stop statement.
+        wait_for(lambda: record(state_dir, followed)["outcome"] != "running", 10)
         assert record(state_dir, followed)["expired_by"] == "heartbeat"
 
         start, = run_tasks([task("pg_start_backup", label=held, fast=True, max_duration=600,

