@@ -45,7 +45,10 @@ import tempfile  # noqa: E402
 if not os.environ.get("PGX_TEST_HOME"):
     _HOME = tempfile.mkdtemp(prefix="pgx-test-home-")
     os.chmod(_HOME, 0o755)
-    os.environ.update(PGX_TEST_HOME=_HOME, HOME=_HOME, ANSIBLE_HOME=os.path.join(_HOME, ".ansible"))
+    # ANSIBLE_REMOTE_TEMP too: Ansible expands the default ~/.ansible/tmp as ~<remote user>, the
+    # real home, not $HOME, for the local connection as for any other.
+    os.environ.update(PGX_TEST_HOME=_HOME, HOME=_HOME, ANSIBLE_HOME=os.path.join(_HOME, ".ansible"),
+                      ANSIBLE_REMOTE_TEMP=os.path.join(_HOME, ".ansible", "tmp"))
     atexit.register(shutil.rmtree, _HOME, True)
 
 

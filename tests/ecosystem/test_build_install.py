@@ -69,7 +69,9 @@ def only_collections_path(path):
     (tests/conftest.py): left there, galaxy would find the collection already
     installed and the playbook would run from the checkout.
     """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_") and k != "PYTHONPATH"}
+    # The test HOME's Ansible directories stay (tests/conftest.py): without them Ansible writes into the real home.
+    env = {k: v for k, v in os.environ.items()
+           if (not k.startswith("ANSIBLE_") or k in ("ANSIBLE_HOME", "ANSIBLE_REMOTE_TEMP")) and k != "PYTHONPATH"}
     env.update(ANSIBLE_COLLECTIONS_PATH=str(path), ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="False",
                ANSIBLE_NOCOLOR="1", ANSIBLE_LOCALHOST_WARNING="False", ANSIBLE_RETRY_FILES_ENABLED="False",
                PATH=f"{BIN}:{os.environ['PATH']}")
