@@ -65,9 +65,11 @@ def test_cli_starts_and_stops_a_cluster(scratch):
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_interrupted_test_run_stops_its_servers(scratch, signum):
     (scratch / "test_sleeper.py").write_text(textwrap.dedent("""
+        import pathlib
         import time
 
         def test_sleeps(pg):
+            pathlib.Path("in-test").touch()
             time.sleep(120)
     """))
     (scratch / "conftest.py").write_text("from testbed.fixtures import *  # noqa\n")
@@ -80,11 +82,12 @@ def test_interrupted_test_run_stops_its_servers(scratch, signum):
          "-c", os.devnull, str(scratch / "test_sleeper.py")],
         cwd=scratch, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
+        # The fixture may restart its server while it sets it up; only once the
+        # test body runs is the postmaster.pid the one the interrupt must stop.
         deadline = time.monotonic() + 60
-        pidfiles = []
-        while not pidfiles and time.monotonic() < deadline and run.poll() is None:
-            pidfiles = list(tmp.glob("pgx-testbed-*/pg14/data/postmaster.pid"))
+        while not (scratch / "in-test").exists() and time.monotonic() < deadline and run.poll() is None:
             time.sleep(0.2)
+        pidfiles = list(tmp.glob("pgx-testbed-*/pg14/data/postmaster.pid"))
         assert pidfiles, run.stdout.read() if run.poll() is not None else "no server started"
         pid = int(pidfiles[0].read_text().split()[0])
         run.send_signal(signum)
