@@ -94,8 +94,7 @@ unidentified:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_record import (
-    apply_retention, retention_argument_spec)
+from ansible_collections.pgexclusive.backup.plugins.module_utils.retention import apply_retention, retention_argument_spec
 from ansible_collections.pgexclusive.backup.plugins.module_utils.module_runner import run_module
 
 

@@ -4,6 +4,8 @@ import os
 import pytest
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils import backup_record as r
+from ansible_collections.pgexclusive.backup.plugins.module_utils import backup_wal as w
+from ansible_collections.pgexclusive.backup.plugins.module_utils import retention as rt
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 
 MB16 = 16 * 1024 * 1024
@@ -20,19 +22,19 @@ def test_record_drops_unknowns_and_orders_keys():
 
 
 def test_segments_between_crosses_the_log_id():
-    names = r.segments_between("0000000100000000000000FE", "000000010000000100000001", MB16)
+    names = w.segments_between("0000000100000000000000FE", "000000010000000100000001", MB16)
     assert names == ["0000000100000000000000FE", "0000000100000000000000FF",
                      "000000010000000100000000", "000000010000000100000001"]
-    assert r.segments_between("000000010000000000000002", "000000010000000000000002", MB16) == ["000000010000000000000002"]
+    assert w.segments_between("000000010000000000000002", "000000010000000000000002", MB16) == ["000000010000000000000002"]
 
 
 def test_segments_between_refuses_nonsense():
     with pytest.raises(BackupError, match="timeline"):
-        r.segments_between("000000010000000000000002", "000000020000000000000003", MB16)
+        w.segments_between("000000010000000000000002", "000000020000000000000003", MB16)
     with pytest.raises(BackupError, match="comes before"):
-        r.segments_between("000000010000000000000003", "000000010000000000000002", MB16)
+        w.segments_between("000000010000000000000003", "000000010000000000000002", MB16)
     with pytest.raises(BackupError):
-        r.segments_between("nope", "000000010000000000000002", MB16)
+        w.segments_between("nope", "000000010000000000000002", MB16)
 
 
 def test_complete_needs_facts_that_show_a_restorable_backup():
@@ -55,18 +57,18 @@ def test_include_wal_copies_and_names_what_is_missing(tmp_path):
     (archive / "000000010000000000000002.00000028.backup").write_text("h")
     backup = tmp_path / "backup"
     backup.mkdir()
-    copied = r.include_wal(str(archive), str(backup), str(backup / "wal"), "000000010000000000000002",
+    copied = w.include_wal(str(archive), str(backup), str(backup / "wal"), "000000010000000000000002",
                            "000000010000000000000003", "000000010000000000000002.00000028.backup")
     assert len(copied) == 3 and (backup / "wal" / "000000010000000000000003").exists()
     with pytest.raises(BackupError, match="000000010000000000000004 is not in the archive"):
-        r.include_wal(str(archive), str(backup), str(backup / "wal2"), "000000010000000000000002",
+        w.include_wal(str(archive), str(backup), str(backup / "wal2"), "000000010000000000000002",
                       "000000010000000000000004")
     assert not (backup / "wal2").exists(), "a missing segment is found before anything is written"
     with pytest.raises(BackupError, match="not inside the backup directory"):
-        r.include_wal(str(archive), str(backup), str(tmp_path / "elsewhere"), "000000010000000000000002",
+        w.include_wal(str(archive), str(backup), str(tmp_path / "elsewhere"), "000000010000000000000002",
                       "000000010000000000000003")
     with pytest.raises(BackupError, match="never replaces a file"):
-        r.include_wal(str(archive), str(backup), str(backup / "wal"), "000000010000000000000002",
+        w.include_wal(str(archive), str(backup), str(backup / "wal"), "000000010000000000000002",
                       "000000010000000000000003")
 
 
@@ -77,7 +79,7 @@ def test_open_inside_refuses_a_link_at_any_depth(tmp_path):
     backup.mkdir()
     (backup / "data").symlink_to(live)
     with pytest.raises(BackupError, match="data is a symbolic link"):
-        r.open_inside(str(backup), str(backup / "data" / "pg_wal"))
+        w.open_inside(str(backup), str(backup / "data" / "pg_wal"))
     assert os.listdir(live / "pg_wal") == []
 
 
@@ -92,23 +94,23 @@ def test_retention_keeps_newest_complete_and_never_current():
         "d": {"status": "complete", "finished_at": "2026-01-04T00:00:00Z", "system_identifier": "111"},
         "broken": None,
     }
-    assert r.retention_plan(records, 2, "d", CLUSTER)["removed"] == ["a"]
-    assert r.retention_plan(records, 1, "d", CLUSTER)["removed"] == ["a", "b"]
-    assert r.retention_plan(records, 1, "a", CLUSTER)["removed"] == ["b"]
-    plan = r.retention_plan(records, 0, "d", CLUSTER)
+    assert rt.retention_plan(records, 2, "d", CLUSTER)["removed"] == ["a"]
+    assert rt.retention_plan(records, 1, "d", CLUSTER)["removed"] == ["a", "b"]
+    assert rt.retention_plan(records, 1, "a", CLUSTER)["removed"] == ["b"]
+    plan = rt.retention_plan(records, 0, "d", CLUSTER)
     assert plan["removed"] == [] and plan["kept"] == ["a", "b", "d"] and plan["failed_backups"] == ["broken", "c"]
     with pytest.raises(BackupError, match="keep is -1"):
-        r.retention_plan(records, -1, "d", CLUSTER)
+        rt.retention_plan(records, -1, "d", CLUSTER)
 
 
 def test_same_cluster():
     record = {"system_identifier": "111", "data_directory": "/pg/a", "host": "db1"}
-    assert r.same_cluster(record, {"system_identifier": "111"})
-    assert r.same_cluster(record, {"system_identifier": "111", "data_directory": "/pg/a/", "host": "db1"})
-    assert not r.same_cluster(record, {"system_identifier": "222"})
-    assert not r.same_cluster(record, {"system_identifier": "111", "data_directory": "/pg/b"})
-    assert not r.same_cluster(record, {"system_identifier": "111", "host": "db2"})
-    assert not r.same_cluster({"status": "complete"}, {"system_identifier": "111"})
+    assert rt.same_cluster(record, {"system_identifier": "111"})
+    assert rt.same_cluster(record, {"system_identifier": "111", "data_directory": "/pg/a/", "host": "db1"})
+    assert not rt.same_cluster(record, {"system_identifier": "222"})
+    assert not rt.same_cluster(record, {"system_identifier": "111", "data_directory": "/pg/b"})
+    assert not rt.same_cluster(record, {"system_identifier": "111", "host": "db2"})
+    assert not rt.same_cluster({"status": "complete"}, {"system_identifier": "111"})
 
 
 def test_a_failed_removal_is_an_error_and_leaves_no_complete_record(tmp_path, monkeypatch):
@@ -119,10 +121,10 @@ def test_a_failed_removal_is_an_error_and_leaves_no_complete_record(tmp_path, mo
 
     def busy(path):
         raise OSError(16, "Device or resource busy", path)
-    monkeypatch.setattr(r.shutil, "rmtree", busy)
+    monkeypatch.setattr(rt.shutil, "rmtree", busy)
     params = dict(dest=str(tmp_path), keep=1, current="new", system_identifier="111", data_directory=None, host=None)
     with pytest.raises(BackupError, match="Retention could not remove the backup .*old: .*busy") as exc:
-        r.apply_retention(params, False)
+        rt.apply_retention(params, False)
     assert exc.value.facts["removed"] == []
     assert not (tmp_path / "old" / "backup.json").exists(), "a half-removed backup must not claim to be complete"
     assert r.read_record(str(tmp_path / "new"))["status"] == "complete"
@@ -168,7 +170,7 @@ def test_scan_and_write(tmp_path):
     (tmp_path / "x").mkdir()
     (tmp_path / "not-a-backup").mkdir()
     r.write_record(str(tmp_path / "x"), r.build_record(RESTORABLE, "complete"))
-    found = r.scan_backups(str(tmp_path))
+    found = rt.scan_backups(str(tmp_path))
     assert list(found) == ["x"] and found["x"]["status"] == "complete"
     assert json.loads((tmp_path / "x" / "backup.json").read_text())["format"] == 1
 

@@ -1,0 +1,113 @@
+# -*- coding: utf-8 -*-
+# Copyright: pgexclusive.backup maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Retention: which of a cluster's complete backups under dest go, and their removal (pg_backup_retention)."""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import os
+import shutil
+
+from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_record import COMPLETE, RECORD_FILE, read_record
+from ansible_collections.pgexclusive.backup.plugins.module_utils.durable import fsync_path
+from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
+
+
+def same_cluster(record, cluster):
+    """True when backup.json names ``cluster``: its system identifier, and data directory and host when given.
+
+    A record without a system identifier (written before it was recorded) is
+    nobody's: it is never taken for this cluster's.
+    """
+    if not record.get("system_identifier") or str(record["system_identifier"]) != str(cluster["system_identifier"]):
+        return False
+    if cluster.get("data_directory") and os.path.normpath(record.get("data_directory") or "") != os.path.normpath(
+            cluster["data_directory"]):
+        return False
+    return not cluster.get("host") or record.get("host") == cluster["host"]
+
+
+def retention_plan(records, keep, current, cluster):
+    """Which labels to remove, and why the others stay.
+
+    ``records`` maps label -> backup.json content (None: unreadable). Only
+    complete backups of ``cluster`` (see same_cluster) are candidates; all but
+    the newest ``keep`` of them go, never ``current``. Failed or unreadable
+    backups are left alone (reported, not removed: someone may be looking at
+    them), as are other clusters' and unidentified ones. ``keep`` 0 keeps
+    everything; at least 1 otherwise, so the newest complete backup always stays.
+    """
+    if keep < 0:
+        raise BackupError("keep is %d; it must be 0 (keep everything) or more." % keep,
+                          "Set keep to the number of complete backups of this cluster to keep.")
+    plan = dict(removed=[], kept=[], failed_backups=[], other_clusters=[], unidentified=[])
+    ours = []
+    for label, record in sorted(records.items()):
+        if not record or record.get("status") != COMPLETE:
+            plan["failed_backups"].append(label)
+        elif not record.get("system_identifier"):
+            plan["unidentified"].append(label)
+        elif not same_cluster(record, cluster):
+            plan["other_clusters"].append(label)
+        else:
+            ours.append((record.get("finished_at") or "", label))
+    ours.sort(reverse=True)
+    for position, (_finished, label) in enumerate(ours):
+        remove = keep > 0 and position >= keep and label != current
+        plan["removed" if remove else "kept"].append(label)
+    plan["removed"].sort()
+    plan["kept"].sort()
+    return plan
+
+
+def retention_argument_spec():
+    return dict(
+        dest=dict(type="path", required=True),
+        keep=dict(type="int", required=True),
+        current=dict(type="str", required=True),
+        system_identifier=dict(type="str", required=True),
+        data_directory=dict(type="path"),
+        host=dict(type="str"),
+    )
+
+
+def apply_retention(params, check_mode):
+    """pg_backup_retention: remove this cluster's complete backups beyond the newest ``keep``."""
+    try:
+        records = scan_backups(params["dest"])
+    except (IOError, OSError) as exc:
+        raise BackupError("Cannot read the backups in %s: %s." % (params["dest"], exc.strerror or exc),
+                          "Run as a user who may read the destination (become: true).")
+    plan = retention_plan(records, params["keep"], params["current"], params)
+    if not check_mode:
+        for done, label in enumerate(plan["removed"]):
+            _remove_backup(params["dest"], label, plan["removed"][:done])
+    return dict(plan, changed=bool(plan["removed"]))
+
+
+def _remove_backup(dest, label, removed):
+    """backup.json goes first: a backup half removed must never still claim to be complete."""
+    path = os.path.join(dest, label)
+    try:
+        os.unlink(os.path.join(path, RECORD_FILE))
+        fsync_path(path)
+        shutil.rmtree(path)
+    except (IOError, OSError) as exc:
+        raise BackupError(
+            "Retention could not remove the backup %s: %s." % (path, exc),
+            "Its backup.json is gone if the removal started, so nothing takes it for a complete backup; "
+            "remove the rest by hand once the cause (permissions, a busy mount) is fixed.", removed=removed)
+
+
+def scan_backups(dest):
+    """label -> backup.json for every directory of ``dest`` that holds one."""
+    found = {}
+    if not os.path.isdir(dest):
+        return found
+    for name in sorted(os.listdir(dest)):
+        path = os.path.join(dest, name)
+        if os.path.isdir(path) and not os.path.islink(path) and os.path.isfile(os.path.join(path, RECORD_FILE)):
+            found[name] = read_record(path)
+    return found
