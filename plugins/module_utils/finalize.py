@@ -1,0 +1,191 @@
+# -*- coding: utf-8 -*-
+# Copyright: pgexclusive.backup maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Finalize: a stopped backup made complete, in one call on the database host.
+
+In order: its WAL into the backup (optional), the restore check (optional),
+backup.json last and durably, the record sent to the repository's copy (when
+the copy is there), then retention. Each step is the same code as its own
+module (pg_backup_wal, pg_verify_restore, pg_backup_record, pg_backup_copy's
+send_record, pg_backup_retention).
+
+A failure before the record is complete leaves a failed backup.json with the
+step and the reason, and fails: a run that started a backup always leaves a
+record. A failure of retention comes after a complete backup, and says so.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import time
+
+from ansible_collections.pgexclusive.backup.plugins.module_utils import connection, repository
+from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout import COMPRESSIONS
+from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_record import (
+    COMPLETE, FAILED, record_backup)
+from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_wal import backup_wal
+from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_check import verify_restore_task
+from ansible_collections.pgexclusive.backup.plugins.module_utils.retention import apply_retention
+
+# The restore check's result as backup.json keeps it.
+VERIFY_SUMMARY = ("ok", "duration", "server_version", "check_ran")
+
+
+def finalize_argument_spec():
+    return dict(
+        backup_dir=dict(type="path", required=True),
+        results=dict(type="dict", required=True),
+        manifest=dict(type="bool", default=False),
+        include_wal=dict(type="bool", default=False),
+        wal_archive_dir=dict(type="path"),
+        verify_restore=dict(type="bool", default=False),
+        verify_restore_bindir=dict(type="path"),
+        verify_restore_timeout=dict(type="int", default=300),
+        verify_restore_work_dir=dict(type="path"),
+        repository=dict(type="str"),
+        ssh_user=dict(type="str"),
+        ssh_key=dict(type="path"),
+        ssh_options=dict(type="list", elements="str", default=[]),
+        dest=dict(type="path"),
+        retention=dict(type="int", default=0),
+    )
+
+
+def task_fact(results, task, key):
+    """A value from a task's registered result; None when the task did not run or has no such key."""
+    result = results.get(task)
+    if not isinstance(result, dict) or result.get("skipped"):
+        return None
+    return result.get(key)
+
+
+def wal_params(params):
+    results = params["results"]
+    return dict(
+        backup_dir=params["backup_dir"],
+        wal_archive_dir=params["wal_archive_dir"],
+        start_wal_file=task_fact(results, "start", "start_wal_file"),
+        stop_wal_file=task_fact(results, "stop", "stop_wal_file"),
+        backup_history_file=task_fact(results, "stop", "backup_history_file"),
+        compression=task_fact(results, "run", "compression") or COMPRESSIONS[0],
+    )
+
+
+def verify_params(params):
+    results = params["results"]
+    return dict(
+        backup_dir=params["backup_dir"],
+        data_directory=task_fact(results, "copy", "data_directory") or task_fact(results, "run", "data_directory"),
+        bindir=params["verify_restore_bindir"],
+        wal_archive_dir=params["wal_archive_dir"],
+        work_dir=params["verify_restore_work_dir"],
+        timeout=params["verify_restore_timeout"],
+        keep=False,
+    )
+
+
+def retention_params(params):
+    results = params["results"]
+    return dict(
+        dest=params["dest"],
+        keep=params["retention"],
+        current=task_fact(results, "run", "label"),
+        system_identifier=task_fact(results, "copy", "system_identifier"),
+        data_directory=task_fact(results, "copy", "data_directory"),
+        host=task_fact(results, "run", "host"),
+    )
+
+
+def check_options(params):
+    """Options that cannot work are refused before any step runs."""
+    if params["include_wal"] and not params["wal_archive_dir"]:
+        raise BackupError("include_wal needs wal_archive_dir.", "Set wal_archive_dir to the WAL archive's directory.")
+    if params["retention"] < 0:
+        raise BackupError("retention is %d; it must be 0 (keep everything) or more." % params["retention"],
+                          "Set retention to the number of complete backups of this cluster to keep.")
+    if params["retention"] and not params["dest"]:
+        raise BackupError("retention needs dest, the directory that holds the backups.", "Set dest.")
+    if params["verify_restore"] and connection.psycopg2 is None:
+        raise BackupError("The restore check needs psycopg2 on this host.",
+                          "Install python3-psycopg2 on the database host, or set verify_restore to false.")
+
+
+class Steps(object):
+    """The steps run so far, timed; the time of each is reported as ``durations``."""
+
+    def __init__(self):
+        self.durations = {}
+        self.current = None
+
+    def run(self, name, call, *args):
+        self.current = name
+        began = time.monotonic()
+        try:
+            return call(*args)
+        finally:
+            self.durations[name] = round(time.monotonic() - began, 3)
+
+
+def finalize(params, check_mode):
+    """pg_backup_finalize: WAL, restore check, record, repository, retention; a failed record on failure."""
+    check_options(params)
+    results = dict(params["results"])
+    steps = Steps()
+    result = dict(changed=not check_mode, wal_files=None, wal_location=None, verify=None, sent=None,
+                  retention=None, removed=[])
+    try:
+        if params["include_wal"]:
+            wal = steps.run("wal", backup_wal, wal_params(params), check_mode)
+            results["wal"] = wal
+            result.update(wal_files=wal["wal_files"], wal_location=wal["location"])
+        if params["verify_restore"]:
+            verified = steps.run("verify_restore", verify_restore_task, verify_params(params), check_mode)
+            results["verify"] = dict((key, verified.get(key)) for key in VERIFY_SUMMARY)
+            result["verify"] = verified
+        recorded = steps.run("record", record_backup, record_params(params, results, COMPLETE), check_mode)
+        result.update(record=recorded["record"], path=recorded.get("path"), manifest=recorded["manifest"])
+        if params["repository"] and not check_mode:
+            result["sent"] = steps.run("send_record", repository.send_record, params["backup_dir"],
+                                       params["repository"], params["ssh_user"], params["ssh_key"],
+                                       params["ssh_options"])
+    except BackupError as exc:
+        raise failed(exc, steps, params, results, check_mode)
+    if params["retention"]:
+        try:
+            plan = steps.run("retention", apply_retention, retention_params(params), check_mode)
+        except BackupError as exc:
+            exc.msg = "The backup in %s is complete, but retention failed: %s" % (params["backup_dir"], exc.msg)
+            exc.facts.update(complete=True, record=result["record"], record_written=True, durations=steps.durations)
+            raise
+        result.update(retention=dict((k, v) for k, v in plan.items() if k != "changed"), removed=plan["removed"])
+    result.update(complete=True, durations=steps.durations)
+    return result
+
+
+def record_params(params, results, status, error=None):
+    return dict(backup_dir=params["backup_dir"], status=status, results=results, manifest=params["manifest"],
+                facts={} if error is None else {"error": error})
+
+
+def failed(exc, steps, params, results, check_mode):
+    """``exc`` from ``steps.current``, after backup.json says failed, naming the step; the record's fate attached.
+
+    The record step writes its own failed record when the facts or the fsync fail it; the other steps'
+    failures are recorded here. When even that cannot be written, the error says so.
+    """
+    error = "%s: %s" % (steps.current, exc)
+    record = exc.facts.get("record")
+    if not (steps.current == "record" and exc.facts.get("path")):
+        try:
+            written = record_backup(record_params(params, results, FAILED, error), check_mode)
+            record = written["record"]
+            exc.facts["path"] = written.get("path")
+        except BackupError as unrecorded:
+            exc.facts.update(record_written=False, record_error=unrecorded.msg)
+            record = None
+    exc.msg = "The backup is not complete: its %s step failed: %s" % (steps.current, exc.msg)
+    exc.facts.update(complete=False, step=steps.current, record=record, durations=steps.durations)
+    exc.facts.setdefault("record_written", record is not None and not check_mode)
+    return exc

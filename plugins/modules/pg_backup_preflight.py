@@ -1,0 +1,140 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: pgexclusive.backup maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: pg_backup_preflight
+short_description: Check everything an exclusive backup needs before it starts, in one call
+description:
+  - The exclusive_backup role's first phase, on the database host. Nothing is started; when a check
+    fails, the message says what and that nothing was started.
+  - The destination - refuses a C(<dest>/<label>) that holds a C(backup.json) already, and a O(dest)
+    inside the data directory (symbolic links resolved).
+  - The server - refuses a standby, and a server without an exclusive backup API unless
+    O(create_extension) (M(pgexclusive.backup.pg_start_backup) then creates the extension).
+    Refuses a data directory it cannot know (the login may not read C(data_directory) and
+    O(data_directory) is not given).
+  - WAL archiving - as M(pgexclusive.backup.pg_archive_check) with O(verify_archiving) C(active) or
+    C(passive); C(skip) checks nothing and warns.
+  - Returns everything M(pgexclusive.backup.pg_backup_info) returns for a running server, and the
+    archive check's result.
+version_added: 0.1.0
+author: pgexclusive.backup maintainers (@pgexclusive)
+options:
+  dest:
+    description: The directory that holds the backups, one directory per backup, on the database host.
+    type: path
+    required: true
+  label:
+    description: This run's label; the backup directory is C(<dest>/<label>).
+    type: str
+    required: true
+  data_directory:
+    description:
+      - The server's data directory on the database host; default the server's C(data_directory) setting,
+        which needs a superuser or C(pg_read_all_settings) (C(pg_monitor)) to read.
+    type: path
+  state_dir:
+    description: Where M(pgexclusive.backup.pg_start_backup) keeps its state records (reported as RV(state_records)).
+    type: path
+    default: /var/lib/pgexclusive-backup
+  verify_archiving:
+    description:
+      - C(active) creates a restore point, switches the WAL segment and waits until the archive has it;
+        C(passive) checks the settings and C(pg_stat_archiver); C(skip) checks nothing and warns.
+      - In check mode C(active) runs as C(passive), which changes nothing.
+    type: str
+    choices: [active, passive, skip]
+    default: active
+  archive_timeout:
+    description: Seconds the C(active) check waits for the switched segment to be archived.
+    type: int
+    default: 60
+  create_extension:
+    description: Accept a server without the exclusive API in O(login_db); the start will create the extension.
+    type: bool
+    default: false
+extends_documentation_fragment:
+  - pgexclusive.backup.connection
+attributes:
+  check_mode:
+    support: full
+    description: Reads only; the archive check runs passive.
+seealso:
+  - module: pgexclusive.backup.pg_backup_info
+  - module: pgexclusive.backup.pg_archive_check
+  - module: pgexclusive.backup.pg_start_backup
+'''
+
+EXAMPLES = r'''
+- name: Check the destination, the server and archiving before the backup
+  pgexclusive.backup.pg_backup_preflight:
+    dest: /srv/backups
+    label: nightly-20261122
+    login_unix_socket: /var/run/postgresql
+  become: true
+  become_user: postgres
+  register: preflight
+
+- name: Start only once everything holds
+  pgexclusive.backup.pg_start_backup:
+    label: nightly-20261122
+  become: true
+  become_user: postgres
+'''
+
+RETURN = r'''
+backup_dir:
+  description: This run's backup directory, C(<dest>/<label>).
+  returned: success
+  type: str
+data_directory:
+  description: The data directory to copy (O(data_directory), else the server's setting).
+  returned: success
+  type: str
+archive_check:
+  description:
+    - The archive check's result (C(mode), C(healthy), C(reason), C(settings), C(archiver), and for C(active)
+      C(switched_wal_file)); null with O(verify_archiving=skip).
+  returned: success
+  type: dict
+server_version:
+  description: The server's version.
+  returned: always
+  type: str
+api:
+  description: The exclusive backup API of O(login_db) (C(native), C(extension) or C(none)).
+  returned: success
+  type: str
+in_backup:
+  description: Whether a backup is in progress; see M(pgexclusive.backup.pg_backup_info) for the other keys it shares.
+  returned: success
+  type: bool
+state_records:
+  description: The collection's records of this cluster's backups, as M(pgexclusive.backup.pg_backup_info) reports them.
+  returned: success
+  type: list
+  elements: dict
+queries:
+  description: The statements sent to the server.
+  returned: always
+  type: list
+  elements: str
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.pgexclusive.backup.plugins.module_utils.module_runner import run_module
+from ansible_collections.pgexclusive.backup.plugins.module_utils.preflight import preflight, preflight_argument_spec
+
+
+def main():
+    run_module(AnsibleModule(argument_spec=preflight_argument_spec(), supports_check_mode=True), preflight)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""The pure parts of the preflight and finalize phases, and finalize's failure bookkeeping on real files."""
+
+import json
+import os
+
+import pytest
+
+from ansible_collections.pgexclusive.backup.plugins.module_utils import finalize as f
+from ansible_collections.pgexclusive.backup.plugins.module_utils import preflight as p
+from ansible_collections.pgexclusive.backup.plugins.module_utils import retention
+from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
+
+SEGMENT = 1024 * 1024
+RESULTS = {
+    "run": {"label": "L2", "host": "db1", "method": "rsync", "compression": "none", "data_directory": "/pg"},
+    "start": {"start_lsn": "0/2000028", "start_wal_file": "000000010000000000000002", "timeline": 1,
+              "api": "extension"},
+    "copy": {"system_identifier": "7", "data_directory": "/pg"},
+    "stop": {"stop_lsn": "0/3000100", "stop_wal_file": "000000010000000000000003", "archived": True},
+}
+
+
+def finalize_params(backup_dir, **changes):
+    params = dict((name, spec.get("default")) for name, spec in f.finalize_argument_spec().items())
+    params.update(backup_dir=str(backup_dir), results=RESULTS)
+    params.update(changes)
+    return params
+
+
+def test_dest_inside_the_data_directory_is_found_through_links(tmp_path):
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    link = tmp_path / "link"
+    link.symlink_to(data / "sub")
+    assert p.is_inside(str(link), str(data))
+    assert p.is_inside(str(data), str(data))
+    assert not p.is_inside(str(tmp_path / "data-backups"), str(data))
+    with pytest.raises(BackupError, match="inside the data directory .* Nothing was started"):
+        p.refuse_dest_inside(str(link), str(data))
+
+
+def test_the_backup_dir_is_dest_and_label():
+    assert p.backup_dir_of("/srv/backups/", "L") == "/srv/backups/L"
+    assert p.backup_dir_of("/", "L") == "/L"
+
+
+def test_an_earlier_backup_under_the_label_is_refused(tmp_path):
+    p.refuse_earlier_backup(str(tmp_path / "L"))
+    (tmp_path / "L").mkdir()
+    (tmp_path / "L" / "backup.json").write_text("{}")
+    with pytest.raises(BackupError, match="already holds a backup"):
+        p.refuse_earlier_backup(str(tmp_path / "L"))
+
+
+def test_a_standby_or_a_server_without_api_is_refused():
+    primary = {"in_recovery": False, "api": "extension", "api_reason": None}
+    p.refuse_server(primary, False, "postgres")
+    with pytest.raises(BackupError, match="standby"):
+        p.refuse_server(dict(primary, in_recovery=True), True, "postgres")
+    with pytest.raises(BackupError, match="No exclusive backup API in backupctl"):
+        p.refuse_server(dict(primary, api="none"), False, "backupctl")
+    p.refuse_server(dict(primary, api="none"), True, "backupctl")
+
+
+def test_an_unknown_data_directory_is_refused_with_the_grant():
+    assert p.data_directory_of("/given", {"data_directory": "/server"}, "u") == "/given"
+    assert p.data_directory_of(None, {"data_directory": "/server"}, "u") == "/server"
+    with pytest.raises(BackupError, match="GRANT pg_monitor TO backup_user"):
+        p.data_directory_of(None, {"data_directory": None}, "backup_user")
+
+
+def test_finalize_refuses_options_that_cannot_work(tmp_path):
+    with pytest.raises(BackupError, match="include_wal needs wal_archive_dir"):
+        f.finalize(finalize_params(tmp_path, include_wal=True), False)
+    with pytest.raises(BackupError, match="retention needs dest"):
+        f.finalize(finalize_params(tmp_path, retention=2), False)
+    assert not os.listdir(tmp_path), "nothing is written for options that cannot work"
+
+
+def test_a_failed_step_leaves_a_failed_record_naming_it(tmp_path):
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    (archive / "000000010000000000000002").write_bytes(b"\0" * SEGMENT)
+    backup = tmp_path / "backups" / "L2"
+    (backup / "data").mkdir(parents=True)
+    with pytest.raises(BackupError) as failure:
+        f.finalize(finalize_params(backup, include_wal=True, wal_archive_dir=str(archive)), False)
+    facts = failure.value.facts
+    assert facts["complete"] is False and facts["step"] == "wal" and facts["record_written"] is True
+    assert "its wal step failed: WAL file 000000010000000000000003 is not in the archive" in failure.value.msg
+    record = json.loads((backup / "backup.json").read_text())
+    assert record["status"] == "failed" and record["error"].startswith("wal: WAL file 000000010000000000000003")
+    assert record["stop_lsn"] == "0/3000100", "the failed record keeps what is known"
+
+
+def test_a_complete_backup_with_included_wal_and_retention(tmp_path):
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    for name in ("000000010000000000000002", "000000010000000000000003"):
+        (archive / name).write_bytes(b"\0" * SEGMENT)
+    dest = tmp_path / "backups"
+    older = dest / "L1"
+    older.mkdir(parents=True)
+    (older / "backup.json").write_text(json.dumps(dict(status="complete", system_identifier="7", host="db1",
+                                                       data_directory="/pg", finished_at="2026-01-01T00:00:00Z")))
+    backup = dest / "L2"
+    (backup / "data").mkdir(parents=True)
+    done = f.finalize(finalize_params(backup, include_wal=True, wal_archive_dir=str(archive), dest=str(dest),
+                                      retention=1), False)
+    assert done["complete"] and done["record"]["status"] == "complete"
+    assert done["wal_files"] == ["000000010000000000000002", "000000010000000000000003"]
+    assert done["record"]["wal_included"] == done["wal_files"]
+    assert done["removed"] == ["L1"] and not older.exists()
+    assert sorted(done["durations"]) == ["record", "retention", "wal"]
+
+
+def test_a_failed_retention_says_the_backup_is_complete(tmp_path, monkeypatch):
+    dest = tmp_path / "backups"
+    older = dest / "L1"
+    older.mkdir(parents=True)
+    (older / "backup.json").write_text(json.dumps(dict(status="complete", system_identifier="7", host="db1",
+                                                       data_directory="/pg", finished_at="2026-01-01T00:00:00Z")))
+    backup = dest / "L2"
+    (backup / "data").mkdir(parents=True)
+
+    def busy(path):
+        raise OSError(16, "Device or resource busy", path)
+    monkeypatch.setattr(retention.shutil, "rmtree", busy)
+    with pytest.raises(BackupError) as failure:
+        f.finalize(finalize_params(backup, dest=str(dest), retention=1), False)
+    assert failure.value.facts["complete"] is True and failure.value.facts["record_written"] is True
+    assert failure.value.msg.startswith("The backup in %s is complete, but retention failed" % backup)
+    assert json.loads((backup / "backup.json").read_text())["status"] == "complete"
+    assert not (older / "backup.json").exists(), "a half-removed backup no longer claims to be complete"
+
+
+def test_check_mode_writes_nothing(tmp_path):
+    backup = tmp_path / "L2"
+    backup.mkdir()
+    done = f.finalize(finalize_params(backup), True)
+    assert done["record"]["status"] == "complete" and not done["changed"]
+    assert os.listdir(backup) == []
