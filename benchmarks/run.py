@@ -576,11 +576,13 @@ def time_section(bench):
     lines = ["## Role on an empty cluster: where the time goes", "",
              "Medians; a run's breakdown is that of its median run (the callback's times: a task counts from "
              "being queued for the host to its result; a task ran a module when a Python process started in it).",
-             "", "| what | median s | remote Python processes | modules run |", "| --- | ---: | ---: | --- |"]
+             "", "| what | median s | remote Python processes | their time in Python s (median run) | modules run |",
+             "| --- | ---: | ---: | ---: | --- |"]
     for variant in (*STARTUP_VARIANTS, "role tar", "role tar, pipelining off", EVERY_OPTION):
         run = median_run(bench, ("empty", variant))
         if run is not None:
-            lines.append(f"| {variant} | {fmt(med(('empty', variant)))} | {len(run['processes'])} | "
+            python = sum(p["ended"] - p["python"] for p in run["processes"])
+            lines.append(f"| {variant} | {fmt(med(('empty', variant)))} | {len(run['processes'])} | {fmt(python)} | "
                          f"{modules_of(run)} |")
     lines.append("")
     on, off = median_run(bench, PIPELINING_ON), median_run(bench, PIPELINING_OFF)
@@ -612,12 +614,14 @@ def time_section(bench):
     lines += ["", f"Pipelining: on {fmt(med(PIPELINING_ON))} s, off {fmt(med(PIPELINING_OFF))} s (medians): "
               f"{faster} is faster, by {abs(med(PIPELINING_OFF) - med(PIPELINING_ON)):.2f} s "
               f"({max(med(PIPELINING_OFF), med(PIPELINING_ON)) / min(med(PIPELINING_OFF), med(PIPELINING_ON)):.2f}×).",
-              "", "| task (median run) | action | status | pipelining on s | Python s | pipelining off s | Python s |",
+              "", "| task of the role tar run (median run; the role's tasks without its name) | action | status | pipelining on s | Python s | pipelining off s | Python s |",
               "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
-    same = [t["name"] for t in on_tasks] == [t["name"] for t in off_tasks]
+    # Task names may carry the run's label: the two runs match task by task when their actions do.
+    same = [(t["action"], t["status"]) for t in on_tasks] == [(t["action"], t["status"]) for t in off_tasks]
     for i, task in enumerate(on_tasks):
         other = off_tasks[i] if same else None
-        lines.append(f"| {task['name']} | {task['action']} | {task['status']} | {fmt(task['seconds'])} | "
+        name = task["name"].split(" : ", 1)[-1].replace("|", "\\|")
+        lines.append(f"| {name} | {task['action']} | {task['status']} | {fmt(task['seconds'])} | "
                      f"{fmt(task['python']) if task['modules'] else '–'} | "
                      f"{fmt(other['seconds']) if other else '–'} | "
                      f"{fmt(other['python']) if other and other['modules'] else '–'} |")

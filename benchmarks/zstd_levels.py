@@ -36,8 +36,9 @@ from pathlib import Path
 # one thread; the CLI's default (-T1) already overlaps I/O with one compression thread.
 SETTINGS = [
     ("-3 --single-thread (libzstd default, as pg_basebackup)", ["-3", "--single-thread"]),
-    ("-3 -T1 (tar --zstd today)", ["-3", "-T1"]),
-    ("-3 -T2 (parallel 2 today)", ["-3", "-T2"]),
+    ("no options (what tar --zstd runs today)", []),
+    ("-3 -T1", ["-3", "-T1"]),
+    ("-3 -T2 (parallel 2 today: tar --use-compress-program='zstd -T2')", ["-T2"]),
     ("-3 -T0", ["-3", "-T0"]),
     ("-1 -T1", ["-1", "-T1"]),
     ("-1 -T2", ["-1", "-T2"]),
@@ -56,8 +57,9 @@ def make_random(path, mib):
 
 # The subset compared with pg_basebackup on clusters: today's two, and the candidates.
 CLUSTER_SETTINGS = [
-    ("tar --zstd (-3 -T1, today)", ["-3", "-T1"]),
-    ("zstd -3 -T2 (parallel 2 today)", ["-3", "-T2"]),
+    ("tar --zstd (today)", []),
+    ("zstd -3 --single-thread", ["-3", "--single-thread"]),
+    ("zstd -T2 (parallel 2 today)", ["-T2"]),
     ("zstd -1 -T1", ["-1", "-T1"]),
     ("zstd -1 -T2", ["-1", "-T2"]),
     ("zstd --fast=1 -T1", ["--fast=1", "-T1"]),
@@ -96,8 +98,9 @@ def clusters(work, mib, reps):
                     key = (name, label)
                     target = work / "base.tar.zst"
                     started = time.monotonic()
-                    proc = subprocess.run(["tar", "-C", str(cluster.data_dir), "-cf", str(target),
-                                           "--use-compress-program=zstd " + " ".join(extra), "--anchored",
+                    compress = ["--use-compress-program=zstd " + " ".join(extra)] if extra else ["--zstd"]
+                    proc = subprocess.run(["tar", "-C", str(cluster.data_dir), "-cf", str(target), *compress,
+                                           "--anchored",
                                            "--exclude=./pg_wal/*", "."], capture_output=True, check=False)
                     times.setdefault(key, []).append(time.monotonic() - started)
                     if proc.returncode not in (0, 1):
