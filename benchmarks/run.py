@@ -11,7 +11,16 @@ random bytea rows (does not compress). Every repetition runs every variant
 once, in the same order, so a slow minute of the machine hits all variants
 alike; the table reports medians. Time in backup mode is measured from
 outside: a thread watches the live ``backup_label`` (the file exists exactly
-while an exclusive backup is in progress) every few milliseconds.
+while an exclusive backup is in progress) every few milliseconds. On a fresh,
+empty cluster it also runs the role with pipelining off and with every option
+on, and ansible-playbook with one debug task and with one ping module; two and
+four clusters take one play each.
+
+Every ansible-playbook run of the local benchmark has the pgx_task_times
+callback (benchmarks/callback_plugins: each task's wall time per host) and, as
+the database host's Python, a wrapper that logs each Python process and its
+module: the remote Python processes of a run are counted, not assumed, and the
+empty cluster's role run is broken down task by task (issue 11's targets).
 
 fleet: playbooks/backup.yml over SSH with become on 1, 3 and 6 database hosts
 of the fleet test bed (tests/fleet), forks as many as hosts, tar streamed
