@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -43,7 +44,6 @@ def timed(stmt, path=None):
     inner, outer = [], []
     prefix = f"import sys; sys.path.insert(0, {str(path)!r}); " if path else ""
     for _ in range(REPS):
-        import time
         started = time.perf_counter()
         out = subprocess.run([sys.executable, "-c", prefix + TIMER.format(stmt=stmt)], capture_output=True,
                              text=True, check=True).stdout
