@@ -34,6 +34,7 @@ import os
 import platform
 import re
 import resource
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -101,7 +102,11 @@ if [ $# -eq 0 ]; then
     rc=$?
     rm -f "$payload"
 else
-    module=$(grep -a -m1 -o "^module_fqn='[^']*'" "$1" 2>/dev/null)
+    # A module file (no pipelining); anything else (python -c ...) counts as a process of no module.
+    module=
+    if [ -f "$1" ]; then
+        module=$(grep -a -m1 -o "^module_fqn='[^']*'" -- "$1" 2>/dev/null)
+    fi
     t1=$EPOCHREALTIME
     %(python)s "$@"
     rc=$?
@@ -217,7 +222,8 @@ class Bench:
         self.counter = 0
         self.python = work / "bin" / "python"
         self.python.parent.mkdir(parents=True, exist_ok=True)
-        self.python.write_text(COUNTING_PYTHON % {"python": sys.executable, "tmp": self.python.parent})
+        self.python.write_text(COUNTING_PYTHON % {"python": shlex.quote(sys.executable),
+                                                   "tmp": shlex.quote(str(self.python.parent))})
         self.python.chmod(0o755)
 
     def target(self, name):
