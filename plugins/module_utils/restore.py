@@ -487,7 +487,7 @@ def restore_task(params, check_mode, connect=None):
             raise BackupError("A postmaster (PID %d) runs on the target data directory %s." % (
                 pid, params["data_directory"]), "Stop that server first, or restore into another directory; a "
                 "restore never touches a running server's files, not even with force.")
-        return dict(changed=True, backup_dir=backup_dir, label=record.get("label"),
+        return dict(changed=True, backup_dir=backup_dir, label=record.get("label"), data_directory=params["data_directory"],
                     msg="Check mode: nothing restored.")
     if connect is None:
         from ansible_collections.pgexclusive.backup.plugins.module_utils.connection import connect_socket

@@ -4,6 +4,11 @@
 
 """verify_restore: start a throwaway server on a copy of a backup and see it reach consistency.
 
+A drill over the restore engine: the copy is laid out by the engine's
+restore_layout.lay_out (tablespaces under the scratch directory) and gets the
+engine's 15+ label fix (restore.needs_label_fix); what is the drill's own is
+the isolation below and the throwaway server's minimal configuration.
+
 Nothing the check runs writes outside its scratch directory (DESIGN.md,
 "Nothing outside our own"): not the live data directory, not the target of its
 pg_wal link, not a tablespace, not the WAL archive. So, before the server starts:
