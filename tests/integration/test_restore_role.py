@@ -12,6 +12,7 @@ its PID. The tests assert on those results and on the live server afterwards.
 
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -99,6 +100,12 @@ def history(request, testbed_dir):
         h.backup_dir = root / "backups" / run.result["label"]
         h.record = json.loads((h.backup_dir / "backup.json").read_text())
         assert h.record["status"] == "complete" and (h.backup_dir / "base.tar.zst").exists()
+        # A plain copy with its WAL included: restored without the archive.
+        run = run_role(live, scratch, exclusive_backup_dest=str(root / "backups"), exclusive_backup_method="copy",
+                       exclusive_backup_include_wal=True, exclusive_backup_wal_archive_dir=str(live.archive_dir))
+        assert run.rc == 0, run.output[-6000:]
+        h.plain_dir = root / "backups" / run.result["label"]
+        assert (h.plain_dir / "data" / "backup_label").exists()
         insert(live, h.db, 1001, 1100, "batch 1")
         live.sql("SELECT pg_create_restore_point('after-batch-1')")
         h.mid_lsn = live.value("SELECT pg_current_wal_insert_lsn()::text")
@@ -135,6 +142,7 @@ def history(request, testbed_dir):
             "occupied": dict(target="immediate", data=h.occupied),
             "before_end": dict(target="lsn", target_lsn=h.record["start_lsn"]),
             "missing_wal": dict(target="immediate", wal_archive_dir=str(h.holey_archive)),
+            "plain_included_wal": dict(target="immediate", backup_dir=str(h.plain_dir), wal_archive_dir=None),
         }
         tasks = []
         for case, args in targets.items():
@@ -149,6 +157,7 @@ def history(request, testbed_dir):
                           "shared_buffers": "16MB"},
                 timeout=180)
             params.update(args)
+            params = {k: v for k, v in params.items() if v is not None}
             if case not in ("running",):
                 restored_dirs.append(Path(params["data_directory"]))
             tasks.append(task("pg_restore", **params))
@@ -216,6 +225,18 @@ def test_tablespace_remapped_and_archiving_off(history):
     assert (Path(new) / os.listdir(new)[0]).is_dir()
     assert (history.root / "restored-immediate" / "data" / "backup_label.old").exists() or \
         not (history.root / "restored-immediate" / "data" / "backup_label").exists()
+
+
+def test_plain_backup_restores_from_its_own_wal_owned_by_postgres(history):
+    result = ok(history, "plain_included_wal")
+    assert result["restore_command"] == "false", "no archive: the WAL comes from the backup"
+    assert history.rows["plain_included_wal"]["ids"] == BEFORE
+    data = history.root / "restored-plain_included_wal" / "data"
+    postgres = pwd.getpwnam("postgres")
+    for path in (data, history.root / "restored-plain_included_wal" / "ts"):
+        info = path.stat()
+        assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (postgres.pw_uid, postgres.pw_gid, 0o700), path
+    assert history.rows["plain_included_wal"]["ts_location"] == str(history.root / "restored-plain_included_wal" / "ts")
 
 
 def test_pg_wal_elsewhere_is_linked(history):
@@ -300,7 +321,7 @@ def test_the_role_and_playbook_restore_the_latest_backup_of_dest(history, tmp_pa
              str(REPO / "playbooks" / "restore.yml"), "-e", f"@{vars_file}"],
             capture_output=True, text=True, env=playbook_env(), cwd=str(REPO), timeout=600, check=False)
         assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
-        assert f"Restoring {history.backup_dir}" in proc.stdout
+        assert f"Restoring {history.plain_dir}" in proc.stdout, "the newest complete backup of the cluster"
         assert "promoted" in proc.stdout
         assert rows_of(dict(socket_dir=str(sock), port=int(variables["restore_settings"]["port"])),
                        history.db)["ids"] == BEFORE | BATCH1
