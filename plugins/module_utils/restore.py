@@ -37,6 +37,7 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_server 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_target import (
     before_backup_end_error, check_target, explain_recovery_failure, recovery_settings, restore_command_for,
     settings_block, target_before_backup_end)
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_verify import verify_backup
 from ansible_collections.pgexclusive.backup.plugins.module_utils.wal import infer_segment_size
 
 AUTO_CONF = "postgresql.auto.conf"
@@ -197,6 +198,9 @@ class Restore(object):
         why = target_before_backup_end(p, record)
         if why:
             raise before_backup_end_error(why)
+        if p.get("verify", True):
+            self.result["verified"] = self._timed("verify", verify_backup, backup_dir, record,
+                                                  _find_tool(p.get("bindir"), "pg_verifybackup"))
         owner = _owner(p.get("owner") or "postgres")
         pg_ctl = _pg_ctl(p.get("bindir")) if p.get("start", True) else None
         data = p["data_directory"].rstrip("/") or "/"
@@ -431,13 +435,15 @@ def _owner(name):
     return entry
 
 
+def _find_tool(bindir, name):
+    """``name`` in ``bindir``, else on the PATH; None when neither has it."""
+    dirs = [bindir] if bindir else os.environ.get("PATH", "").split(os.pathsep)
+    return next((os.path.join(d, name) for d in dirs if os.path.isfile(os.path.join(d, name))), None)
+
+
 def _pg_ctl(bindir):
-    if bindir:
-        path = os.path.join(bindir, "pg_ctl")
-    else:
-        path = next((os.path.join(d, "pg_ctl") for d in os.environ.get("PATH", "").split(os.pathsep)
-                     if os.path.isfile(os.path.join(d, "pg_ctl"))), None)
-    if not path or not os.path.isfile(path):
+    path = _find_tool(bindir, "pg_ctl")
+    if not path:
         raise BackupError("There is no pg_ctl in %s." % (bindir or "the PATH"),
                           "Set bindir to the directory of pg_ctl and postgres of the backup's major version.")
     return path
@@ -449,6 +455,7 @@ def restore_argument_spec():
         dest=dict(type="path"),
         system_identifier=dict(type="str"),
         allow_incomplete=dict(type="bool", default=False),
+        verify=dict(type="bool", default=True),
         data_directory=dict(type="path", required=True),
         waldir=dict(type="path"),
         tablespace_mapping=dict(type="dict", default={}),

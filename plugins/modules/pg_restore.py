@@ -48,6 +48,13 @@ options:
     description: Restore a backup whose C(backup.json) is not C(complete) (to salvage data only).
     type: bool
     default: false
+  verify:
+    description:
+      - Check the backup before restoring it. A plain copy with its C(backup_manifest) is checked with
+        C(pg_verifybackup -n) when O(bindir) (or the PATH) has it; otherwise every output C(backup.json) lists must
+        be there.
+    type: bool
+    default: true
   data_directory:
     description: The target data directory. It must be empty or not exist (see O(force)).
     type: path
@@ -174,6 +181,10 @@ label:
   description: Its label.
   returned: always
   type: str
+verified:
+  description: How the backup was checked (C(method) V(pg_verifybackup) with its C(command), or V(file list)).
+  returned: success, with O(verify)
+  type: dict
 set_aside:
   description: What O(force) renamed aside (what -> new name).
   returned: success
@@ -239,7 +250,7 @@ log_file:
   returned: when started
   type: str
 durations:
-  description: Seconds each step took (choose, check_target, lay_out, recover).
+  description: Seconds each step took (choose, verify, check_target, lay_out, recover).
   returned: success
   type: dict
 missing_wal:

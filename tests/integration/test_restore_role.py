@@ -125,6 +125,10 @@ def history(request, testbed_dir):
         for name in os.listdir(live.archive_dir):
             if name != h.record["stop_wal_file"]:
                 shutil.copy(live.archive_dir / name, h.holey_archive / name)
+        # A tar backup that lost its tablespace's archive.
+        h.damaged = root / "damaged-backup"
+        shutil.copytree(h.backup_dir, h.damaged)
+        (h.damaged / f"{h.ts_oid}.tar.zst").unlink()
         h.occupied = make_dir(root / "occupied")
         (h.occupied / "someone's file").write_text("keep me")
         h.forced = make_dir(root / "forced")
@@ -142,6 +146,7 @@ def history(request, testbed_dir):
             "occupied": dict(target="immediate", data=h.occupied),
             "before_end": dict(target="lsn", target_lsn=h.record["start_lsn"]),
             "missing_wal": dict(target="immediate", wal_archive_dir=str(h.holey_archive)),
+            "damaged": dict(target="immediate", backup_dir=str(h.damaged)),
             "plain_included_wal": dict(target="immediate", backup_dir=str(h.plain_dir), wal_archive_dir=None),
         }
         tasks = []
@@ -200,7 +205,8 @@ def test_immediate_holds_the_rows_committed_before_the_backup(history):
     assert history.rows["immediate"]["ids"] == BEFORE
     assert result["promoted"] is True and result["timeline"] == 2
     assert result["label_fixed"] is False, "the role's copy already carries the 15+ label fix"
-    assert set(result["durations"]) == {"choose", "check_target", "lay_out", "recover"}
+    assert set(result["durations"]) == {"choose", "verify", "check_target", "lay_out", "recover"}
+    assert result["verified"] == {"method": "file list", "outputs": history.record["outputs"]}, "a tar backup"
 
 
 def test_latest_replays_every_archived_commit(history):
@@ -230,6 +236,8 @@ def test_tablespace_remapped_and_archiving_off(history):
 def test_plain_backup_restores_from_its_own_wal_owned_by_postgres(history):
     result = ok(history, "plain_included_wal")
     assert result["restore_command"] == "false", "no archive: the WAL comes from the backup"
+    tool = Path(history.live.inst.tool("pg_verifybackup"))
+    assert result["verified"]["method"] == ("pg_verifybackup" if tool.exists() else "file list")
     assert history.rows["plain_included_wal"]["ids"] == BEFORE
     data = history.root / "restored-plain_included_wal" / "data"
     postgres = pwd.getpwnam("postgres")
@@ -273,6 +281,12 @@ def test_a_target_before_the_backups_end_is_refused(history):
     assert result.get("failed") and "cannot be reached from this backup" in result["msg"], result.get("msg")
     assert "before the backup's stop LSN" in result["msg"]
     assert not (history.root / "restored-before_end").exists(), "nothing was laid out"
+
+
+def test_a_damaged_backup_is_refused_before_anything_is_restored(history):
+    result = history.results["damaged"]
+    assert result.get("failed") and f"lacks {history.ts_oid}.tar.zst, which its backup.json lists" in result["msg"]
+    assert not (history.root / "restored-damaged").exists()
 
 
 def test_a_missing_wal_segment_is_named(history):
