@@ -208,9 +208,8 @@ class Restore(object):
                            system_identifier=record.get("system_identifier"), target=p.get("target") or "immediate")
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         aside = self._timed("check_target", self._check_targets, data, stamp)
-        self.result.update(set_aside=aside, changed=True)
+        self.result.update(set_aside=aside, changed=True, durations=self.durations)
         self._timed("lay_out", self._lay_out, backup_dir, record, data, owner)
-        self.result["durations"] = self.durations
         if not p.get("start", True):
             self.result.update(started=False)
             return self.result
@@ -499,7 +498,15 @@ def restore_task(params, check_mode, connect=None):
     if connect is None:
         from ansible_collections.pgexclusive.backup.plugins.module_utils.connection import connect_socket
         connect = connect_socket
-    return Restore(params, connect).run()
+    engine = Restore(params, connect)
+    try:
+        return engine.run()
+    except BackupError as exc:
+        # What was done before the failure: where the restore went and what force set aside.
+        for key in ("backup_dir", "data_directory", "set_aside", "durations"):
+            if key in engine.result:
+                exc.facts.setdefault(key, engine.result[key])
+        raise
 
 
 def stop_restored(data, bindir, owner="postgres"):

@@ -181,6 +181,22 @@ label:
   description: Its label.
   returned: always
   type: str
+data_directory:
+  description: The target data directory (also on failure, once the backup was chosen).
+  returned: always
+  type: str
+system_identifier:
+  description: The system identifier of the cluster the backup is of.
+  returned: success
+  type: str
+target:
+  description: The recovery target used.
+  returned: success
+  type: str
+backup_label:
+  description: The parsed C(backup_label) of the restored copy (label, start LSN, method before the fix...).
+  returned: success
+  type: dict
 verified:
   description: How the backup was checked (C(method) V(pg_verifybackup) with its C(command), or V(file list)).
   returned: success, with O(verify)
@@ -251,7 +267,7 @@ log_file:
   type: str
 durations:
   description: Seconds each step took (choose, verify, check_target, lay_out, recover).
-  returned: success
+  returned: success, and on a failure after the target was checked
   type: dict
 missing_wal:
   description: The WAL segment the restore needs and found nowhere.

@@ -294,6 +294,7 @@ def test_a_missing_wal_segment_is_named(history):
     missing = history.record["stop_wal_file"]
     assert result.get("failed") and f"The WAL segment {missing}" in result["msg"], result.get("msg")
     assert result["missing_wal"] == missing
+    assert result["data_directory"] == str(history.root / "restored-missing_wal" / "data"), "where the restore went"
 
 
 def test_the_live_server_is_untouched(history):
