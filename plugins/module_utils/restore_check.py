@@ -4,6 +4,11 @@
 
 """verify_restore: start a throwaway server on a copy of a backup and see it reach consistency.
 
+A drill over the restore engine: the copy is laid out by the engine's
+restore_layout.lay_out (tablespaces under the scratch directory) and gets the
+engine's 15+ label fix (restore.needs_label_fix); what is the drill's own is
+the isolation below and the throwaway server's minimal configuration.
+
 Nothing the check runs writes outside its scratch directory (DESIGN.md,
 "Nothing outside our own"): not the live data directory, not the target of its
 pg_wal link, not a tablespace, not the WAL archive. So, before the server starts:
@@ -31,35 +36,32 @@ __metaclass__ = type
 import os
 import pwd
 import shutil
-import signal
-import socket
 import subprocess
-import tarfile
 import tempfile
 import time
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_files import EMPTY_DIRS
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import (
-    TABLESPACE_MAP, parse_tablespace_map)
-from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout import (
-    DATA_SUBDIR, TABLESPACES_SUBDIR, TAR_SUFFIX)
+    LABEL_FILE, TABLESPACE_MAP, restorable_label)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.connection import connect_socket
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore import needs_label_fix
+# The restore engine's parts the drill is made of (and what this file held before they moved there).
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_layout import (  # noqa: F401
+    lay_out, links_out_of, real_directory, rewrite_tablespace_map, tablespaces_without_copy,
+    write_new as _write_new, chown_tree as _chown_tree)
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_server import (  # noqa: F401
+    as_user as _as_user, free_port, log_tail, owner_can as _owner_can, postmaster_pid as _postmaster_pid,
+    stop as _stop)
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_target import (  # noqa: F401
+    quote, restore_command_for)
+from ansible_collections.pgexclusive.backup.plugins.module_utils import restore_layout
 
 CONF = "postgresql.conf"
 AUTO_CONF = "postgresql.auto.conf"
 # The copy's own configuration files are moved here, out of the server's reach, for a person to read.
 LIVE_CONFIG_SUBDIR = "live-config"
 NOT_RESTORABLE = "The backup is not restorable as it is: keep it aside and take a new one."
-
-
-def free_port():
-    sock = socket.socket()
-    try:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-    finally:
-        sock.close()
 
 
 def bindir_of_running_server(data_directory):
@@ -105,88 +107,6 @@ def settings_text(port, socket_dir, hba_file, ident_file, restore_command):
     return "# pgexclusive.backup verify_restore\n" + "".join("%s = %s\n" % kv for kv in settings)
 
 
-def restore_command_for(wal_archive_dir):
-    """A restore_command that only reads the archive.
-
-    Without an archive 'false': the WAL then comes from the copy's pg_wal/
-    (include_wal), and PostgreSQL refuses archive recovery with no
-    restore_command at all.
-    """
-    if not wal_archive_dir:
-        return "false"
-    # % is restore_command's escape character, the shell's quoting keeps spaces.
-    return "cp %s/%%f %%p" % shell_quote(wal_archive_dir.rstrip("/") or "/").replace("%", "%%")
-
-
-def shell_quote(value):
-    return "'" + value.replace("'", "'\"'\"'") + "'"
-
-
-def quote(value):
-    return "'" + value.replace("'", "''") + "'"
-
-
-def rewrite_tablespace_map(text, new_locations):
-    """tablespace_map lines '<oid> <path>' with the paths of ``new_locations`` (oid -> path)."""
-    out = []
-    for line in text.splitlines():
-        oid, _sep, _path = line.partition(" ")
-        out.append("%s %s" % (oid, new_locations[oid]) if oid in new_locations else line)
-    return "\n".join(out) + ("\n" if out else "")
-
-
-def tablespaces_without_copy(map_text, tblspcs):
-    """The tablespace_map entries ({'oid', 'path'}) whose tablespace the backup holds no copy of."""
-    return [e for e in parse_tablespace_map(map_text) if str(e["oid"]) not in tblspcs]
-
-
-def real_directory(path):
-    """Make ``path`` a real directory of the copy's own.
-
-    A link (pg_wal of initdb --waldir) is removed as a link, never followed
-    nor emptied: the live server's WAL is behind it. A real directory is kept
-    with what it holds (include_wal puts the backup's WAL in pg_wal/).
-    """
-    if os.path.islink(path) or (os.path.lexists(path) and not os.path.isdir(path)):
-        os.unlink(path)
-    if not os.path.isdir(path):
-        os.mkdir(path, 0o700)
-
-
-def relink_tablespaces(data, tblspcs):
-    """Point pg_tblspc/<oid> of the copy at the copy's own tablespace directories (oid -> path).
-
-    A tar of the data directory links the live tablespaces; a server started
-    on it would replay into them. A link without a copy stops the check.
-    """
-    pg_tblspc = os.path.join(data, "pg_tblspc")
-    names = set(os.listdir(pg_tblspc)) if os.path.isdir(pg_tblspc) else set()
-    for oid in sorted(names | set(tblspcs)):
-        link = os.path.join(pg_tblspc, oid)
-        if os.path.lexists(link) and not os.path.islink(link):
-            continue   # an in-place tablespace (allow_in_place_tablespaces): inside the copy already
-        if oid not in tblspcs:
-            raise no_tablespace_copy(oid, os.readlink(link))
-        if os.path.lexists(link):
-            os.unlink(link)
-        os.symlink(tblspcs[oid], link)
-
-
-def links_out_of(top, inside):
-    """Links under ``top`` (not followed) that lead outside ``inside``, as paths relative to ``inside``."""
-    inside = os.path.realpath(inside)
-    found = []
-    for root, dirs, files in os.walk(top):
-        for name in dirs + files:
-            full = os.path.join(root, name)
-            if not os.path.islink(full):
-                continue
-            target = os.path.realpath(full)
-            if target != inside and not target.startswith(inside + os.sep):
-                found.append(os.path.relpath(full, inside))
-    return sorted(found)
-
-
 def no_tablespace_copy(oid, path):
     return BackupError(
         "The restore check could not run: the backup holds no copy of tablespace %s (%s), and a server "
@@ -205,64 +125,33 @@ def not_restorable(msg):
     return BackupError(msg, NOT_RESTORABLE, check_ran=True)
 
 
-def _extract(archive, target):
-    """Extract as the archive says: links stay links, and isolate() deals with those leading out."""
-    if not os.path.isdir(target):
-        os.makedirs(target)
-    if archive.endswith(".zst"):
-        proc = subprocess.Popen(["tar", "--zstd", "-xf", archive, "-C", target], stderr=subprocess.PIPE)
-        _out, err = proc.communicate()
-        if proc.returncode != 0:
-            raise cannot_extract(archive, err.decode("utf-8", "replace"))
-        return
-    # The 'tar' filter (Python 3.12, backported to 3.8.17+) keeps absolute links, which the 'data'
-    # filter (the default from 3.14) refuses, and still never writes through a link.
-    safe = {"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}
-    try:
-        with tarfile.open(archive) as tar:
-            tar.extractall(target, **safe)
-    except tarfile.TarError as exc:
-        raise cannot_extract(archive, str(exc))
-
-
-def cannot_extract(archive, err):
-    return BackupError("The restore check could not extract %s: %s" % (archive, err.strip()),
-                       "zstd must be installed for .zst backups; otherwise the archive is damaged: "
-                       "keep the backup aside and take a new one.", check_ran=False)
-
-
 def materialize(backup_dir, work):
     """Lay the backup out as a data directory under ``work``; return (data_dir, {oid: tablespace dir}).
 
-    Copies and extractions keep links as links: nothing is written through them.
+    The engine's layout (restore_layout.lay_out) with every tablespace under
+    ``work/tablespaces``; a failure there means the check could not run.
     """
     data = os.path.join(work, "data")
-    tblspcs = {}
-    plain = os.path.join(backup_dir, DATA_SUBDIR)
-    if os.path.isdir(plain):
-        shutil.copytree(plain, data, symlinks=True)
-        source = os.path.join(backup_dir, TABLESPACES_SUBDIR)
-        if os.path.isdir(source):
-            for oid in os.listdir(source):
-                tblspcs[oid] = os.path.join(work, "tablespaces", oid)
-                shutil.copytree(os.path.join(source, oid), tblspcs[oid], symlinks=True)
-        return data, tblspcs
-    names = os.listdir(backup_dir)
-    base = [n for n in names if n in ["base" + s for s in TAR_SUFFIX.values()]]
-    if not base:
-        raise cannot_run("%s holds neither data/ nor base.tar, nothing it can restore" % backup_dir,
-                         "verify_restore checks tar, rsync and copy backups, not the command method's.")
-    _extract(os.path.join(backup_dir, base[0]), data)
-    for name in names:
-        stem = name.split(".", 1)[0]
-        if stem.isdigit() and ".tar" in name:
-            tblspcs[stem] = os.path.join(work, "tablespaces", stem)
-            _extract(os.path.join(backup_dir, name), tblspcs[stem])
-        elif stem == "pg_wal" and ".tar" in name:
-            # base.tar of an older backup may hold pg_wal as a link to the live WAL: extract beside it, never into it.
-            real_directory(os.path.join(data, "pg_wal"))
-            _extract(os.path.join(backup_dir, name), os.path.join(data, "pg_wal"))
+    try:
+        tblspcs = lay_out(backup_dir, data, lambda oid: os.path.join(work, "tablespaces", oid))
+    except BackupError as exc:
+        raise as_check_error(exc)
     return data, tblspcs
+
+
+def as_check_error(exc):
+    """An engine error met before any server started: the check could not run."""
+    if "check_ran" in exc.facts:
+        return exc
+    return BackupError("The restore check could not run: %s" % exc.msg, exc.hint, check_ran=False)
+
+
+def relink_tablespaces(data, tblspcs):
+    """The engine's relink; a link without a copy means the check could not run."""
+    try:
+        restore_layout.relink_tablespaces(data, tblspcs)
+    except BackupError as exc:
+        raise as_check_error(exc)
 
 
 def isolate(work, data, tblspcs):
@@ -294,32 +183,6 @@ def isolate(work, data, tblspcs):
             "or keep that data inside the data directory.", check_ran=False)
 
 
-def _write_new(path, text):
-    """Create ``path`` (it must not exist: a link in its place is never followed)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-
-
-def _chown_tree(path, uid, gid):
-    for root, dirs, files in os.walk(path):
-        for name in [root] + [os.path.join(root, n) for n in dirs + files]:
-            os.lchown(name, uid, gid)
-
-
-def _as_user(uid, gid):
-    def demote():
-        os.setgroups([])
-        os.setgid(gid)
-        os.setuid(uid)
-    return demote
-
-
-def _owner_can(owner, test_args):
-    """True when ``test <test_args>`` succeeds as the owner of the live data directory."""
-    return subprocess.call(["test"] + test_args, preexec_fn=_as_user(owner.st_uid, owner.st_gid)) == 0
-
-
 def _locate_pg_ctl(data_directory, bindir):
     try:
         owner = os.stat(data_directory)
@@ -346,11 +209,28 @@ def prepare(backup_dir, work, port, wal_archive_dir, owner):
     _write_new(os.path.join(data, CONF),
                settings_text(port, sock, hba, ident, restore_command_for(wal_archive_dir)))
     _write_new(os.path.join(data, AUTO_CONF), "")
+    fix_label_of_copy(data)
     if not os.path.lexists(os.path.join(data, "recovery.signal")):
         _write_new(os.path.join(data, "recovery.signal"), "")
     os.chmod(data, 0o700)
     _chown_tree(work, owner.st_uid, owner.st_gid)
     return data, sock
+
+
+def fix_label_of_copy(data):
+    """The engine's 15+ label fix, in the copy, when its backup_label still says pg_start_backup."""
+    path = os.path.join(data, LABEL_FILE)
+    if not os.path.isfile(path) or os.path.islink(path):
+        return False
+    with open(path) as handle:
+        text = handle.read()
+    with open(os.path.join(data, "PG_VERSION")) as handle:
+        major = int((handle.read().strip() or "0").split(".")[0])
+    if not needs_label_fix(text, major):
+        return False
+    os.unlink(path)
+    _write_new(path, restorable_label(text))
+    return True
 
 
 def verify_restore_argument_spec():
@@ -456,37 +336,3 @@ def verify_restore(backup_dir, data_directory, bindir=None, wal_archive_dir=None
             _stop(pid, pg_ctl, data, owner)
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
-
-
-def _postmaster_pid(data):
-    try:
-        with open(os.path.join(data, "postmaster.pid")) as handle:
-            return int(handle.readline().strip())
-    except (IOError, OSError, ValueError):
-        return None
-
-
-def _stop(pid, pg_ctl, data, owner):
-    """Stop the throwaway server by its PID: immediate, it is thrown away."""
-    subprocess.call([pg_ctl, "-D", data, "-m", "immediate", "-w", "-t", "30", "stop"],
-                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                    preexec_fn=_as_user(owner.st_uid, owner.st_gid))
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            return
-        time.sleep(0.1)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except OSError:
-        pass
-
-
-def log_tail(path, lines=30):
-    try:
-        with open(path) as handle:
-            return "\n--- restored server log ---\n" + "".join(handle.readlines()[-lines:])
-    except (IOError, OSError):
-        return ""

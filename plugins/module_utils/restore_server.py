@@ -1,0 +1,113 @@
+# -*- coding: utf-8 -*-
+# Copyright: pgexclusive.backup maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""restore_server: the restored server's process, as its OS user: start, find, stop by PID, read its log."""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import os
+import signal
+import socket
+import subprocess
+import time
+
+
+def free_port():
+    sock = socket.socket()
+    try:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+    finally:
+        sock.close()
+
+
+def as_user(uid, gid):
+    """A preexec_fn that runs the child as uid:gid (a no-op when that is who runs already)."""
+    def demote():
+        if os.geteuid() == uid:
+            return
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+    return demote
+
+
+def owner_can(owner, test_args):
+    """True when ``test <test_args>`` succeeds as ``owner`` (a stat result: st_uid, st_gid)."""
+    return subprocess.call(["test"] + test_args, preexec_fn=as_user(owner.st_uid, owner.st_gid)) == 0
+
+
+def postmaster_pid(data):
+    try:
+        with open(os.path.join(data, "postmaster.pid")) as handle:
+            return int(handle.readline().strip())
+    except (IOError, OSError, ValueError):
+        return None
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except OSError as exc:
+        return exc.errno == 1   # EPERM: someone else's process, alive
+    return True
+
+
+def running_postmaster(data):
+    """The PID of a postmaster running on ``data``, or None (a postmaster.pid left by a crash is not one)."""
+    pid = postmaster_pid(data)
+    return pid if pid and alive(pid) else None
+
+
+def listening(data):
+    """(socket directory, port) from postmaster.pid (lines 4 and 5), or (None, None)."""
+    try:
+        with open(os.path.join(data, "postmaster.pid")) as handle:
+            lines = handle.read().split("\n")
+        sockets = lines[4].strip()
+        return (sockets.split(",")[0].strip() or None), int(lines[3].strip())
+    except (IOError, OSError, ValueError, IndexError):
+        return None, None
+
+
+def start(pg_ctl, data, log, owner, cwd):
+    """pg_ctl start without waiting (recovery may end in a shutdown); returns pg_ctl's (rc, output)."""
+    proc = subprocess.Popen([pg_ctl, "-D", data, "-l", log, "-W", "start"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=as_user(owner.st_uid, owner.st_gid), cwd=cwd)
+    out, _err = proc.communicate()
+    return proc.returncode, out.decode("utf-8", "replace")
+
+
+def stop(pid, pg_ctl, data, owner, mode="immediate"):
+    """Stop the server of ``data`` whose postmaster is ``pid``; SIGKILL that PID if it outlives pg_ctl."""
+    subprocess.call([pg_ctl, "-D", data, "-m", mode, "-w", "-t", "60", "stop"],
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                    preexec_fn=as_user(owner.st_uid, owner.st_gid))
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        if not alive(pid):
+            return
+        time.sleep(0.1)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def read_log(path):
+    try:
+        with open(path) as handle:
+            return handle.read()
+    except (IOError, OSError):
+        return ""
+
+
+def log_tail(path, lines=30):
+    try:
+        with open(path) as handle:
+            return "\n--- restored server log ---\n" + "".join(handle.readlines()[-lines:])
+    except (IOError, OSError):
+        return ""

@@ -1,0 +1,291 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: pgexclusive.backup maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: pg_restore
+short_description: Restore a backup of this collection into a data directory, to a point in time
+description:
+  - Chooses a backup, either O(backup_dir) or the newest C(complete) backup under O(dest) (of the cluster
+    O(system_identifier)), and refuses one whose C(backup.json) is not C(complete) unless O(allow_incomplete).
+  - Refuses a target data directory (or O(waldir), or a tablespace's new directory) where a postmaster runs, or that
+    is not empty; with O(force) a non-empty one is renamed aside to C(<path>.pgx-aside-<time>), never deleted.
+  - Lays the backup out there (plain C(data/), or C(base.tar) with C(.gz) or C(.zst), its tablespaces, the WAL it
+    includes), with C(pg_wal) a directory of its own, or O(waldir) linked as C(initdb --waldir) does, and each
+    tablespace at its old path or the one O(tablespace_mapping) gives (C(tablespace_map) is rewritten); the files
+    belong to O(owner), the directories mode 0700.
+  - Keeps C(backup_label); on PostgreSQL 15 and later, a label that still says C(BACKUP METHOD pg_start_backup) is
+    changed in the restored copy to C(streamed), so that recovery waits for the end of the backup.
+  - Writes C(recovery.signal) and appends the recovery settings (O(target) and its value, O(target_inclusive),
+    O(target_timeline), O(target_action), C(restore_command)) to C(postgresql.auto.conf), with C(archive_mode = off);
+    the restored server never writes into the WAL archive until you turn archiving back on.
+  - Before starting, checks that every WAL segment from the backup's start to its stop is in the archive directory
+    or in the backup (not with a custom O(restore_command)), and that the target is not before the backup's end.
+  - With O(start) (default), starts the server as O(owner) and waits until it has reached its target (promoted,
+    paused, or shut down as O(target_action) says), then reports where it stopped. The server is left running.
+version_added: 0.2.0
+author: pgexclusive.backup maintainers (@pgexclusive)
+requirements:
+  - psycopg2 on the host that runs the module (to ask the restored server where it stopped)
+options:
+  backup_dir:
+    description: The backup directory, C(<dest>/<label>). Give this or O(dest).
+    type: path
+  dest:
+    description: The backup destination; the newest complete backup of the cluster there is restored.
+    type: path
+  system_identifier:
+    description:
+      - The cluster whose backup to restore (C(backup.json) C(system_identifier)).
+      - Needed with O(dest) when it holds backups of several clusters.
+    type: str
+  allow_incomplete:
+    description: Restore a backup whose C(backup.json) is not C(complete) (to salvage data only).
+    type: bool
+    default: false
+  verify:
+    description:
+      - Check the backup before restoring it. A plain copy with its C(backup_manifest) is checked with
+        C(pg_verifybackup -n) when O(bindir) (or the PATH) has it; otherwise every output C(backup.json) lists must
+        be there.
+    type: bool
+    default: true
+  data_directory:
+    description: The target data directory. It must be empty or not exist (see O(force)).
+    type: path
+    required: true
+  waldir:
+    description: Put C(pg_wal) here, linked from the data directory as C(initdb --waldir) does; empty or new.
+    type: path
+  tablespace_mapping:
+    description: New paths of tablespaces, by OID or by old path (as C(tablespace_map) names them).
+    type: dict
+    default: {}
+  force:
+    description: Rename a non-empty target aside (C(<path>.pgx-aside-<time>)) instead of refusing. Nothing is deleted.
+    type: bool
+    default: false
+  owner:
+    description: The OS user the server runs as; the restored files are given to it.
+    type: str
+    default: postgres
+  target:
+    description:
+      - Where recovery stops. V(immediate) as soon as the copy is consistent (the end of the backup); V(latest) at
+        the end of the WAL; V(time), V(lsn), V(name) (a restore point) and V(xid) at O(target_time), O(target_lsn),
+        O(target_name) or O(target_xid).
+    type: str
+    default: immediate
+    choices: [immediate, latest, time, lsn, name, xid]
+  target_time:
+    description: The time to stop at, with its time zone, e.g. C(2026-11-21 14:03:00+00).
+    type: str
+  target_lsn:
+    description: The LSN to stop at, e.g. C(0/3000060).
+    type: str
+  target_name:
+    description: The restore point to stop at (created with C(pg_create_restore_point)).
+    type: str
+  target_xid:
+    description: The transaction id to stop at.
+    type: str
+  target_inclusive:
+    description: Stop just after the target (V(true)) or just before it.
+    type: bool
+    default: true
+  target_timeline:
+    description: C(recovery_target_timeline) (V(latest), V(current) or a number); default PostgreSQL's (latest).
+    type: str
+  target_action:
+    description: What the server does at the target.
+    type: str
+    default: promote
+    choices: [promote, pause, shutdown]
+  wal_archive_dir:
+    description: The WAL archive directory, only ever read (C(restore_command = 'cp <dir>/%f %p')).
+    type: path
+  restore_command:
+    description:
+      - Any C(restore_command) (e.g. your backup tool's fetch command); wins over O(wal_archive_dir).
+      - Without either, the WAL comes from the backup itself (C(include_wal)).
+    type: str
+  settings:
+    description:
+      - More settings for the restored server, appended after the recovery settings (e.g. C(port),
+        C(unix_socket_directories), C(listen_addresses)), for a restore beside a running server.
+    type: dict
+    default: {}
+  start:
+    description: Start the server and wait until it reaches its target. V(false) leaves it ready to start.
+    type: bool
+    default: true
+  bindir:
+    description: Directory of C(pg_ctl) and C(postgres) of the backup's major; default the PATH.
+    type: path
+  log_file:
+    description: The server's startup log; default C(<data_directory>.restore.log).
+    type: path
+  login_user:
+    description: The database user asked where recovery stopped (over the restored server's Unix socket).
+    type: str
+    default: postgres
+  timeout:
+    description: Seconds to wait for the target.
+    type: int
+    default: 3600
+notes:
+  - Check mode chooses the backup and checks the target, and changes nothing.
+  - Run it as root (C(become)) or as O(owner).
+'''
+
+EXAMPLES = r'''
+- name: Restore the newest backup to 14:03
+  pgexclusive.backup.pg_restore:
+    dest: /srv/backups
+    system_identifier: "7441234567890123456"
+    data_directory: /var/lib/postgresql/16/main
+    force: true
+    target: time
+    target_time: "2026-11-21 14:03:00+00"
+    wal_archive_dir: /srv/wal-archive
+    bindir: /usr/lib/postgresql/16/bin
+
+- name: Restore one backup beside the live server, to a restore point, and leave it paused
+  pgexclusive.backup.pg_restore:
+    backup_dir: /srv/backups/nightly-2026-11-21
+    data_directory: /srv/restore/data
+    waldir: /srv/restore/wal
+    tablespace_mapping:
+      /srv/tblspc/fast: /srv/restore/fast
+    target: name
+    target_name: before-migration
+    target_action: pause
+    wal_archive_dir: /srv/wal-archive
+    settings:
+      port: 5499
+      listen_addresses: ""
+      unix_socket_directories: /srv/restore
+'''
+
+RETURN = r'''
+backup_dir:
+  description: The backup restored.
+  returned: always
+  type: str
+label:
+  description: Its label.
+  returned: always
+  type: str
+data_directory:
+  description: The target data directory (also on failure, once the backup was chosen).
+  returned: always
+  type: str
+system_identifier:
+  description: The system identifier of the cluster the backup is of.
+  returned: success
+  type: str
+target:
+  description: The recovery target used.
+  returned: success
+  type: str
+backup_label:
+  description: The parsed C(backup_label) of the restored copy (label, start LSN, method before the fix...).
+  returned: success
+  type: dict
+verified:
+  description: How the backup was checked (C(method) V(pg_verifybackup) with its C(command), or V(file list)).
+  returned: success, with O(verify)
+  type: dict
+set_aside:
+  description: What O(force) renamed aside (what -> new name).
+  returned: success
+  type: dict
+tablespaces:
+  description: OID -> the directory each tablespace was restored to.
+  returned: success
+  type: dict
+waldir:
+  description: Where the restored server's WAL lives.
+  returned: success
+  type: str
+label_fixed:
+  description: Whether the restored C(backup_label) was changed to C(BACKUP METHOD streamed) (15+).
+  returned: success
+  type: bool
+restore_command:
+  description: The C(restore_command) written.
+  returned: success
+  type: str
+settings:
+  description: The settings appended to C(postgresql.auto.conf).
+  returned: success
+  type: dict
+started:
+  description: Whether the server was started.
+  returned: success
+  type: bool
+running:
+  description: Whether it still runs (V(false) after O(target_action=shutdown)).
+  returned: when started
+  type: bool
+promoted:
+  description: Whether it left recovery.
+  returned: when started
+  type: bool
+paused:
+  description: Whether it is paused at its target.
+  returned: when started
+  type: bool
+reached_lsn:
+  description: The last WAL location replayed.
+  returned: when running
+  type: str
+reached_time:
+  description: The commit time of the last transaction replayed.
+  returned: when running
+  type: str
+timeline:
+  description: The restored server's timeline.
+  returned: when running
+  type: int
+socket_dir:
+  description: The restored server's Unix socket directory.
+  returned: when running
+  type: str
+port:
+  description: The restored server's port.
+  returned: when running
+  type: int
+log_file:
+  description: The server's startup log.
+  returned: when started
+  type: str
+durations:
+  description: Seconds each step took (choose, verify, check_target, lay_out, recover).
+  returned: success, and on a failure after the target was checked
+  type: dict
+missing_wal:
+  description: The WAL segment the restore needs and found nowhere.
+  returned: on that failure
+  type: str
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.pgexclusive.backup.plugins.module_utils.module_runner import run_module
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore import restore_argument_spec, restore_task
+
+
+def main():
+    run_module(AnsibleModule(argument_spec=restore_argument_spec(), supports_check_mode=True,
+                             required_one_of=[("backup_dir", "dest")], mutually_exclusive=[("backup_dir", "dest")]),
+               restore_task)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+import json
+import os
+
+import pytest
+
+from ansible_collections.pgexclusive.backup.plugins.module_utils import restore
+from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
+
+
+def record(sysid, status="complete", finished="2026-11-21T10:00:00Z"):
+    return {"status": status, "system_identifier": sysid, "finished_at": finished}
+
+
+def test_latest_complete_of_one_cluster():
+    records = {"a": record("1", finished="2026-11-21T10:00:00Z"), "b": record("1", finished="2026-11-22T10:00:00Z"),
+               "c": record("1", "failed", "2026-11-23T10:00:00Z"), "d": record("2", finished="2026-11-24T10:00:00Z"),
+               "e": None}
+    assert restore.latest_complete(records, "1") == "b"
+    assert restore.latest_complete(records, "2") == "d"
+    with pytest.raises(BackupError, match="complete backups of 2 clusters"):
+        restore.latest_complete(records)
+    with pytest.raises(BackupError, match="no complete backup of the cluster with system identifier 3"):
+        restore.latest_complete(records, "3")
+
+
+def write(backup_dir, content):
+    os.makedirs(str(backup_dir))
+    (backup_dir / "backup.json").write_text(json.dumps(content))
+
+
+def test_choose_backup_refuses_an_incomplete_one_unless_allowed(tmp_path):
+    write(tmp_path / "dest" / "old", dict(record("7"), label="old"))
+    write(tmp_path / "dest" / "broken", dict(record("7", "failed", "2026-12-01T00:00:00Z"), error="copy failed"))
+    path, rec = restore.choose_backup(dest=str(tmp_path / "dest"))
+    assert path.endswith("/old") and rec["label"] == "old"
+    with pytest.raises(BackupError, match=r"is not complete \(status failed: copy failed\)"):
+        restore.choose_backup(str(tmp_path / "dest" / "broken"))
+    assert restore.choose_backup(str(tmp_path / "dest" / "broken"), allow_incomplete=True)[1]["status"] == "failed"
+    with pytest.raises(BackupError, match="is of the cluster 7, not 8"):
+        restore.choose_backup(str(tmp_path / "dest" / "old"), system_identifier="8")
+    with pytest.raises(BackupError, match="either backup_dir or dest"):
+        restore.choose_backup()
+    with pytest.raises(BackupError, match="holds no readable backup.json"):
+        restore.choose_backup(str(tmp_path))
+
+
+def test_check_target_dir(tmp_path):
+    assert restore.check_target_dir(str(tmp_path / "new"), False, "T") is None
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert restore.check_target_dir(str(empty), False, "T") is None
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "f").write_text("x")
+    with pytest.raises(BackupError, match="is not empty"):
+        restore.check_target_dir(str(full), False, "T")
+    assert restore.check_target_dir(str(full), True, "T") == str(tmp_path / "full.pgx-aside-T")
+    assert (tmp_path / "full.pgx-aside-T" / "f").read_text() == "x" and not full.exists()
+
+
+def test_check_target_dir_refuses_a_running_postmaster_even_with_force(tmp_path):
+    (tmp_path / "postmaster.pid").write_text("%d\n%s\n" % (os.getpid(), tmp_path))
+    with pytest.raises(BackupError, match="A postmaster \\(PID %d\\) runs" % os.getpid()):
+        restore.check_target_dir(str(tmp_path), True, "T")
+    assert (tmp_path / "postmaster.pid").exists()
+
+
+def test_tablespace_targets_by_oid_or_old_path():
+    text = "16384 /live/a\n16385 /live/b\n16386 /live/c\n"
+    assert restore.tablespace_targets(text, {16384: "/new/a", "/live/b": "/new/b"}) == {
+        "16384": "/new/a", "16385": "/new/b", "16386": "/live/c"}
+
+
+def test_needs_label_fix_only_on_15_and_later():
+    label = "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nBACKUP METHOD: pg_start_backup\n"
+    assert restore.needs_label_fix(label, 15) and restore.needs_label_fix(label, 18)
+    assert not restore.needs_label_fix(label, 14)
+    assert not restore.needs_label_fix(label.replace("pg_start_backup", "streamed"), 16)
+
+
+def test_wal_needed_and_missing(tmp_path):
+    rec = {"start_wal_file": "000000010000000000000002", "start_lsn": "0/2000028",
+           "stop_wal_file": "000000010000000000000004"}
+    needed = restore.wal_needed(rec)
+    assert needed == ["000000010000000000000002", "000000010000000000000003", "000000010000000000000004"]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / needed[0]).write_text("")
+    (tmp_path / "b" / needed[2]).write_text("")
+    assert restore.missing_wal(needed, [str(tmp_path / "a"), None, str(tmp_path / "b")]) == needed[1]
+    assert restore.wal_needed({}) == []

@@ -1,0 +1,85 @@
+import pytest
+
+from ansible_collections.pgexclusive.backup.plugins.module_utils import restore_target as rt
+from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
+
+
+def settings(params, command="cp '/a'/%f %p"):
+    return dict(rt.recovery_settings(params, command))
+
+
+def test_immediate_stops_at_consistency_and_never_archives():
+    assert settings({"target": "immediate"}) == {
+        "restore_command": "'cp ''/a''/%f %p'",
+        "archive_mode": "'off'",
+        "archive_command": "''",
+        "recovery_target": "'immediate'",
+        "recovery_target_action": "'promote'",
+    }
+
+
+def test_latest_sets_no_target_and_no_action():
+    assert settings({"target": "latest", "target_timeline": "latest"}) == {
+        "restore_command": "'cp ''/a''/%f %p'", "archive_mode": "'off'", "archive_command": "''",
+        "recovery_target_timeline": "'latest'"}
+
+
+@pytest.mark.parametrize("target,option,value,setting", [
+    ("time", "target_time", "2026-11-21 14:03:00+00", "recovery_target_time"),
+    ("lsn", "target_lsn", "0/3000060", "recovery_target_lsn"),
+    ("name", "target_name", "before it's gone", "recovery_target_name"),
+    ("xid", "target_xid", "1234", "recovery_target_xid"),
+])
+def test_point_in_time_targets(target, option, value, setting):
+    params = rt.check_target({"target": target, option: value, "target_inclusive": False, "target_action": "pause"})
+    conf = settings(params)
+    assert conf[setting] == rt.quote(value)
+    assert conf["recovery_target_inclusive"] == "'off'" and conf["recovery_target_action"] == "'pause'"
+    assert "recovery_target" not in conf
+
+
+def test_a_target_needs_its_value_and_only_its_value():
+    with pytest.raises(BackupError, match="needs target_time"):
+        rt.check_target({"target": "time"})
+    with pytest.raises(BackupError, match="target_lsn is set, but the recovery target is time"):
+        rt.check_target({"target": "time", "target_time": "2026-11-21 14:03:00+00", "target_lsn": "0/1"})
+    with pytest.raises(BackupError, match="is not an LSN"):
+        rt.check_target({"target": "lsn", "target_lsn": "3000060"})
+    with pytest.raises(BackupError, match="is not a transaction id"):
+        rt.check_target({"target": "xid", "target_xid": "12a"})
+    with pytest.raises(BackupError, match="neither latest, current nor a timeline number"):
+        rt.check_target({"target": "latest", "target_timeline": "newest"})
+
+
+def test_time_epoch():
+    assert rt.time_epoch("1970-01-01 01:00:00+01") == 0
+    assert rt.time_epoch("1970-01-01 00:00:01.5 UTC") == 1.5
+    assert rt.time_epoch("1970-01-01T00:00:00Z") == 0
+    assert rt.time_epoch("1970-01-01 00:00:00") is None, "no zone: not guessed"
+
+
+def test_target_before_backup_end():
+    record = {"stop_lsn": "0/5000100", "start_time": "2026-11-21 10:00:00 UTC"}
+    assert "before the backup's stop LSN 0/5000100" in rt.target_before_backup_end(
+        {"target": "lsn", "target_lsn": "0/5000000"}, record)
+    assert rt.target_before_backup_end({"target": "lsn", "target_lsn": "0/05000100"}, record) is None
+    assert "before the backup started" in rt.target_before_backup_end(
+        {"target": "time", "target_time": "2026-11-21 10:59:00+01"}, record)
+    assert rt.target_before_backup_end({"target": "time", "target_time": "2026-11-21 10:00:01+00"}, record) is None
+    assert rt.target_before_backup_end({"target": "immediate"}, record) is None
+
+
+def test_explain_recovery_failure_names_the_missing_segment():
+    log = ("cp: cannot stat '/srv/archive/000000010000000000000007': No such file or directory\n"
+           "LOG:  redo done at 0/6000100\n"
+           "FATAL:  recovery ended before configured recovery target was reached\n")
+    msg, hint = rt.explain_recovery_failure(log)
+    assert "past the last WAL the archive holds (next segment 000000010000000000000007 not found)" in msg
+    assert rt.missing_segments_in_log(log) == ["000000010000000000000007"]
+    msg, _hint = rt.explain_recovery_failure(
+        "cp: cannot stat '/a/000000010000000000000003': No such file or directory\n"
+        "FATAL:  WAL ends before end of online backup\n")
+    assert msg == "The restore needs the WAL segment 000000010000000000000003, which restore_command did not find."
+    assert "before the end of the backup" in rt.explain_recovery_failure(
+        "FATAL:  requested recovery stop point is before consistent recovery point")[0]
+    assert rt.explain_recovery_failure("LOG:  something else") is None
