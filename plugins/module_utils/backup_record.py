@@ -141,6 +141,18 @@ def read_record(backup_dir):
         return None
 
 
+def scan_backups(dest):
+    """label -> backup.json for every directory of ``dest`` that holds one."""
+    found = {}
+    if not os.path.isdir(dest):
+        return found
+    for name in sorted(os.listdir(dest)):
+        path = os.path.join(dest, name)
+        if os.path.isdir(path) and not os.path.islink(path) and os.path.isfile(os.path.join(path, RECORD_FILE)):
+            found[name] = read_record(path)
+    return found
+
+
 def record_argument_spec():
     return dict(
         backup_dir=dict(type="path", required=True),

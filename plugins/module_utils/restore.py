@@ -27,10 +27,10 @@ import time
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import (
     LABEL_FILE, TABLESPACE_MAP, parse_backup_label, parse_tablespace_map, restorable_label)
-from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_record import COMPLETE, RECORD_FILE, read_record
+from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_record import (
+    COMPLETE, RECORD_FILE, read_record, scan_backups)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_wal import segments_between
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
-from ansible_collections.pgexclusive.backup.plugins.module_utils.retention import scan_backups
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_layout import (
     chown_tree, lay_out, relink_tablespaces, rewrite_tablespace_map, tablespaces_without_copy, write_new)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_server import (

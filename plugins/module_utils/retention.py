@@ -10,7 +10,7 @@ __metaclass__ = type
 import os
 import shutil
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_record import COMPLETE, RECORD_FILE, read_record
+from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_record import COMPLETE, RECORD_FILE, scan_backups
 from ansible_collections.pgexclusive.backup.plugins.module_utils.durable import fsync_path
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 
@@ -99,15 +99,3 @@ def _remove_backup(dest, label, removed):
             "Retention could not remove the backup %s: %s." % (path, exc),
             "Its backup.json is gone if the removal started, so nothing takes it for a complete backup; "
             "remove the rest by hand once the cause (permissions, a busy mount) is fixed.", removed=removed)
-
-
-def scan_backups(dest):
-    """label -> backup.json for every directory of ``dest`` that holds one."""
-    found = {}
-    if not os.path.isdir(dest):
-        return found
-    for name in sorted(os.listdir(dest)):
-        path = os.path.join(dest, name)
-        if os.path.isdir(path) and not os.path.islink(path) and os.path.isfile(os.path.join(path, RECORD_FILE)):
-            found[name] = read_record(path)
-    return found

@@ -170,7 +170,7 @@ def test_scan_and_write(tmp_path):
     (tmp_path / "x").mkdir()
     (tmp_path / "not-a-backup").mkdir()
     r.write_record(str(tmp_path / "x"), r.build_record(RESTORABLE, "complete"))
-    found = rt.scan_backups(str(tmp_path))
+    found = r.scan_backups(str(tmp_path))
     assert list(found) == ["x"] and found["x"]["status"] == "complete"
     assert json.loads((tmp_path / "x" / "backup.json").read_text())["format"] == 1
 
