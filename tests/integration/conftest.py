@@ -34,12 +34,19 @@ def one_ext_pg(request, clusters):
 
 
 @pytest.fixture
-def runs(scratch):
+def state_dir(scratch):
+    """State records (and so their watchdogs) in the test's scratch; the watchdogs are ended by PID after it."""
+    path = scratch / "state"
+    yield path
+    end_watchdogs(path)
+
+
+@pytest.fixture
+def runs(scratch, state_dir):
     """runs(cluster, name, **role_vars): the role in a background ansible-playbook (runner.start_role), with
-    the backups and state records (so the watchdogs) in the test's scratch. After the test, what is left
-    of each run is ended by id, and so are the watchdogs of its state records."""
+    the backups and state records in the test's scratch. After the test, what is left of each run is ended
+    by id (and, through ``state_dir``, the watchdogs)."""
     started = []
-    state_dir = scratch / "state"
 
     def start(cluster, name="run", **role_vars):
         role_vars.setdefault("exclusive_backup_dest", str(scratch / "backups"))
@@ -52,7 +59,6 @@ def runs(scratch):
     yield start
     for run in started:
         run.cleanup()
-    end_watchdogs(state_dir)
 
 
 @pytest.fixture(scope="session", autouse=True)

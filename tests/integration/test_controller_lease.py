@@ -8,6 +8,7 @@ stands for a copy planned to take far longer than the test, and its process
 is found by the PGX_LABEL its environment carries, to see it end.
 """
 
+import json
 import signal
 import time
 import uuid
@@ -117,9 +118,12 @@ def test_max_duration_ends_a_live_runs_copy_and_fails_it(api_pg, runs, scratch):
     assert "The copy was stopped: the backup's lease ended (its lease of 4 s (max_duration) ended" in run.output, \
         run.output[-4000:]
     assert "ended the backup (outcome expired-stopped)" in run.output
+    assert "already stopped by its safety stop" in run.output, run.output[-4000:]
     done = record(runs.state_dir, label)
     assert done["outcome"] == "expired-stopped" and done["expired_by"] == "max_duration", done
     assert not processes_with_label(label) and not pg.in_backup()
+    saved = json.loads((scratch / "backups" / label / "backup.json").read_text())
+    assert saved["status"] == "failed" and "safety stop" in saved["error"], saved
     print(f"\nMEASURED pg{pg.major} max_duration 4 s against a 3600 s copy: the run failed after {run.seconds:.1f} s")
 
 

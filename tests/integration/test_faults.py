@@ -59,22 +59,6 @@ def test_controller_killed_mid_copy(api_pg, runs, signum):
     assert any("ended as expired-stopped" in w for w in nxt["warnings"])
 
 
-def test_lease_expiring_before_the_copy_finishes_fails_the_run(one_pg, runs, scratch):
-    pg = one_pg
-    label = label_for("lease", pg)
-    run = runs(pg, exclusive_backup_label=label, exclusive_backup_max_duration=3,
-               exclusive_backup_method="command", exclusive_backup_command="sleep 7").wait(120)
-    assert run.rc != 0 and run.result["status"] == "failed", run.output[-3000:]
-    assert "already stopped by its safety stop" in run.output
-    record_file = scratch / "backups" / label / "backup.json"
-    assert record_file.exists(), run.output[-6000:]
-    saved = json.loads(record_file.read_text())
-    assert saved["status"] == "failed" and "safety stop" in saved["error"]
-    assert record(runs.state_dir, label)["outcome"] == "expired-stopped" and not pg.in_backup()
-    print("\nMEASURED lease expired mid-copy: run failed in %.1f s, backup.json failed; %s"
-          % (run.seconds, _failure_line(run.output)))
-
-
 def test_copy_into_a_read_only_destination_fails_and_stops(one_pg, runs, scratch):
     pg = one_pg
     dest = scratch / "ro"

@@ -47,7 +47,7 @@ from live_checks import Checks, LiveCheck, assert_backup_layout, read_record
 from restore_proof import BASE_ROWS, Writer, check_rows_against_stop, create_table, restore_backup, restored_ids
 from runner import ansible_env, connection, run_dir, run_playbook, run_role, run_tasks, task
 from testbed.osuser import OS_USER, chown_postgres
-from watchdogs import end_watchdogs, record, wait_for, watchdog_running
+from watchdogs import record, wait_for, watchdog_running
 
 ENDED_WITHOUT_STOP = re.compile(r"ended\b.*\b(without|before)\b.*\bstop", re.I | re.S)
 
@@ -101,14 +101,6 @@ def databases():
             cluster.start()
         cluster.end_backup_if_any()
         cluster.drop_database(name)
-
-
-@pytest.fixture
-def state_dir(scratch):
-    """The runs' state records (and so their watchdogs) live in the test's scratch; watchdogs ended after it."""
-    path = scratch / "state"
-    yield path
-    end_watchdogs(path)
 
 
 def label_for(case, cluster):
