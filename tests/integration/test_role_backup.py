@@ -10,7 +10,7 @@ import os
 import subprocess
 
 from restore_proof import (Writer, add_rows_after, check_restored_rows, check_rows_against_stop, create_table,
-                           extract, restored_ids)
+                           extract, materialize, restore_backup, restored_ids)
 from runner import REPO, run_role
 
 
@@ -122,13 +122,7 @@ def test_plain_backup_with_tablespace_wal_manifest_and_restore_check(pg, db, scr
                                + (["-n"] if pg.major < 15 else []), capture_output=True, text=True, check=False)
         assert check.returncode == 0, check.stdout + check.stderr
         # The restore check passed; restore it here too, relocating the tablespace.
-        copy = scratch / "restored-copy"
-        subprocess.run(["cp", "-a", str(data), str(copy)], check=True)
-        new_location = scratch / "restored-ts"
-        subprocess.run(["cp", "-a", str(backup_dir / "tablespaces" / oid), str(new_location)], check=True)
-        (copy / "tablespace_map").write_text(f"{oid} {new_location}\n")
-        subprocess.run(["chown", "-R", "postgres:postgres", str(new_location)], check=True)
-        restored = restore(pg, copy)
+        restored, _seconds = restore_backup(pg, backup_dir, scratch / "restore", restore)
         assert restored.value("SELECT count(*) FROM in_ts", dbname=db) == 500
         check_rows_against_stop(writer, restored_ids(restored, db), record["stop_lsn"])
     finally:
@@ -154,15 +148,8 @@ def test_tar_zstd_with_tablespace_self_contained(pg, db, scratch, restore):
         assert names == sorted(["backup.json", "base.tar.zst", f"{oid}.tar.zst", "pg_wal.tar.zst"]), names
         assert record["verify_restore"]["ok"] is True
         # Restore here without any archive: only what the backup holds.
-        copy = scratch / "copy"
-        copy.mkdir()
-        subprocess.run(["tar", "--zstd", "-C", str(copy), "-xf", str(backup_dir / "base.tar.zst")], check=True)
-        subprocess.run(["tar", "--zstd", "-C", str(copy / "pg_wal"), "-xf", str(backup_dir / "pg_wal.tar.zst")], check=True)
-        ts = scratch / "ts-restored"
-        ts.mkdir()
-        subprocess.run(["tar", "--zstd", "-C", str(ts), "-xf", str(backup_dir / f"{oid}.tar.zst")], check=True)
-        subprocess.run(["chown", "-R", "postgres:postgres", str(ts)], check=True)
-        (copy / "tablespace_map").write_text(f"{oid} {ts}\n")
+        copy, tablespaces = materialize(backup_dir, scratch / "restore")
+        assert list(tablespaces) == [oid] and any((copy / "pg_wal").iterdir()), "the WAL and the tablespace"
         empty_archive = scratch / "no-archive"
         empty_archive.mkdir()
         restored = restore(type("NoArchive", (), {"inst": pg.inst, "archive_dir": empty_archive})(), copy)
