@@ -101,7 +101,10 @@ class Run:
 
     def forked(self):
         """Processes forked from this run that are still there (workers, lease keepers): they carry
-        ansible-playbook's command line, which names the run's own play."""
+        ansible-playbook's command line, which names the run's own play. A play shared with other runs
+        (playbooks/backup.yml itself) tells nothing: none."""
+        if self.dir not in self.play.parents:
+            return []
         play = str(self.play).encode()
         return [pid for pid, argv in live_processes("cmdline") if play in argv]
 

@@ -61,6 +61,7 @@ def test_a_dead_controller_ends_the_backup_and_its_copy(api_pg, runs, how):
     # Alive, the controller renews: the lease file is touched while the copy runs.
     first = lease_file(rec).stat().st_mtime
     wait_for(lambda: lease_file(rec).stat().st_mtime > first, TIMEOUT)
+    assert run.forked(), "the run's processes are found by its own play: the check after the kill can fail"
     killed_at = time.time()
     run.signal(getattr(signal, how))
     run.proc.wait(30)
