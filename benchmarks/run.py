@@ -46,17 +46,18 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.append(str(REPO / "tests" / "integration"))  # after tests/: its conftest is the one imported
 
 import conftest  # noqa: E402  links the collection into tests/output for ansible-playbook
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_state import DEFAULT_STATE_DIR  # noqa: E402
 from ansible_collections.pgexclusive.backup.plugins.module_utils.data_directory import system_identifier  # noqa: E402
 from fleet import Fleet  # noqa: E402
 from testbed import Cluster, provide, stop_all  # noqa: E402
+from runner import ANSIBLE_PLAYBOOK  # noqa: E402
 from testbed.osuser import as_postgres  # noqa: E402
 
 MAJOR = 15
 PLAYBOOK = REPO / "playbooks" / "backup.yml"
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 BENCHMARKS = ("local", "fleet")
 FLEET_HOSTS = (1, 3, 6)
 QUICK_FLEET_HOSTS = (1, 2)

@@ -15,7 +15,6 @@
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -24,8 +23,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.append(str(REPO / "tests" / "integration"))  # after tests/: its conftest is the one imported
 
 import conftest  # noqa: E402  (links the checkout as ansible_collections/pgexclusive/backup)
+from runner import ANSIBLE_PLAYBOOK, ansible_env  # noqa: E402
 from testbed import Cluster, TestbedError, provide, stop_all  # noqa: E402
 
 ROWS = 10000
@@ -52,11 +53,11 @@ def run_playbook(cluster, workdir, method):
         "exclusive_backup_verify_restore": True,
     }
     (workdir / "vars.json").write_text(json.dumps(variables, indent=2))
-    argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory),
+    argv = [str(ANSIBLE_PLAYBOOK), "-i", str(inventory),
             str(REPO / "playbooks" / "backup.yml"), "-e", f"@{workdir / 'vars.json'}"]
     say("ansible-playbook " + " ".join(argv[1:]))
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=conftest.COLLECTIONS_PATH, ANSIBLE_PIPELINING="1",
-               ANSIBLE_LOCALHOST_WARNING="0")
+    # Colours on: a person reads this run.
+    env = ansible_env(ANSIBLE_COLLECTIONS_PATH=conftest.COLLECTIONS_PATH, ANSIBLE_PIPELINING="1", ANSIBLE_NOCOLOR="0")
     proc = subprocess.run(argv, env=env, cwd=str(REPO), check=False)
     if proc.returncode != 0:
         raise SystemExit(f"The backup playbook failed (exit {proc.returncode}).")

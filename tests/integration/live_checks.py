@@ -14,9 +14,8 @@
 - after a crash (SIGKILL of every server process) and a restart, the table the
   test wrote holds exactly the rows committed before it, on the same timeline.
 
-``read_record``, ``assert_backup_layout`` and ``restore_backup`` check the
-backup: its status, that its pg_wal is a directory of its own, and that a
-complete one restores.
+``read_record`` and ``assert_backup_layout`` check the backup: its status,
+and that its pg_wal is a directory of its own; restore_proof restores it.
 """
 
 import json
@@ -29,6 +28,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from restore_proof import base_tar
 from testbed.osuser import OS_USER
 
 
@@ -226,11 +226,6 @@ def _tar_members(archive):
                 for m in tar.getmembers()}
 
 
-def _base_tar(backup_dir):
-    found = sorted(Path(backup_dir).glob("base.tar*"))
-    return found[0] if found else None
-
-
 def assert_backup_layout(cluster, backup_dir):
     """The backup's pg_wal is a directory of its own (as pg_basebackup writes it), never a link
     into the live WAL directory, and a plain copy's tablespace links point inside the backup."""
@@ -248,60 +243,9 @@ def assert_backup_layout(cluster, backup_dir):
                 assert str(target).startswith(str(backup_dir.resolve()) + "/"), (
                     f"the copy's {link.name} links to {target}, outside the backup")
         return
-    base = _base_tar(backup_dir)
+    base = base_tar(backup_dir)
     assert base is not None, f"{backup_dir} holds neither data/ nor base.tar*"
     members = _tar_members(base)
     kind = members.get("./pg_wal", members.get("pg_wal"))
     assert kind == "d", (f"pg_wal in {base.name} is {'a link' if kind == 'l' else repr(kind)}, not a directory: "
                          f"restored as it is, it points into the live WAL directory {cluster.wal_dir}")
-
-
-def materialize(backup_dir, where):
-    """Lay a tar or plain backup out under ``where`` for Cluster.restore: (copy dir, {oid: tablespace dir}).
-
-    Tablespaces go to directories of their own, named in the copy's
-    tablespace_map; WAL the backup includes goes into the copy's pg_wal (made
-    a real directory first, so nothing is ever written through a link).
-    """
-    backup_dir, where = Path(backup_dir), Path(where)
-    where.mkdir(parents=True, exist_ok=True)
-    copy = where / "copy"
-    tablespaces = {}
-    if (backup_dir / "data").is_dir():
-        subprocess.run(["cp", "-a", str(backup_dir / "data"), str(copy)], check=True)
-        for ts in sorted((backup_dir / "tablespaces").glob("*")) if (backup_dir / "tablespaces").is_dir() else []:
-            tablespaces[ts.name] = where / f"ts-{ts.name}"
-            subprocess.run(["cp", "-a", str(ts), str(tablespaces[ts.name])], check=True)
-    else:
-        copy.mkdir()
-        subprocess.run(["tar", "-C", str(copy), "-xf", str(_base_tar(backup_dir))], check=True)
-        for archive in sorted(backup_dir.glob("*.tar*")):
-            stem = archive.name.split(".", 1)[0]
-            if stem.isdigit():
-                tablespaces[stem] = where / f"ts-{stem}"
-                tablespaces[stem].mkdir()
-                subprocess.run(["tar", "-C", str(tablespaces[stem]), "-xf", str(archive)], check=True)
-    pg_wal = copy / "pg_wal"
-    if pg_wal.is_symlink():
-        pg_wal.unlink()
-    pg_wal.mkdir(exist_ok=True)
-    for archive in sorted(backup_dir.glob("pg_wal.tar*")):
-        subprocess.run(["tar", "-C", str(pg_wal), "-xf", str(archive)], check=True)
-    if tablespaces:
-        lines = []
-        for line in (copy / "tablespace_map").read_text().splitlines():
-            oid = line.split(" ", 1)[0]
-            lines.append(f"{oid} {tablespaces[oid]}" if oid in tablespaces else line)
-        (copy / "tablespace_map").write_text("\n".join(lines) + "\n")
-        for path in tablespaces.values():
-            subprocess.run(["chown", "-R", f"{OS_USER}:{OS_USER}", str(path)], check=True)
-            path.chmod(0o700)
-    return copy, tablespaces
-
-
-def restore_backup(cluster, backup_dir, where, restore):
-    """Restore a complete backup with the ``restore`` fixture, replaying from the cluster's archive."""
-    copy, _tablespaces = materialize(backup_dir, where)
-    started = time.monotonic()
-    restored = restore(cluster, copy)
-    return restored, time.monotonic() - started

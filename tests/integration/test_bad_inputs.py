@@ -11,19 +11,8 @@ import uuid
 
 import pytest
 
-from playbook import connection, run_tasks, task
-from role_play import run_role
+from runner import connection, run_role, run_tasks, task
 from testbed.cluster import free_port
-from testbed.fixtures import SELECTED, handed_out
-
-MAJOR = 15
-
-
-@pytest.fixture(params=[MAJOR] if MAJOR in SELECTED else
-                [pytest.param(MAJOR, marks=pytest.mark.skip(reason="PostgreSQL 15 not selected"))],
-                ids=lambda m: f"pg{m}")
-def bad_pg(request, clusters):
-    yield from handed_out(clusters(request.param))
 
 
 def assert_nothing_changed(pg, scratch):
@@ -39,9 +28,9 @@ def messages(results):
 
 
 @pytest.fixture
-def password_user(bad_pg):
+def password_user(one_ext_pg):
     """A role that must authenticate with a password over TCP (the test bed trusts everything else)."""
-    pg = bad_pg
+    pg = one_ext_pg
     name = "pw_" + uuid.uuid4().hex[:8]
     hba = pg.data_dir / "pg_hba.conf"
     original = hba.read_text()
@@ -55,15 +44,15 @@ def password_user(bad_pg):
 
 
 @pytest.fixture
-def unprivileged_user(bad_pg):
+def unprivileged_user(one_ext_pg):
     name = "nopriv_" + uuid.uuid4().hex[:8]
-    bad_pg.sql(f"CREATE ROLE {name} LOGIN")
+    one_ext_pg.sql(f"CREATE ROLE {name} LOGIN")
     yield name
-    bad_pg.sql(f"DROP ROLE {name}")
+    one_ext_pg.sql(f"DROP ROLE {name}")
 
 
-def test_module_inputs(bad_pg, scratch, password_user, unprivileged_user):
-    pg = bad_pg
+def test_module_inputs(one_ext_pg, scratch, password_user, unprivileged_user):
+    pg = one_ext_pg
     no_extension = pg.create_database()
     secret = "wrong-" + uuid.uuid4().hex
     state = dict(state_dir=str(scratch / "state"))
@@ -106,8 +95,8 @@ def test_module_inputs(bad_pg, scratch, password_user, unprivileged_user):
     assert_nothing_changed(pg, scratch)
 
 
-def test_quotes_and_semicolons_are_stored_literally(bad_pg, scratch):
-    pg = bad_pg
+def test_quotes_and_semicolons_are_stored_literally(one_ext_pg, scratch):
+    pg = one_ext_pg
     label = "it's; DROP TABLE x; --\"%s\"" % uuid.uuid4().hex[:6]
     conn = dict(connection(pg), state_dir=str(scratch / "state"))
     started, stopped = run_tasks([task("pg_start_backup", label=label, fast=True, **conn),
@@ -117,8 +106,8 @@ def test_quotes_and_semicolons_are_stored_literally(bad_pg, scratch):
     print("\nBADINPUT label with quotes and semicolons (module): stored literally: %r" % label)
 
 
-def test_server_in_recovery(bad_pg, scratch):
-    pg = bad_pg
+def test_server_in_recovery(one_ext_pg, scratch):
+    pg = one_ext_pg
     standby = pg.make_standby(scratch / "standby")
     try:
         start, = run_tasks([task("pg_start_backup", label="l", state_dir=str(scratch / "state"),
@@ -141,8 +130,8 @@ ROLE_CASES = {
 
 
 @pytest.mark.parametrize("case", list(ROLE_CASES))
-def test_role_inputs(bad_pg, scratch, case):
-    pg = bad_pg
+def test_role_inputs(one_ext_pg, scratch, case):
+    pg = one_ext_pg
     role_vars = ROLE_CASES[case]
     if role_vars == "DATA_DIR":
         role_vars = dict(exclusive_backup_dest=str(pg.data_dir / "backups"))
@@ -156,8 +145,8 @@ def test_role_inputs(bad_pg, scratch, case):
     assert not (scratch / "backups").exists() or not any((scratch / "backups").iterdir())
 
 
-def test_role_dest_already_holding_this_label(bad_pg, scratch):
-    pg = bad_pg
+def test_role_dest_already_holding_this_label(one_ext_pg, scratch):
+    pg = one_ext_pg
     label = "existing-" + uuid.uuid4().hex[:8]
     earlier = scratch / "backups" / label
     earlier.mkdir(parents=True)
@@ -170,8 +159,8 @@ def test_role_dest_already_holding_this_label(bad_pg, scratch):
     assert_nothing_changed(pg, scratch)
 
 
-def test_role_archive_mode_off(bad_pg, scratch):
-    pg = bad_pg
+def test_role_archive_mode_off(one_ext_pg, scratch):
+    pg = one_ext_pg
     pg.configure(archive_mode="off")
     pg.restart()
     try:

@@ -18,48 +18,13 @@ import uuid
 
 import pytest
 
-from playbook import connection, run_tasks, task
-from role_process import RoleProcess
-from role_play import Writer, check_rows_against_stop, run_role
-from testbed.fixtures import SELECTED, handed_out
-from watchdogs import end_watchdogs, record, wait_for, watchdog_running
+from restore_proof import Writer, check_rows_against_stop, restore_backup, restored_ids
+from runner import connection, run_role, run_tasks, task
+from test_controller_lease import check_the_next_run_reports
+from watchdogs import record, wait_for, watchdog_running
 
 LEASE = 8
 PGBENCH = "/usr/lib/postgresql/15/bin/pgbench"
-
-
-def _majors(wanted):
-    chosen = [m for m in SELECTED if m in wanted]
-    return chosen or [pytest.param(min(wanted), marks=pytest.mark.skip(reason="major not selected"))]
-
-
-@pytest.fixture(params=_majors((14, 15)), ids=lambda m: f"pg{m}")
-def kill_pg(request, clusters):
-    yield from handed_out(clusters(request.param))
-
-
-@pytest.fixture(params=_majors((15,)), ids=lambda m: f"pg{m}")
-def fault_pg(request, clusters):
-    yield from handed_out(clusters(request.param))
-
-
-@pytest.fixture
-def runs(scratch):
-    """Background role runs; their leftover processes and watchdogs are ended by id after the test."""
-    started = []
-    state_dir = scratch / "state"
-
-    def start(cluster, name="run", **role_vars):
-        role_vars.setdefault("exclusive_backup_dest", str(scratch / "backups"))
-        role_vars.setdefault("exclusive_backup_state_dir", str(state_dir))
-        started.append(RoleProcess(cluster, scratch, name, **role_vars))
-        return started[-1]
-
-    start.state_dir = state_dir
-    yield start
-    for run in started:
-        run.cleanup()
-    end_watchdogs(state_dir)
 
 
 def label_for(kind, cluster):
@@ -67,12 +32,11 @@ def label_for(kind, cluster):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
-def test_controller_killed_mid_copy(kill_pg, runs, signum):
-    pg = kill_pg
+def test_controller_killed_mid_copy(api_pg, runs, signum):
+    pg = api_pg
     label = label_for(signal.Signals(signum).name, pg)
     run = runs(pg, exclusive_backup_label=label, exclusive_backup_max_duration=LEASE,
-               exclusive_backup_method="command", exclusive_backup_command="sleep 120",
-               exclusive_backup_verify_archiving="passive")
+               exclusive_backup_method="command", exclusive_backup_command="sleep 120")
     wait_for(lambda: pg.in_backup() and record(runs.state_dir, label) is not None, 60)
     rec = record(runs.state_dir, label)
     assert watchdog_running(rec), rec
@@ -90,44 +54,18 @@ def test_controller_killed_mid_copy(kill_pg, runs, signum):
     print("\nMEASURED pg%d %s: left backup mode %.1f s after the kill, %.1f s after the start (lease %d s)"
           % (pg.major, signal.Signals(signum).name, left - killed_at, left - rec["started_epoch"], LEASE))
 
-    # The next run sees and reports the dead backup.
-    info, nxt, stop = run_tasks([
-        task("pg_backup_info", state_dir=str(runs.state_dir), **connection(pg)),
-        task("pg_start_backup", label=label + "-next", fast=True, state_dir=str(runs.state_dir), **connection(pg)),
-        task("pg_stop_backup", label=label + "-next", state_dir=str(runs.state_dir), **connection(pg)),
-    ])
-    dead = [r for r in info["state_records"] if r["label"] == label][0]
-    assert dead["effective_outcome"] == "expired-stopped" and "safety stop ended it" in dead["what_to_do"]
-    assert [f["label"] for f in nxt["earlier_failures"]] == [label]
+    dead, nxt = check_the_next_run_reports(pg, runs.state_dir, label)
+    assert "safety stop ended it" in dead["what_to_do"]
     assert any("ended as expired-stopped" in w for w in nxt["warnings"])
-    assert stop["changed"]
 
 
-def test_lease_expiring_before_the_copy_finishes_fails_the_run(fault_pg, runs, scratch):
-    pg = fault_pg
-    label = label_for("lease", pg)
-    run = runs(pg, exclusive_backup_label=label, exclusive_backup_max_duration=3,
-               exclusive_backup_method="command", exclusive_backup_command="sleep 7",
-               exclusive_backup_verify_archiving="passive").wait(120)
-    assert run.rc != 0 and run.result["status"] == "failed", run.output[-3000:]
-    assert "already stopped by its safety stop" in run.output
-    record_file = scratch / "backups" / label / "backup.json"
-    assert record_file.exists(), run.output[-6000:]
-    saved = json.loads(record_file.read_text())
-    assert saved["status"] == "failed" and "safety stop" in saved["error"]
-    assert record(runs.state_dir, label)["outcome"] == "expired-stopped" and not pg.in_backup()
-    print("\nMEASURED lease expired mid-copy: run failed in %.1f s, backup.json failed; %s"
-          % (run.seconds, _failure_line(run.output)))
-
-
-def test_copy_into_a_read_only_destination_fails_and_stops(fault_pg, runs, scratch):
-    pg = fault_pg
+def test_copy_into_a_read_only_destination_fails_and_stops(one_pg, runs, scratch):
+    pg = one_pg
     dest = scratch / "ro"
     dest.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(dest)], check=True)
     try:
-        run = runs(pg, exclusive_backup_dest=str(dest), exclusive_backup_verify_archiving="passive",
-                   exclusive_backup_max_duration=60).wait()
+        run = runs(pg, exclusive_backup_dest=str(dest), exclusive_backup_max_duration=60).wait()
     finally:
         subprocess.run(["umount", str(dest)], check=True)
     assert run.rc != 0
@@ -136,15 +74,15 @@ def test_copy_into_a_read_only_destination_fails_and_stops(fault_pg, runs, scrat
     print("\nMEASURED read-only dest: failed in %.1f s; %s" % (run.seconds, _failure_line(run.output)))
 
 
-def test_copy_into_a_full_destination_fails_stops_and_records_failed(fault_pg, runs, scratch):
-    pg = fault_pg
+def test_copy_into_a_full_destination_fails_stops_and_records_failed(one_pg, runs, scratch):
+    pg = one_pg
     dest = scratch / "full"
     dest.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(dest)], check=True)
     try:
         label = label_for("full", pg)
         run = runs(pg, exclusive_backup_dest=str(dest), exclusive_backup_label=label,
-                   exclusive_backup_verify_archiving="passive", exclusive_backup_max_duration=60).wait()
+                   exclusive_backup_max_duration=60).wait()
         record_file = dest / label / "backup.json"
         saved = json.loads(record_file.read_text()) if record_file.exists() else None
     finally:
@@ -159,12 +97,11 @@ def test_copy_into_a_full_destination_fails_stops_and_records_failed(fault_pg, r
           % (run.seconds, saved and saved["status"], _failure_line(run.output)))
 
 
-def test_server_stopped_immediately_during_the_backup_then_cleared(fault_pg, runs, scratch):
-    pg = fault_pg
+def test_server_stopped_immediately_during_the_backup_then_cleared(one_pg, runs, scratch):
+    pg = one_pg
     label = label_for("crash", pg)
     run = runs(pg, exclusive_backup_label=label, exclusive_backup_max_duration=4,
-               exclusive_backup_method="command", exclusive_backup_command="sleep 6",
-               exclusive_backup_verify_archiving="passive")
+               exclusive_backup_method="command", exclusive_backup_command="sleep 6")
     wait_for(lambda: pg.in_backup() and record(runs.state_dir, label) is not None, 60)
     pg.stop(mode="immediate")
     run.wait(120)
@@ -207,8 +144,8 @@ def test_server_stopped_immediately_during_the_backup_then_cleared(fault_pg, run
     print("\nMEASURED immediate stop: run failed in %.1f s; cleared after explicit confirmation" % run.seconds)
 
 
-def test_clear_refuses_a_running_server_and_a_foreign_label(fault_pg, scratch):
-    pg = fault_pg
+def test_clear_refuses_a_running_server_and_a_foreign_label(one_pg, scratch):
+    pg = one_pg
     pg.start_backup("foreign tool")
     running, = run_tasks([task("pg_clear_backup_label", data_directory=str(pg.data_dir), confirm="foreign tool",
                                state_dir=str(scratch / "state"))])
@@ -220,17 +157,17 @@ def test_clear_refuses_a_running_server_and_a_foreign_label(fault_pg, scratch):
     pg.start()
 
 
-def test_archive_failing_before_the_backup_refuses_it(fault_pg, runs):
-    pg = fault_pg
+def test_archive_failing_before_the_backup_refuses_it(one_pg, runs):
+    pg = one_pg
     pg.break_archiving()
-    run = runs(pg, exclusive_backup_archive_timeout=5).wait()
+    run = runs(pg, exclusive_backup_verify_archiving="active", exclusive_backup_archive_timeout=5).wait()
     assert run.rc != 0 and not pg.in_backup()
     assert "no backup was started" in run.output, run.output[-3000:]
     print("\nMEASURED archive broken before: refused in %.1f s; %s" % (run.seconds, _failure_line(run.output)))
 
 
-def test_archive_failing_during_the_backup_names_the_missing_segment(fault_pg, scratch):
-    pg = fault_pg
+def test_archive_failing_during_the_backup_names_the_missing_segment(one_pg, scratch):
+    pg = one_pg
     label = label_for("archive", pg)
     conn = dict(connection(pg), state_dir=str(scratch / "state"))
     started, = run_tasks([task("pg_start_backup", label=label, fast=True, **conn)])
@@ -244,12 +181,11 @@ def test_archive_failing_during_the_backup_names_the_missing_segment(fault_pg, s
           % (time.monotonic() - began, stopped["missing_wal_files"]))
 
 
-def test_two_runs_at_the_same_moment(fault_pg, runs, scratch):
-    pg = fault_pg
+def test_two_runs_at_the_same_moment(one_pg, runs, scratch):
+    pg = one_pg
     labels = [label_for("twin%d" % i, pg) for i in (1, 2)]
     both = [runs(pg, "twin%d" % i, exclusive_backup_label=label, exclusive_backup_max_duration=60,
-                 exclusive_backup_method="command", exclusive_backup_command="sleep 6",
-                 exclusive_backup_verify_archiving="passive")
+                 exclusive_backup_method="command", exclusive_backup_command="sleep 6")
             for i, label in enumerate(labels)]
     for run in both:
         run.wait(180)
@@ -268,14 +204,14 @@ def test_two_runs_at_the_same_moment(fault_pg, runs, scratch):
 
 
 @pytest.fixture
-def fault_db(fault_pg):
-    name = fault_pg.create_database()
+def fault_db(one_pg):
+    name = one_pg.create_database()
     yield name
-    fault_pg.drop_database(name)
+    one_pg.drop_database(name)
 
 
-def test_pgbench_throughout_restores_consistently(fault_pg, fault_db, scratch, restore):
-    pg, db = fault_pg, fault_db
+def test_pgbench_throughout_restores_consistently(one_pg, fault_db, scratch, restore):
+    pg, db = one_pg, fault_db
     env = {"PGHOST": str(pg.socket_dir), "PGPORT": str(pg.port), "PGUSER": "postgres", "PATH": "/usr/bin:/bin"}
     subprocess.run([PGBENCH, "-i", "-s", "1", "-q", db], env=env, check=True, capture_output=True)
     pg.sql("CREATE TABLE t (id int PRIMARY KEY, phase text NOT NULL)", dbname=db)
@@ -288,16 +224,12 @@ def test_pgbench_throughout_restores_consistently(fault_pg, fault_db, scratch, r
                            exclusive_backup_state_dir=str(scratch / "state"))
     finally:
         bench.terminate()
-        bench_out = bench.communicate(30)[0]
+        bench.communicate(30)
     assert run.rc == 0, run.output[-4000:]
-    record_json = json.loads((scratch / "backups" / run.result["label"] / "backup.json").read_text())
-    copy = scratch / "copy"
-    copy.mkdir()
-    subprocess.run(["tar", "-C", str(copy), "-xf", str(scratch / "backups" / run.result["label"] / "base.tar")],
-                   check=True)
-    restored = restore(pg, copy)
-    ids = [row[0] for row in restored.sql("SELECT id FROM t", dbname=db)]
-    must_in = check_rows_against_stop(writer, ids, record_json["stop_lsn"])[0]
+    backup_dir = scratch / "backups" / run.result["label"]
+    record_json = json.loads((backup_dir / "backup.json").read_text())
+    restored, _seconds = restore_backup(pg, backup_dir, scratch / "restore", restore)
+    must_in = check_rows_against_stop(writer, restored_ids(restored, db), record_json["stop_lsn"])[0]
     sums = restored.sql("SELECT (SELECT sum(abalance) FROM pgbench_accounts), (SELECT sum(tbalance) FROM "
                         "pgbench_tellers), (SELECT sum(bbalance) FROM pgbench_branches), "
                         "(SELECT coalesce(sum(delta), 0) FROM pgbench_history), "

@@ -10,20 +10,16 @@ the repository restored, with every row committed before the stop.
 
 import json
 import re
-import shutil
-import subprocess
 import sys
-import time
 from contextlib import ExitStack
-from pathlib import Path
 
 import pytest
 
-from role_play import REPO, Writer, check_rows_against_stop, playbook_env
+from restore_proof import Writer, add_rows_after, check_restored_rows, create_table, restore_backup
+from runner import REPO, ansible_env, run_dir, start_playbook
 
 # One fleet per session: with pytest-xdist (--dist loadgroup) these tests share one worker.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("fleet")]
-ANSIBLE_PLAYBOOK = str(Path(sys.executable).with_name("ansible-playbook"))
 FORKS = 3
 
 WRAPPER = """\
@@ -64,24 +60,26 @@ class FleetRun:
         return json.JSONDecoder().raw_decode(stats)[0]["exclusive_backup_results"]
 
 
-def backup_command(fleet, workdir, host_vars=None, **role_vars):
-    """(argv, env, results directory) of playbooks/backup.yml over SSH with become and FORKS forks.
+def start_backup(fleet, workdir, host_vars=None, **role_vars):
+    """playbooks/backup.yml over SSH with become and FORKS forks, running (a runner.Run); ``results`` is the
+    directory where the run leaves each host's exclusive_backup_result (see ``collected``).
 
     The role's variables are the group's, ``host_vars`` per host over them. The
     run's own play.yml is in its own directory, named in ansible-playbook's
     command line: the processes forked from the run can be told by it.
     """
-    workdir = Path(workdir) / f"run-{time.monotonic_ns()}"
-    results = workdir / "results"
-    results.mkdir(parents=True)
-    inventory = fleet.write_inventory(workdir / "inventory.json", host_vars=host_vars, **role_vars)
-    playbook = workdir / "play.yml"
+    directory = run_dir(workdir)
+    results = directory / "results"
+    results.mkdir()
+    inventory = fleet.write_inventory(directory / "inventory.json", host_vars=host_vars, **role_vars)
+    playbook = directory / "play.yml"
     playbook.write_text(WRAPPER.format(backup_yml=REPO / "playbooks" / "backup.yml", python=sys.executable,
                                        results=results))
     # Host keys are checked (the fleet's known_hosts); the summary shows set_stats' per-host results.
-    env = dict(playbook_env(), ANSIBLE_HOST_KEY_CHECKING="1", ANSIBLE_PIPELINING="0",
-               ANSIBLE_SHOW_CUSTOM_STATS="1")
-    return [ANSIBLE_PLAYBOOK, "-i", str(inventory), "-f", str(FORKS), str(playbook)], env, results
+    env = ansible_env(ANSIBLE_HOST_KEY_CHECKING="1", ANSIBLE_PIPELINING="0", ANSIBLE_SHOW_CUSTOM_STATS="1")
+    run = start_playbook(playbook, inventory, directory, args=["-f", FORKS], env=env)
+    run.results = results
+    return run
 
 
 def collected(results):
@@ -89,17 +87,13 @@ def collected(results):
 
 
 def run_backup(fleet, workdir, host_vars=None, **role_vars):
-    argv, env, results = backup_command(fleet, workdir, host_vars, **role_vars)
-    started = time.monotonic()
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=str(REPO), timeout=600, check=False)
-    seconds = time.monotonic() - started
-    return FleetRun(proc.returncode, proc.stdout + proc.stderr, collected(results), seconds)
+    run = start_backup(fleet, workdir, host_vars, **role_vars).wait(600)
+    return FleetRun(run.rc, run.output, collected(run.results), run.seconds)
 
 
 def prepare_table(cluster):
     db = cluster.create_database()
-    cluster.sql("CREATE TABLE t (id int PRIMARY KEY, phase text NOT NULL)", dbname=db)
-    cluster.sql("INSERT INTO t SELECT g, 'before' FROM generate_series(1, 1000) g", dbname=db)
+    create_table(cluster, db)
     return db
 
 
@@ -113,28 +107,17 @@ def backup_with_writers(fleet, workdir, hosts, **kwargs):
         run = run_backup(fleet, workdir, **kwargs)
     for h in hosts:
         assert writers[h.name].error is None, writers[h.name].error
-        h.cluster.sql("INSERT INTO t SELECT g, 'after' FROM generate_series(900001, 900100) g", dbname=dbs[h.name])
+        add_rows_after(h.cluster, dbs[h.name])
     return run, writers, dbs
 
 
 def restore_from_repository(fleet_host, backup, scratch, restore):
-    """The repository's copy, extracted (tar) or copied (rsync) into scratch, started by the test bed's restore."""
-    copy = scratch / f"copy-{fleet_host.name}"
-    if (backup / "data").is_dir():
-        shutil.copytree(backup / "data", copy, symlinks=True)
-    else:
-        copy.mkdir()
-        # GNU tar finds the compression (gzip, zstd) itself.
-        subprocess.run(["tar", "-C", str(copy), "-xf", str(next(backup.glob("base.tar*")))], check=True)
-    return restore(fleet_host.cluster, copy)
+    """The repository's copy laid out in scratch (restore_proof.materialize), started by the test bed's restore."""
+    return restore_backup(fleet_host.cluster, backup, scratch / f"restore-{fleet_host.name}", restore)[0]
 
 
 def check_restored(fleet_host, record, restored, writer, db):
-    ids = [row[0] for row in restored.sql("SELECT id FROM t", dbname=db)]
-    assert set(range(1, 1001)) <= set(ids), f"{fleet_host.name}: rows from before the backup are missing"
-    assert not any(i > 900000 for i in ids), f"{fleet_host.name}: rows from after the run are there"
-    must_in, _must_out = check_rows_against_stop(writer, ids, record["stop_lsn"])
-    assert must_in > 0, f"{fleet_host.name}: the writer committed nothing during the backup"
+    check_restored_rows(restored, db, writer, record["stop_lsn"], what=fleet_host.name)
 
 
 def check_complete_in_repository(fleet, fleet_host, run, outputs):

@@ -12,57 +12,19 @@ is left on the controller, and that the state record and pg_backup_info say
 what happened; the servers take writes and a new backup afterwards.
 """
 
-import os
 import signal
-import subprocess
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
-from role_play import REPO
-from test_fleet import backup_command, collected, run_backup
-from watchdogs import live_processes, record, wait_for
+from test_fleet import collected, run_backup, start_backup
+from watchdogs import processes_with_label, record, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("fleet")]
 
 WITHIN = 120
 COPY = "sleep 3600"
-
-
-def copies_of(label):
-    """The copy command's processes on the database hosts: their environment carries PGX_LABEL (one filesystem, one /proc)."""
-    wanted = f"PGX_LABEL={label}".encode()
-    return [pid for pid, environ in live_processes("environ") if wanted in environ]
-
-
-class BackgroundRun:
-    def __init__(self, fleet, workdir, labels, **role_vars):
-        host_vars = {name: {"exclusive_backup_label": label} for name, label in labels.items()}
-        argv, env, self.results = backup_command(fleet, workdir, host_vars, **role_vars)
-        self.play = argv[-1].encode()
-        self.log = Path(self.results.parent / "output.log").open("w")
-        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=str(REPO),
-                                     start_new_session=True)
-
-    def forked(self):
-        """The run's processes on the controller: ansible-playbook, its workers, the lease keepers."""
-        return [pid for pid, argv in live_processes("cmdline") if self.play in argv]
-
-    def finish(self, timeout):
-        self.rc = self.proc.wait(timeout)
-        self.log.close()
-        self.output = Path(self.log.name).read_text()
-        return self
-
-    def cleanup(self):
-        for pid in self.forked():
-            os.kill(pid, signal.SIGKILL)
-        if self.proc.poll() is None:
-            self.proc.wait(30)
-        if not self.log.closed:
-            self.log.close()
 
 
 @pytest.fixture
@@ -71,8 +33,9 @@ def background(fleet, fleet_hosts, scratch):
 
     def start(**role_vars):
         labels = {h.name: f"lease-{h.name}-{uuid.uuid4().hex[:8]}" for h in fleet_hosts}
-        started.append(BackgroundRun(fleet, scratch, labels, exclusive_backup_method="command",
-                                     exclusive_backup_command=COPY, **role_vars))
+        host_vars = {name: {"exclusive_backup_label": label} for name, label in labels.items()}
+        started.append(start_backup(fleet, scratch, host_vars, exclusive_backup_method="command",
+                                    exclusive_backup_command=COPY, **role_vars))
         started[-1].labels = labels
         return started[-1]
 
@@ -84,8 +47,8 @@ def background(fleet, fleet_hosts, scratch):
 
 
 def wait_until_copying(run, fleet_hosts):
-    wait_for(lambda: all(copies_of(run.labels[h.name]) for h in fleet_hosts), 120,
-             lambda: (run.proc.poll(), Path(run.log.name).read_text()[-3000:]))
+    wait_for(lambda: all(processes_with_label(run.labels[h.name]) for h in fleet_hosts), 120,
+             lambda: (run.proc.poll(), run.output_so_far()[-3000:]))
     for fleet_host in fleet_hosts:
         assert fleet_host.cluster.in_backup()
 
@@ -99,7 +62,7 @@ def check_every_host_left_in_time(run, fleet_hosts, event_at, what):
                 left[fleet_host.name] = time.time() - event_at
         time.sleep(0.5)
     assert sorted(left) == sorted(h.name for h in fleet_hosts), f"still in backup mode {WITHIN} s after {what}: {left}"
-    ended = wait_for(lambda: not any(copies_of(label) for label in run.labels.values()), 30, interval=0.5)
+    ended = wait_for(lambda: not any(processes_with_label(label) for label in run.labels.values()), 30, interval=0.5)
     for fleet_host in fleet_hosts:
         # The watchdog records its outcome right after its stop statement.
         wait_for(lambda: record(fleet_host.state_dir, run.labels[fleet_host.name])["outcome"] != "running", 10)
@@ -128,8 +91,8 @@ def test_controller_killed_mid_copy(fleet, fleet_hosts, background, scratch, how
     run = background()
     wait_until_copying(run, fleet_hosts)
     killed_at = time.time()
-    os.kill(run.proc.pid, getattr(signal, how))
-    run.finish(60)
+    run.signal(getattr(signal, how))
+    run.wait(60)
     assert run.rc != 0
     check_every_host_left_in_time(run, fleet_hosts, killed_at, f"ansible-playbook {how}")
     # The orphaned workers ended with their copies, the lease keepers with their controller.
@@ -149,7 +112,7 @@ def test_ssh_connections_lost_mid_copy(fleet, fleet_hosts, background, scratch):
     for fleet_host in fleet_hosts:
         fleet_host.host.link_down()
     check_every_host_left_in_time(run, fleet_hosts, cut_at, "SSH links cut")
-    run.finish(120)
+    run.wait(120)
     assert run.rc != 0
     wait_for(lambda: not run.forked(), 30, run.forked)
     for fleet_host in fleet_hosts:

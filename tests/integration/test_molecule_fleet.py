@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from live_checks import in_backup_sql
-from role_play import REPO, Writer
+from restore_proof import Writer, add_rows_after
+from runner import REPO
 from test_fleet import check_restored, prepare_table, restore_from_repository
 from watchdogs import wait_for
 
@@ -103,8 +104,7 @@ def test_molecule_fleet_ssh_scenario_passes_and_every_copy_restores(fleet, fleet
 
     for fleet_host in fleet_hosts:
         assert writers[fleet_host.name].error is None, writers[fleet_host.name].error
-        fleet_host.cluster.sql("INSERT INTO t SELECT g, 'after' FROM generate_series(900001, 900100) g",
-                               dbname=dbs[fleet_host.name])
+        add_rows_after(fleet_host.cluster, dbs[fleet_host.name])
     for fleet_host in fleet_hosts:
         cluster = fleet_host.cluster
         assert not cluster.in_backup() and in_backup_sql(cluster) is False, f"{fleet_host.name} is in backup mode"

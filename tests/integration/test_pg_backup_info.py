@@ -3,7 +3,7 @@
 import time
 import uuid
 
-from playbook import connection, run_tasks, task
+from runner import connection, run_tasks, task
 
 
 def test_info_reports_backup_tablespaces_archiving(pg):

@@ -8,19 +8,11 @@ import time
 import uuid
 
 import psycopg2
-import pytest
 
-from playbook import connection, run_tasks, task
-from watchdogs import end_watchdogs, record, wait_for, watchdog_running
+from runner import connection, run_tasks, task
+from watchdogs import record, wait_for, watchdog_running
 
 LEASE = 3
-
-
-@pytest.fixture
-def state_dir(scratch):
-    path = scratch / "state"
-    yield path
-    end_watchdogs(path)
 
 
 def test_watchdog_stops_an_expired_backup_and_everyone_hears_of_it(pg, state_dir):

@@ -4,7 +4,7 @@ import sys
 import time
 import uuid
 
-from playbook import PlaybookRun, connection, run_tasks, task
+from runner import connection, run_tasks, start_tasks, task
 
 
 def test_start_is_idempotent_per_label_and_refuses_another(pg):
@@ -72,8 +72,8 @@ def test_two_starts_racing_from_two_processes_one_wins(pg):
     go = time.time() + 5
     barrier = {"ansible.builtin.command": {"argv": [sys.executable, "-c",
                                                     "import time; time.sleep(max(0, %f - time.time()))" % go]}}
-    runs = [PlaybookRun([barrier, task("pg_start_backup", label=label, fast=True, **conn)]) for label in labels]
-    results = [run.wait()[1] for run in runs]
+    runs = [start_tasks([barrier, task("pg_start_backup", label=label, fast=True, **conn)]) for label in labels]
+    results = [run.wait().result[1] for run in runs]
 
     winners = [r for r in results if not r.get("failed")]
     losers = [r for r in results if r.get("failed")]

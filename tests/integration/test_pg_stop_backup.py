@@ -4,7 +4,7 @@ import uuid
 
 import psycopg2
 
-from playbook import connection, run_tasks, task
+from runner import connection, run_tasks, task
 from watchdogs import end_watchdogs, record, wait_for, watchdog_running
 
 

@@ -37,24 +37,18 @@ import os
 import pwd
 import re
 import shutil
-import subprocess
-import sys
 import time
 import uuid
 from collections import defaultdict
-from pathlib import Path
 
 import pytest
 
-from live_checks import Checks, LiveCheck, assert_backup_layout, read_record, restore_backup
-from playbook import connection, run_tasks, task
-from role_play import Writer, check_rows_against_stop, run_role
-from role_process import RoleProcess
-from testbed.fixtures import handed_out, prefer
+from live_checks import Checks, LiveCheck, assert_backup_layout, read_record
+from restore_proof import BASE_ROWS, Writer, check_rows_against_stop, create_table, restore_backup, restored_ids
+from runner import ansible_env, connection, run_dir, run_playbook, run_role, run_tasks, task
 from testbed.osuser import OS_USER, chown_postgres
-from watchdogs import end_watchdogs, record, wait_for, watchdog_running
+from watchdogs import record, wait_for, watchdog_running
 
-BASE_ROWS = 1000
 ENDED_WITHOUT_STOP = re.compile(r"ended\b.*\b(without|before)\b.*\bstop", re.I | re.S)
 
 
@@ -90,16 +84,6 @@ def _time_test(request):
 
 # -- fixtures -----------------------------------------------------------------
 
-@pytest.fixture(params=prefer((15,)), ids=_ids)
-def one_pg(request, clusters):
-    yield from handed_out(clusters(request.param))
-
-
-@pytest.fixture(params=prefer((14, 15)), ids=_ids)
-def label_pg(request, clusters):
-    yield from handed_out(clusters(request.param))
-
-
 @pytest.fixture
 def databases():
     """databases(cluster): a fresh database with table t holding BASE_ROWS rows; dropped after the test."""
@@ -108,8 +92,7 @@ def databases():
     def create(cluster):
         name = cluster.create_database()
         made.append((cluster, name))
-        cluster.sql("CREATE TABLE t (id int PRIMARY KEY, phase text NOT NULL)", dbname=name)
-        cluster.sql(f"INSERT INTO t SELECT g, 'before' FROM generate_series(1, {BASE_ROWS}) g", dbname=name)
+        create_table(cluster, name)
         return name
 
     yield create
@@ -118,30 +101,6 @@ def databases():
             cluster.start()
         cluster.end_backup_if_any()
         cluster.drop_database(name)
-
-
-@pytest.fixture
-def state_dir(scratch):
-    """The runs' state records (and so their watchdogs) live in the test's scratch; watchdogs ended after it."""
-    path = scratch / "state"
-    yield path
-    end_watchdogs(path)
-
-
-@pytest.fixture
-def background(scratch, state_dir):
-    """Role runs in background ansible-playbook processes; what is left of them is ended by group id."""
-    started = []
-
-    def start(cluster, name, **role_vars):
-        role_vars.setdefault("exclusive_backup_dest", str(scratch / "backups"))
-        role_vars.setdefault("exclusive_backup_state_dir", str(state_dir))
-        started.append(RoleProcess(cluster, scratch, name, **role_vars))
-        return started[-1]
-
-    yield start
-    for run in started:
-        run.cleanup()
 
 
 def label_for(case, cluster):
@@ -153,10 +112,6 @@ def role(cluster, scratch, state_dir, **role_vars):
     role_vars.setdefault("exclusive_backup_state_dir", str(state_dir))
     role_vars.setdefault("exclusive_backup_archive_timeout", 60)
     return run_role(cluster, scratch, **role_vars)
-
-
-def restored_ids(restored, dbname):
-    return [row[0] for row in restored.sql("SELECT id FROM t", dbname=dbname)]
 
 
 def tail(run, size=6000):
@@ -346,17 +301,16 @@ def _end_by_crash(cluster):
 
 @pytest.mark.parametrize("how", [_end_by_restart, _end_by_other_client, _end_by_crash],
                          ids=["restart", "stopped-by-another-client", "crash"])
-def test_backup_ended_during_the_copy_fails_the_run(pg, how, databases, scratch, state_dir, background):
+def test_backup_ended_during_the_copy_fails_the_run(pg, how, databases, scratch, state_dir, runs):
     dbname = databases(pg)
     live = LiveCheck(pg, dbname)
     checks = Checks()
     label = label_for("d", pg)
     ready, go = scratch / "copy-running", scratch / "copy-go"
-    run = background(pg, "run", exclusive_backup_label=label, exclusive_backup_method="command",
-                     exclusive_backup_command=_wait_command(ready, go), exclusive_backup_verify_archiving="passive",
-                     exclusive_backup_max_duration=600)
+    run = runs(pg, exclusive_backup_label=label, exclusive_backup_method="command",
+               exclusive_backup_command=_wait_command(ready, go), exclusive_backup_max_duration=600)
     wait_for(lambda: ready.exists() or run.proc.poll() is not None, 90)
-    assert ready.exists(), (run.dir / "output.log").read_text()[-4000:]
+    assert ready.exists(), run.output_so_far()[-4000:]
     rec = record(state_dir, label)
     assert rec is not None, f"the run's start left no state record for {label} in {state_dir}"
     assert pg.in_backup() and f"LABEL: {label}" in pg.backup_label()
@@ -389,9 +343,9 @@ SEPARATORS = {
 }
 
 
-def test_labels_with_separators_are_refused_and_start_nothing(label_pg, databases, scratch):
+def test_labels_with_separators_are_refused_and_start_nothing(api_pg, databases, scratch):
     """pg_start_backup itself (the role's label pattern refuses these already): a clear label error, no backup mode."""
-    pg = label_pg
+    pg = api_pg
     dbname = databases(pg)
     live = LiveCheck(pg, dbname)
     checks = Checks()
@@ -437,11 +391,10 @@ def _copy_as_postgres(cluster, label, backup_root, methods):
              "vars": {"ansible_python_interpreter": "/usr/bin/python3"}, "tasks": tasks}]
     playbook = backup_root.parent / "copy-as-postgres.yml"
     playbook.write_text(json.dumps(play))
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_LOCALHOST_WARNING="False", ANSIBLE_PIPELINING="1")
-    proc = subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", "localhost,", str(playbook)],
-                          capture_output=True, text=True, env=env, timeout=300, check=False)
-    assert out.exists(), proc.stdout + proc.stderr
-    return dict(zip(methods, json.loads(out.read_text()))), proc.stdout + proc.stderr
+    run = run_playbook(playbook, "localhost,", run_dir(backup_root.parent), env=ansible_env(ANSIBLE_PIPELINING="1"),
+                       timeout=300)
+    assert out.exists(), run.output
+    return dict(zip(methods, json.loads(out.read_text()))), run.output
 
 
 def test_unreadable_directory_fails_the_copy_naming_it(one_pg, databases, scratch):

@@ -9,51 +9,19 @@ import json
 import os
 import subprocess
 
-import pytest
-
-from role_play import Writer, check_rows_against_stop, run_role
-from testbed.fixtures import SELECTED, handed_out, prefer
-
-
-# Paths that do not depend on the major run on fewer: 14 and 15 cover both APIs; 15 is the first extension major.
-@pytest.fixture(params=prefer((14, 15)), ids=lambda m: f"pg{m}")
-def api_pg(request, clusters):
-    yield from handed_out(clusters(request.param))
-
-
-@pytest.fixture(params=prefer((15,)), ids=lambda m: f"pg{m}")
-def one_pg(request, clusters):
-    yield from handed_out(clusters(request.param))
-
-
-@pytest.fixture(params=prefer((15,), [m for m in SELECTED if m >= 15]), ids=lambda m: f"pg{m}")
-def one_ext_pg(request, clusters):
-    yield from handed_out(clusters(request.param))
-
-
-def prepare_table(pg, db):
-    pg.sql("CREATE TABLE t (id int PRIMARY KEY, phase text NOT NULL)", dbname=db)
-    pg.sql("INSERT INTO t SELECT g, 'before' FROM generate_series(1, 1000) g", dbname=db)
-
-
-def extract(archive, target):
-    target.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["tar", "-C", str(target), "-xf", str(archive)], check=True)
-    return target
+from restore_proof import (Writer, add_rows_after, check_restored_rows, check_rows_against_stop, create_table,
+                           extract, materialize, restore_backup, restored_ids)
+from runner import REPO, run_role
 
 
 def backup_with_writer(pg, db, scratch, **role_vars):
-    prepare_table(pg, db)
+    create_table(pg, db)
     with Writer(pg, db) as writer:
         run = run_role(pg, scratch, exclusive_backup_dest=str(scratch / "backups"), **role_vars)
     assert writer.error is None, writer.error
-    pg.sql("INSERT INTO t SELECT g, 'after' FROM generate_series(900001, 900100) g", dbname=db)
+    add_rows_after(pg, db)
     assert run.rc == 0, run.output[-6000:]
     return run, writer
-
-
-def restored_ids(restored, db):
-    return [row[0] for row in restored.sql("SELECT id FROM t", dbname=db)]
 
 
 def test_tar_backup_restores_with_recovery_target_immediate(pg, db, scratch, restore):
@@ -71,12 +39,7 @@ def test_tar_backup_restores_with_recovery_target_immediate(pg, db, scratch, res
     if pg.major >= 15:
         assert "BACKUP METHOD: streamed" in label, label
     assert not (copy / "postmaster.pid").exists()
-    restored = restore(pg, copy)
-    ids = restored_ids(restored, db)
-    assert set(range(1, 1001)) <= set(ids)
-    assert not any(i > 900000 for i in ids)
-    must_in, must_out = check_rows_against_stop(writer, ids, record["stop_lsn"])
-    assert must_in > 0, "the writer committed nothing during the backup"
+    check_restored_rows(restore(pg, copy), db, writer, record["stop_lsn"])
 
 
 def test_failed_copy_stops_the_backup_and_records_failed(pg, scratch):
@@ -159,13 +122,7 @@ def test_plain_backup_with_tablespace_wal_manifest_and_restore_check(pg, db, scr
                                + (["-n"] if pg.major < 15 else []), capture_output=True, text=True, check=False)
         assert check.returncode == 0, check.stdout + check.stderr
         # The restore check passed; restore it here too, relocating the tablespace.
-        copy = scratch / "restored-copy"
-        subprocess.run(["cp", "-a", str(data), str(copy)], check=True)
-        new_location = scratch / "restored-ts"
-        subprocess.run(["cp", "-a", str(backup_dir / "tablespaces" / oid), str(new_location)], check=True)
-        (copy / "tablespace_map").write_text(f"{oid} {new_location}\n")
-        subprocess.run(["chown", "-R", "postgres:postgres", str(new_location)], check=True)
-        restored = restore(pg, copy)
+        restored, _seconds = restore_backup(pg, backup_dir, scratch / "restore", restore)
         assert restored.value("SELECT count(*) FROM in_ts", dbname=db) == 500
         check_rows_against_stop(writer, restored_ids(restored, db), record["stop_lsn"])
     finally:
@@ -191,15 +148,8 @@ def test_tar_zstd_with_tablespace_self_contained(pg, db, scratch, restore):
         assert names == sorted(["backup.json", "base.tar.zst", f"{oid}.tar.zst", "pg_wal.tar.zst"]), names
         assert record["verify_restore"]["ok"] is True
         # Restore here without any archive: only what the backup holds.
-        copy = scratch / "copy"
-        copy.mkdir()
-        subprocess.run(["tar", "--zstd", "-C", str(copy), "-xf", str(backup_dir / "base.tar.zst")], check=True)
-        subprocess.run(["tar", "--zstd", "-C", str(copy / "pg_wal"), "-xf", str(backup_dir / "pg_wal.tar.zst")], check=True)
-        ts = scratch / "ts-restored"
-        ts.mkdir()
-        subprocess.run(["tar", "--zstd", "-C", str(ts), "-xf", str(backup_dir / f"{oid}.tar.zst")], check=True)
-        subprocess.run(["chown", "-R", "postgres:postgres", str(ts)], check=True)
-        (copy / "tablespace_map").write_text(f"{oid} {ts}\n")
+        copy, tablespaces = materialize(backup_dir, scratch / "restore")
+        assert list(tablespaces) == [oid] and any((copy / "pg_wal").iterdir()), "the WAL and the tablespace"
         empty_archive = scratch / "no-archive"
         empty_archive.mkdir()
         restored = restore(type("NoArchive", (), {"inst": pg.inst, "archive_dir": empty_archive})(), copy)
@@ -248,14 +198,9 @@ def test_playbook_retention_and_set_stats(one_pg, scratch):
         (dest / label / "backup.json").write_text(json.dumps(
             dict(cluster, label=label, status=status, finished_at=when)))
     (dest / "not-a-backup").mkdir()
-    os.environ["ANSIBLE_SHOW_CUSTOM_STATS"] = "1"
-    try:
-        from role_play import REPO
-        run = run_role(pg, scratch, playbook=REPO / "playbooks" / "backup.yml", exclusive_backup_hosts="localhost",
-                       exclusive_backup_dest=str(dest), exclusive_backup_retention=2,
-                       exclusive_backup_verify_archiving="passive", awx_job_id=4242)
-    finally:
-        del os.environ["ANSIBLE_SHOW_CUSTOM_STATS"]
+    run = run_role(pg, scratch, playbook=REPO / "playbooks" / "backup.yml", env={"ANSIBLE_SHOW_CUSTOM_STATS": "1"},
+                   exclusive_backup_hosts="localhost", exclusive_backup_dest=str(dest), exclusive_backup_retention=2,
+                   exclusive_backup_verify_archiving="passive", awx_job_id=4242)
     assert run.rc == 0, run.output[-5000:]
     assert "CUSTOM STATS" in run.output and "exclusive_backup_results" in run.output
     left = sorted(p.name for p in dest.iterdir())

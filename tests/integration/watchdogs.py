@@ -66,3 +66,10 @@ def live_processes(what):
             continue
         if state != "Z":
             yield int(name), content
+
+
+def processes_with_label(label):
+    """PIDs of the processes whose environment carries PGX_LABEL=<label>: a copy command and its shell
+    (the fleet's hosts share the controller's /proc)."""
+    wanted = f"PGX_LABEL={label}".encode()
+    return [pid for pid, environ in live_processes("environ") if wanted in environ]

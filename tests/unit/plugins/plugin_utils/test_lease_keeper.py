@@ -68,19 +68,26 @@ def test_one_failed_renewal_does_not_end_the_keeping():
     assert why == lease_keeper.LEASE_ENDED and len(calls) == 6
 
 
-def test_a_hanging_renewal_is_not_repeated_while_it_hangs():
+def test_a_hanging_renewal_counts_as_failed_and_is_not_repeated_while_it_hangs():
     calls = []
 
-    def hangs():
-        calls.append(1)
-        time.sleep(1.5)
-        return RENEWED
+    def hangs_once():
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            time.sleep(1.5)
+            return RENEWED
+        return ENDED
 
-    bounded = lease_keeper._Bounded(hangs)  # noqa: SLF001 - the helper's own contract
-    assert bounded(0.2) is None
-    assert bounded(0.2) is None and calls == [1], "no second call while the first hangs"
-    time.sleep(1.5)
-    assert bounded(2) == RENEWED and len(calls) == 2
+    began = time.monotonic()
+    why = lease_keeper.keep(hangs_once, Controller(checks=10000), interval=0.2, timeout=0.5)
+    assert why == lease_keeper.LEASE_RAN_OUT and time.monotonic() - began < 1.5, "it waited for the hanging call"
+    assert len(calls) == 1, "no second call while the first hangs"
+
+    # Once the hanging call returned, the renewals go on.
+    calls.clear()
+    why = lease_keeper.keep(hangs_once, Controller(checks=10000), interval=0.2, timeout=60)
+    assert why == lease_keeper.LEASE_ENDED and len(calls) == 2
+    assert calls[1] - calls[0] >= 1.5, "the second call started while the first still hung"
 
 
 def test_the_controller_is_known_by_pid_and_start_time():
