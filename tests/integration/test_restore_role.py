@@ -15,22 +15,19 @@ import os
 import pwd
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from playbook import run_tasks, task
-from role_play import playbook_env, run_role, write_inventory
+from runner import REPO, ROLE_ENV, ansible_env, localhost_inventory, run_dir, run_playbook, run_role, run_tasks, task
 from testbed import Cluster, provide
 from testbed.osuser import as_postgres, chown_postgres, open_to_postgres
 from testbed.fixtures import SELECTED
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_server import alive, postmaster_pid
 
-REPO = Path(__file__).resolve().parents[2]
 BEFORE = set(range(1, 101))
 BATCH1 = set(range(1001, 1101))
 BATCH2 = set(range(2001, 2101))
@@ -329,15 +326,13 @@ def test_the_role_and_playbook_restore_the_latest_backup_of_dest(history, tmp_pa
     }
     vars_file = tmp_path / "vars.json"
     vars_file.write_text(json.dumps(variables))
-    inventory = write_inventory(tmp_path / "inventory.yml")
+    inventory = localhost_inventory(tmp_path / "inventory.yml")
     try:
-        proc = subprocess.run(
-            [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory),
-             str(REPO / "playbooks" / "restore.yml"), "-e", f"@{vars_file}"],
-            capture_output=True, text=True, env=playbook_env(), cwd=str(REPO), timeout=600, check=False)
-        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
-        assert f"Restoring {history.plain_dir}" in proc.stdout, "the newest complete backup of the cluster"
-        assert "promoted" in proc.stdout
+        run = run_playbook(REPO / "playbooks" / "restore.yml", inventory, run_dir(tmp_path, "restore"),
+                           args=("-e", f"@{vars_file}"), env=ansible_env(**ROLE_ENV))
+        assert run.rc == 0, run.output[-6000:]
+        assert f"Restoring {history.plain_dir}" in run.output, "the newest complete backup of the cluster"
+        assert "promoted" in run.output
         assert rows_of(dict(socket_dir=str(sock), port=int(variables["restore_settings"]["port"])),
                        history.db)["ids"] == BEFORE | BATCH1
     finally:

@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from role_play import run_role
+from runner import run_role
 from testbed.fixtures import handed_out, prefer
 
 PHASES = ["pg_backup_preflight", "pg_start_backup", "pg_backup_copy", "pg_stop_backup", "pg_backup_finalize"]
