@@ -27,7 +27,7 @@ def test_quick_benchmark_runs_every_variant(scratch):
     out, raw = scratch / "benchmarks.md", scratch / "samples.json"
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run.py"), "--bench", "local", "--quick",
                            "--out", str(out), "--json", str(raw), "--dir", str(scratch / "work")],
-                          capture_output=True, text=True, timeout=480, check=False)
+                          capture_output=True, text=True, timeout=900, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     samples = json.loads(raw.read_text())["local"]["samples"]
     variants = {(s["dataset"], s["variant"]) for s in samples}
