@@ -11,7 +11,7 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils import backup_a
 from ansible_collections.pgexclusive.backup.plugins.module_utils.archive_status import (
     archiving_health, read_archive_settings, read_archiver)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_session import open_server
-from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_state import DEFAULT_STATE_DIR, describe_record
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_records import DEFAULT_STATE_DIR, describe_record
 from ansible_collections.pgexclusive.backup.plugins.module_utils.connection import connection_argument_spec
 from ansible_collections.pgexclusive.backup.plugins.module_utils.data_directory import (
     advice, age_offline, read_data_directory, system_identifier)

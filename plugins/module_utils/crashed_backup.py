@@ -16,7 +16,7 @@ __metaclass__ = type
 
 import time
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_state import (
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_records import (
     DEFAULT_STATE_DIR, now_iso, read_record, record_path, update_record)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.data_directory import (
     check_label_may_be_set_aside, read_data_directory, set_aside_backup_label, system_identifier)

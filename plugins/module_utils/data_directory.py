@@ -19,7 +19,7 @@ import time
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import (
     LABEL_FILE, TABLESPACE_MAP, describe_backup, parse_backup_label, parse_tablespace_map, start_time_epoch)
-from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_state import EXPIRED_UNREACHABLE, RUNNING
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_records import EXPIRED_UNREACHABLE, RUNNING
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.pgexclusive.backup.plugins.module_utils.wal import infer_segment_size, same_lsn, segment_of
 
@@ -69,7 +69,7 @@ def read_data_directory(path):
 def system_identifier(path):
     """The cluster's system identifier: the first field of global/pg_control, in the host's byte order.
 
-    It names the cluster's state records (backup_state.py) also when the server is down.
+    It names the cluster's state records (safety_stop_records.py) also when the server is down.
     """
     try:
         with open(os.path.join(path, "global", "pg_control"), "rb") as handle:

@@ -255,7 +255,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.pgexclusive.backup.plugins.module_utils.copy import COMPRESSIONS, METHODS, Copier
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.pgexclusive.backup.plugins.module_utils.repository import send_record
-from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop import copy_while_leased
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_copy import copy_while_leased
 
 
 def main():

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_record import RECORD_FILE
-from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_state import record_path, write_record
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_records import record_path, write_record
 from ansible_collections.pgexclusive.backup.plugins.module_utils.copy import RESTORABLE_LABEL_FILE
 from ansible_collections.pgexclusive.backup.plugins.module_utils.crashed_backup import clear_crashed_backup
 from ansible_collections.pgexclusive.backup.plugins.module_utils.data_directory import (
