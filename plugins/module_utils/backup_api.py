@@ -44,7 +44,7 @@ START_SQL = {
     NATIVE: "SELECT pg_catalog.pg_start_backup(%s, %s, true)::text",
     EXTENSION: "SELECT pg_catalog.pg_start_backup(%s, %s)::text",
 }
-# The native stop is told not to wait: archive_status.py waits for both APIs.
+# The native stop is told not to wait: wal_archiving.py waits for both APIs.
 STOP_SQL = {
     NATIVE: "SELECT lsn::text FROM pg_catalog.pg_stop_backup(true, false)",
     EXTENSION: "SELECT pg_catalog.pg_stop_backup()::text",

@@ -8,7 +8,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils import backup_api
-from ansible_collections.pgexclusive.backup.plugins.module_utils.archive_status import (
+from ansible_collections.pgexclusive.backup.plugins.module_utils.wal_archiving import (
     archiving_health, read_archive_settings, read_archiver)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_session import open_server
 from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_records import DEFAULT_STATE_DIR, describe_record

@@ -14,7 +14,7 @@ __metaclass__ = type
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils import backup_api
 from ansible_collections.pgexclusive.backup.plugins.module_utils import safety_stop
-from ansible_collections.pgexclusive.backup.plugins.module_utils.archive_status import wait_until_archived
+from ansible_collections.pgexclusive.backup.plugins.module_utils.wal_archiving import wait_until_archived
 from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_records import (
     DEFAULT_STATE_DIR, EXPIRED_STOPPED, RUNNING, STOPPED, describe_record)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import (
