@@ -109,7 +109,7 @@ def add_state_records(result, state_dir, cluster, server_running):
     if not server_running and result.get("advice"):
         if mine:
             result["advice"] += (" This collection started it: %s; outcome %s. Once you have checked the above, "
-                                 "the role's clear_crashed_backup tasks set backup_label aside."
+                                 "the role's clear_backup_label tasks set backup_label aside."
                                  % (describe_record(mine[-1]), mine[-1]["effective_outcome"]))
         else:
             result["advice"] += (" No state record in %s names it: this collection did not start it "

@@ -30,8 +30,8 @@ import time
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import (
     LABEL_FILE, TABLESPACE_MAP, parse_backup_label, restorable_label)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout import (
-    COMPRESSIONS, DATA_SUBDIR, RESTORABLE_LABEL_FILE, STAGING_SUBDIR, TABLESPACES_SUBDIR, TAR_COMPRESS_ARG,
-    TAR_SUFFIX, tar_name)
+    COMPRESSIONS, DATA_SUBDIR, RECORD_FILE, RESTORABLE_LABEL_FILE, STAGING_SUBDIR, TABLESPACES_SUBDIR,
+    TAR_COMPRESS_ARG, TAR_SUFFIX, tar_name)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.copy_io import (
     balanced, chown_like, copy_tree, gzip_parallel, pipe_stream, run_argv)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.copy_methods import (
@@ -217,7 +217,7 @@ class Copier(object):
         ctx = self.context
         remote_dir = ctx.remote_dir()
         argv = ctx.remote.command("umask 077 && { test ! -e %s || exit 3; } && mkdir -p %s"
-                                  % (shlex.quote(remote_dir + "/backup.json"), shlex.quote(remote_dir)))
+                                  % (shlex.quote(remote_dir + "/" + RECORD_FILE), shlex.quote(remote_dir)))
         rc, _out, err = ctx.run(argv)
         ctx.commands.append({"argv": argv, "rc": rc})
         if rc == 3:

@@ -7,15 +7,12 @@ import sys
 
 import pytest
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_record import RECORD_FILE
-from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_records import record_path, write_record
-from ansible_collections.pgexclusive.backup.plugins.module_utils.copy import RESTORABLE_LABEL_FILE
-from ansible_collections.pgexclusive.backup.plugins.module_utils.crashed_backup import clear_crashed_backup
+from ansible_collections.pgexclusive.backup.plugins.module_utils.clear_backup_label import (
+    check_label_may_be_set_aside, clear_backup_label, set_aside_backup_label)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.data_directory import (
-    BACKUP_FILES, advice, age_offline, check_label_may_be_set_aside, read_data_directory, set_aside_backup_label,
-    system_identifier)
+    advice, age_offline, read_data_directory, system_identifier)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
-from ansible_collections.pgexclusive.backup.plugins.module_utils.manifest import MANIFEST_FILE
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_records import record_path, write_record
 
 LABEL = """START WAL LOCATION: 0/2000028 (file 000000010000000000000002)
 CHECKPOINT LOCATION: 0/3000060
@@ -150,7 +147,7 @@ def primary(root, label_text=LABEL, outcome="running", start_lsn="0/2000028"):
 
 
 def clear(data, root, confirm="nightly"):
-    return clear_crashed_backup({"data_directory": str(data), "confirm": confirm,
+    return clear_backup_label({"data_directory": str(data), "confirm": confirm,
                                  "state_dir": str(root / "state")}, False)
 
 
@@ -213,10 +210,6 @@ def test_clear_refuses_without_a_state_record(tmp_path):
     with pytest.raises(BackupError, match="did not start"):
         clear(data, tmp_path)
     assert (data / "backup_label").exists()
-
-
-def test_backup_file_names_are_those_the_backup_directory_uses():
-    assert BACKUP_FILES == (RECORD_FILE, MANIFEST_FILE, RESTORABLE_LABEL_FILE)
 
 
 def test_clear_refuses_a_standby(tmp_path):
