@@ -143,8 +143,8 @@ class Copier(object):
                               "rsync method." % method, "Set the method to tar or rsync, or leave the repository empty.")
         if method == "tar" and repository and not remote:
             raise BackupError("The tar method sends to a repository on another host only, and %r is a local path."
-                              % repository, "Give the repository as [user@]host:/path, or set dest for a directory "
-                              "on the database host.")
+                              % repository, "Give the repository as [user@]host:/path, or leave it empty to copy into "
+                              "the backup directory on the database host.")
         self.method = method
         self.fix_label = fix_label
         # Set when the backup's lease ends (safety_stop.copy_while_leased): the copy method stops between files.
