@@ -23,11 +23,28 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import B
 from ansible_collections.pgexclusive.backup.plugins.module_utils.wal import infer_segment_size, segment_of
 
 SIGNAL_FILES = ("standby.signal", "recovery.signal")
+POSTMASTER_PID = "postmaster.pid"
 
 
 def _read(path):
     with open(path) as handle:
         return handle.read()
+
+
+def read_postmaster_pid(path):
+    """The PID on the first line of the data directory's postmaster.pid; None when there is no such file.
+
+    ValueError when the first line is not a PID: the postmaster is writing the
+    file this moment, or it is not PostgreSQL's. Other read errors are raised.
+    """
+    try:
+        with open(os.path.join(path, POSTMASTER_PID)) as handle:
+            first = handle.readline().strip()
+    except (IOError, OSError) as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        raise
+    return int(first)
 
 
 def read_data_directory(path):
@@ -44,7 +61,7 @@ def read_data_directory(path):
         facts = {
             "path": path,
             "pg_version": _read(here("PG_VERSION")).strip(),
-            "postmaster_pid": int(_read(here("postmaster.pid")).split()[0]) if os.path.exists(here("postmaster.pid")) else None,
+            "postmaster_pid": _postmaster_pid_fact(path),
             "backup_label": os.path.exists(here(LABEL_FILE)),
             "tablespace_map": os.path.exists(here(TABLESPACE_MAP)),
             "backup_label_old": os.path.exists(here(LABEL_FILE + ".old")),
@@ -63,6 +80,17 @@ def read_data_directory(path):
         raise BackupError("Could not read the data directory %s: %s" % (path, exc),
                           "Run the task as root or as the server's OS user (become: true).")
     return facts, backup
+
+
+def _postmaster_pid_fact(path):
+    try:
+        return read_postmaster_pid(path)
+    except ValueError:
+        # Taken for "no server", it would let pg_clear_backup_label touch a starting server's files.
+        raise BackupError(
+            "%s does not start with a PID, so whether a server runs there cannot be told. Nothing was changed."
+            % os.path.join(path, POSTMASTER_PID),
+            "A server that is starting writes it now: wait and retry. Otherwise check the file by hand.")
 
 
 def system_identifier(path):

@@ -10,7 +10,7 @@ import pytest
 from ansible_collections.pgexclusive.backup.plugins.module_utils.clear_backup_label import (
     check_label_may_be_set_aside, clear_backup_label, set_aside_backup_label)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.data_directory import (
-    advice, age_offline, read_data_directory, system_identifier)
+    advice, age_offline, read_data_directory, read_postmaster_pid, system_identifier)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_records import record_path, write_record
 
@@ -148,7 +148,7 @@ def primary(root, label_text=LABEL, outcome="running", start_lsn="0/2000028"):
 
 def clear(data, root, confirm="nightly"):
     return clear_backup_label({"data_directory": str(data), "confirm": confirm,
-                                 "state_dir": str(root / "state")}, False)
+                               "state_dir": str(root / "state")}, False)
 
 
 def assert_refused(data, root, why):
@@ -216,3 +216,18 @@ def test_clear_refuses_a_standby(tmp_path):
     data = primary(tmp_path)
     (data / "standby.signal").write_text("")
     assert_refused(data, tmp_path, "standby")
+
+
+def test_postmaster_pid_is_read_from_its_first_line(tmp_path):
+    assert read_postmaster_pid(str(tmp_path)) is None
+    (tmp_path / "postmaster.pid").write_text("4242\n/var/lib/postgresql/15/main\n1700000000\n5432\n")
+    assert read_postmaster_pid(str(tmp_path)) == 4242
+    (tmp_path / "postmaster.pid").write_text("")
+    with pytest.raises(ValueError):
+        read_postmaster_pid(str(tmp_path))
+
+
+def test_a_postmaster_pid_being_written_is_not_taken_for_no_server(datadir):
+    (datadir / "postmaster.pid").write_text("")
+    with pytest.raises(BackupError, match="does not start with a PID"):
+        read_data_directory(str(datadir))
