@@ -2,15 +2,22 @@
 # Copyright: pgexclusive.backup maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""Which exclusive backup API a database offers, and its SQL.
+"""Which exclusive backup API a database offers, its SQL, and the one guarded stop.
 
 PostgreSQL 14 and earlier have it built in ('native'). 15 removed it; the
 pg_exclusive_backup extension brings it back, but only in the database where
 it is installed ('extension'). Anything else is 'none'.
+
+pg_stop_backup and the safety stop's watchdog both stop through guarded_stop
+under stop_lock. Standard library only: the watchdog process runs this file's
+source outside Ansible (see safety_stop_watchdog.py), so the statements run
+through a ``value(sql, args)`` callable each caller brings.
 """
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
+
+from contextlib import contextmanager
 
 NATIVE = "native"
 EXTENSION = "extension"
@@ -37,7 +44,7 @@ START_SQL = {
     NATIVE: "SELECT pg_catalog.pg_start_backup(%s, %s, true)::text",
     EXTENSION: "SELECT pg_catalog.pg_start_backup(%s, %s)::text",
 }
-# The native stop is told not to wait: archive_status.py waits for both APIs.
+# The native stop is told not to wait: wal_archiving.py waits for both APIs.
 STOP_SQL = {
     NATIVE: "SELECT lsn::text FROM pg_catalog.pg_stop_backup(true, false)",
     EXTENSION: "SELECT pg_catalog.pg_stop_backup()::text",
@@ -115,3 +122,29 @@ def guarded_stop_args(label, start_lsn=None):
 STOP_LOCK_KEY = 0x7067786B62
 LOCK_SQL = "SELECT pg_catalog.pg_advisory_lock(%s)"
 UNLOCK_SQL = "SELECT pg_catalog.pg_advisory_unlock(%s)"
+
+
+def guarded_stop(value, api, label, start_lsn=None):
+    """Stop the backup in progress only if it is this one; its stop LSN, or None when nothing was stopped.
+
+    ``value(sql, args)`` runs one statement and returns its single value.
+    """
+    return value(GUARDED_STOP_SQL[api], guarded_stop_args(label, start_lsn))
+
+
+def label_in_progress(value):
+    """The label of the backup in progress, or None."""
+    return value(READ_LABEL_SQL, None)
+
+
+@contextmanager
+def stop_lock(value, connection_errors):
+    """Hold the stop lock; ``connection_errors``: what a broken connection raises (it released the lock)."""
+    value(LOCK_SQL, (STOP_LOCK_KEY,))
+    try:
+        yield
+    finally:
+        try:
+            value(UNLOCK_SQL, (STOP_LOCK_KEY,))
+        except connection_errors:
+            pass

@@ -16,6 +16,8 @@ __metaclass__ = type
 
 import fnmatch
 
+from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import LABEL_FILE
+
 # Directories that are empty in the copy. The live entries are left out whole,
 # not just their contents: pg_wal is usually a symbolic link to another disk
 # (initdb --waldir), and a copy that kept the link would let a restore check or
@@ -39,11 +41,20 @@ TOP_FILES = ("postmaster.pid", "postmaster.opts", "backup_label.old")
 # Names left out wherever they appear.
 ANYWHERE = ("pgsql_tmp*", "pg_internal.init")
 
+# Files every copy method writes itself from its staging area, in place of the live ones: backup_label as read at
+# the start (fixed on 15+, backup_label.restorable_label). With staged=True the live ones stay out.
+STAGED_FILES = (LABEL_FILE,)
 
-def is_excluded(relpath, extra=()):
+
+def _top_files(staged):
+    return TOP_FILES + (STAGED_FILES if staged else ())
+
+
+def is_excluded(relpath, extra=(), staged=False):
     """True when ``relpath`` (relative to the data directory, '/'-separated) stays out.
 
-    The EMPTY_DIRS themselves are excluded too: the caller adds empty ones.
+    The EMPTY_DIRS themselves are excluded too: the caller adds empty ones, and
+    with ``staged`` its STAGED_FILES.
     ``extra`` holds the user's own patterns, matched against the whole
     relative path and against the file name.
     """
@@ -52,7 +63,7 @@ def is_excluded(relpath, extra=()):
         return False
     if parts[0] in EMPTY_DIRS:
         return True
-    if len(parts) == 1 and parts[0] in TOP_FILES:
+    if len(parts) == 1 and parts[0] in _top_files(staged):
         return True
     for name in parts:
         if any(fnmatch.fnmatchcase(name, pattern) for pattern in ANYWHERE):
@@ -61,7 +72,7 @@ def is_excluded(relpath, extra=()):
     return any(fnmatch.fnmatchcase(path, p) or fnmatch.fnmatchcase(parts[-1], p) for p in extra)
 
 
-def tar_exclude_args(extra=(), top=True):
+def tar_exclude_args(extra=(), top=True, staged=False):
     """GNU tar options for ``tar -C <data_directory> ... .`` implementing is_excluded.
 
     Members are named ./<relpath>, so the anchored patterns start with './'.
@@ -71,16 +82,16 @@ def tar_exclude_args(extra=(), top=True):
     """
     args = []
     if top:
-        args += ["--anchored"] + ["--exclude=./%s" % name for name in EMPTY_DIRS + TOP_FILES]
+        args += ["--anchored"] + ["--exclude=./%s" % name for name in EMPTY_DIRS + _top_files(staged)]
     args += ["--no-anchored"] + ["--exclude=%s" % pattern for pattern in ANYWHERE + tuple(extra)]
     return args
 
 
-def rsync_exclude_args(extra=(), top=True):
+def rsync_exclude_args(extra=(), top=True, staged=False):
     """rsync options implementing is_excluded; patterns starting with '/' are anchored at the transfer root.
 
     As with tar, the EMPTY_DIRS are left out whole: send empty ones separately.
     ``top=False`` gives the name patterns only, for a tablespace's directory.
     """
-    args = ["--exclude=/%s" % name for name in EMPTY_DIRS + TOP_FILES] if top else []
+    args = ["--exclude=/%s" % name for name in EMPTY_DIRS + _top_files(staged)] if top else []
     return args + ["--exclude=%s" % pattern for pattern in ANYWHERE + tuple(extra)]

@@ -8,10 +8,10 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils import backup_api
-from ansible_collections.pgexclusive.backup.plugins.module_utils.archive_status import (
+from ansible_collections.pgexclusive.backup.plugins.module_utils.wal_archiving import (
     archiving_health, read_archive_settings, read_archiver)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_session import open_server
-from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_state import DEFAULT_STATE_DIR, describe_record
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_records import DEFAULT_STATE_DIR, describe_record
 from ansible_collections.pgexclusive.backup.plugins.module_utils.connection import connection_argument_spec
 from ansible_collections.pgexclusive.backup.plugins.module_utils.data_directory import (
     advice, age_offline, read_data_directory, system_identifier)
@@ -109,7 +109,7 @@ def add_state_records(result, state_dir, cluster, server_running):
     if not server_running and result.get("advice"):
         if mine:
             result["advice"] += (" This collection started it: %s; outcome %s. Once you have checked the above, "
-                                 "the role's clear_crashed_backup tasks set backup_label aside."
+                                 "the role's clear_backup_label tasks set backup_label aside."
                                  % (describe_record(mine[-1]), mine[-1]["effective_outcome"]))
         else:
             result["advice"] += (" No state record in %s names it: this collection did not start it "

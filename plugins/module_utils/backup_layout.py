@@ -4,6 +4,10 @@
 
 """Names of what a backup directory ``<dest>/<label>/`` holds.
 
+    always:   backup.json          the record, written last (RECORD_FILE)
+              backup_manifest      PostgreSQL's manifest format (MANIFEST_FILE)
+              backup_label.restorable  the label a restore uses (RESTORABLE_LABEL_FILE)
+
     tar:      base.tar[.gz|.zst]   the data directory
               <oid>.tar[.gz|.zst]  one per tablespace (as pg_basebackup names them)
     rsync,
@@ -29,6 +33,10 @@ DATA_SUBDIR = "data"
 TABLESPACES_SUBDIR = "tablespaces"
 STAGING_SUBDIR = ".staging"
 RESTORABLE_LABEL_FILE = "backup_label.restorable"
+RECORD_FILE = "backup.json"
+MANIFEST_FILE = "backup_manifest"
+# Files only a backup directory holds: a data directory holding one, or lying in a directory that does, is a copy.
+BACKUP_FILES = (RECORD_FILE, MANIFEST_FILE, RESTORABLE_LABEL_FILE)
 
 
 def tar_name(name, compression):

@@ -12,12 +12,10 @@ through SQL (pg_read_file) so that labels can be checked from any host.
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-from contextlib import contextmanager
-
 from ansible_collections.pgexclusive.backup.plugins.module_utils import backup_api
 from ansible_collections.pgexclusive.backup.plugins.module_utils import safety_stop
-from ansible_collections.pgexclusive.backup.plugins.module_utils.archive_status import wait_until_archived
-from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_state import (
+from ansible_collections.pgexclusive.backup.plugins.module_utils.wal_archiving import wait_until_archived
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_records import (
     DEFAULT_STATE_DIR, EXPIRED_STOPPED, RUNNING, STOPPED, describe_record)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import (
     LABEL_FILE, TABLESPACE_MAP, describe_backup, parse_backup_label, parse_tablespace_map, validate_label)
@@ -286,21 +284,12 @@ def _report_earlier_failures(server, params, result, keeps_records):
 def _stop_again(server, api, label):
     """Stop this run's backup again at once, label-guarded; its stop LSN, or None when nothing was stopped."""
     with stop_lock(server.session):
-        return server.session.value(backup_api.GUARDED_STOP_SQL[api], backup_api.guarded_stop_args(label))
+        return backup_api.guarded_stop(server.session.value, api, label)
 
 
-@contextmanager
 def stop_lock(session):
     """Hold the collection's advisory lock: the watchdog and other stops wait until the outcome is recorded."""
-    session.value(backup_api.LOCK_SQL, (backup_api.STOP_LOCK_KEY,))
-    try:
-        yield
-    finally:
-        try:
-            session.value(backup_api.UNLOCK_SQL, (backup_api.STOP_LOCK_KEY,))
-        except DatabaseError:
-            # The connection broke: the server released the session's lock with it.
-            pass
+    return backup_api.stop_lock(session.value, DatabaseError)
 
 
 @_with_queries
@@ -366,14 +355,13 @@ def _stop(server, params, label, check_mode):
     if forced:
         result["warnings"].append("force: true stopped the backup %s%s." % (
             describe_backup(running), "" if label is None else ", which is not '%s'" % label))
-    guard = backup_api.guarded_stop_args(running.get("label"), running.get("start_lsn"))
     if check_mode:
-        server.session.would_run(backup_api.GUARDED_STOP_SQL[server.api], guard)
+        backup_api.guarded_stop(server.session.would_run, server.api, running.get("label"), running.get("start_lsn"))
         result.update(changed=True)
         return result
     # The backup is checked again by the stop statement itself: a client outside this
     # collection may have stopped it, and another started one, since the read above.
-    stop_lsn = server.session.value(backup_api.GUARDED_STOP_SQL[server.api], guard)
+    stop_lsn = backup_api.guarded_stop(server.session.value, server.api, running.get("label"), running.get("start_lsn"))
     if stop_lsn is None:
         if not forced:
             _ended_without_stop(path, record, label, running.get("start_lsn"), check_mode,

@@ -30,19 +30,72 @@ import time
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import (
     LABEL_FILE, TABLESPACE_MAP, parse_backup_label, restorable_label)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout import (
-    COMPRESSIONS, DATA_SUBDIR, RESTORABLE_LABEL_FILE, STAGING_SUBDIR, TABLESPACES_SUBDIR, TAR_COMPRESS_ARG,
-    TAR_SUFFIX, tar_name)
+    COMPRESSIONS, DATA_SUBDIR, RECORD_FILE, RESTORABLE_LABEL_FILE, STAGING_SUBDIR, TABLESPACES_SUBDIR,
+    TAR_COMPRESS_ARG, TAR_SUFFIX, tar_name)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.copy_io import (
     balanced, chown_like, copy_tree, gzip_parallel, pipe_stream, run_argv)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.copy_methods import (
     METHOD_CLASSES, CopyContext, is_normal_exit, make_empty_dirs, rsync_data_command, rsync_staged_command,
     tar_compress_args, tar_data_command)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.data_directory import system_identifier
+from ansible_collections.pgexclusive.backup.plugins.module_utils.durable import atomic_write
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.pgexclusive.backup.plugins.module_utils.repository import (
     Repository, remote_error, send_record)
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_copy import copy_while_leased
 
 METHODS = tuple(method_class.name for method_class in METHOD_CLASSES)
+
+
+def copy_argument_spec():
+    return dict(
+        label=dict(type="str", required=True),
+        data_directory=dict(type="path"),
+        backup_dir=dict(type="path", required=True),
+        method=dict(type="str", choices=list(METHODS), default="tar"),
+        compression=dict(type="str", choices=list(COMPRESSIONS), default="none"),
+        exclude=dict(type="list", elements="str", default=[]),
+        fix_label=dict(type="bool", default=False),
+        command=dict(type="str"),
+        repository=dict(type="str", aliases=["rsync_target"]),
+        ssh_user=dict(type="str"),
+        ssh_key=dict(type="path"),
+        ssh_options=dict(type="list", elements="str", default=[]),
+        send_record=dict(type="bool", default=False),
+        parallel=dict(type="int", default=1),
+        state_record_path=dict(type="path"),
+    )
+
+
+COPY_REQUIRED_IF = [("method", "command", ("command",)), ("send_record", False, ("data_directory",)),
+                    ("send_record", True, ("repository",))]
+
+
+def copy_backup(params, check_mode):
+    """pg_backup_copy's task: the copy while the lease holds, or with send_record the record sent after it."""
+    try:
+        return _copy_backup(params, check_mode)
+    except BackupError as exc:
+        exc.facts.setdefault("method", params["method"])
+        raise
+
+
+def _copy_backup(p, check_mode):
+    ssh = dict(ssh_user=p["ssh_user"], ssh_key=p["ssh_key"], ssh_options=p["ssh_options"])
+    if p["send_record"]:
+        if check_mode:
+            return dict(changed=True, method=p["method"], sent=[],
+                        msg="Check mode: would send backup.json from %s to %s." % (p["backup_dir"], p["repository"]))
+        return dict(send_record(p["backup_dir"], p["repository"], **ssh), changed=True, method=p["method"])
+    copier = Copier(p["data_directory"], p["backup_dir"], p["label"], p["method"], p["compression"],
+                    p["exclude"], p["fix_label"], p["command"], p["repository"], parallel=p["parallel"], **ssh)
+    if check_mode:
+        return dict(changed=True, method=p["method"], outputs=[], label_fixed=p["fix_label"],
+                    msg="Check mode: would copy %s into %s with %s." % (p["data_directory"], p["backup_dir"], p["method"]))
+    result = copy_while_leased(p["state_record_path"], copier.copy, copier.cancel)
+    if result.get("restore_hint") and p["fix_label"]:
+        result["warnings"].append(result["restore_hint"])
+    return dict(result, changed=True)
 
 
 def tablespaces_of(data_directory):
@@ -143,8 +196,8 @@ class Copier(object):
                               "rsync method." % method, "Set the method to tar or rsync, or leave the repository empty.")
         if method == "tar" and repository and not remote:
             raise BackupError("The tar method sends to a repository on another host only, and %r is a local path."
-                              % repository, "Give the repository as [user@]host:/path, or set dest for a directory "
-                              "on the database host.")
+                              % repository, "Give the repository as [user@]host:/path, or leave it empty to copy into "
+                              "the backup directory on the database host.")
         self.method = method
         self.fix_label = fix_label
         # Set when the backup's lease ends (safety_stop.copy_while_leased): the copy method stops between files.
@@ -217,7 +270,7 @@ class Copier(object):
         ctx = self.context
         remote_dir = ctx.remote_dir()
         argv = ctx.remote.command("umask 077 && { test ! -e %s || exit 3; } && mkdir -p %s"
-                                  % (shlex.quote(remote_dir + "/backup.json"), shlex.quote(remote_dir)))
+                                  % (shlex.quote(remote_dir + "/" + RECORD_FILE), shlex.quote(remote_dir)))
         rc, _out, err = ctx.run(argv)
         ctx.commands.append({"argv": argv, "rc": rc})
         if rc == 3:
@@ -229,9 +282,7 @@ class Copier(object):
 
 
 def _write(path, text, owner_stat, mode=0o600):
-    with open(path, "w") as handle:
-        handle.write(text)
-    os.chmod(path, mode)
+    atomic_write(path, text, mode)
     if owner_stat is not None:
         chown_like(path, owner_stat)
 

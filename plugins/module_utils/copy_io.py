@@ -22,7 +22,6 @@ import threading
 import zlib
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_files import is_excluded
-from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import LABEL_FILE
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 
 # Parallel gzip: blocks of the tar stream compressed at gzip's default level, one gzip member each.
@@ -165,8 +164,8 @@ def _walk(dir_fd, source, parts, target, extra, prefix, jobs):
     for name in names:
         rel = parts + (name,)
         relpath = prefix + "/".join(rel)
-        if relpath == LABEL_FILE or is_excluded(relpath, extra):
-            # The live backup_label is replaced by the staged one (copy_methods.FileCopyMethod).
+        # The live backup_label is replaced by the staged one (copy_methods.FileCopyMethod).
+        if is_excluded(relpath, extra, staged=True):
             continue
         path = os.path.join(source, *rel)
         dst = os.path.join(target, *rel)

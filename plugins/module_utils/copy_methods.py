@@ -18,8 +18,7 @@ import shlex
 import shutil
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_files import (
-    EMPTY_DIRS, rsync_exclude_args, tar_exclude_args)
-from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import LABEL_FILE
+    EMPTY_DIRS, STAGED_FILES, rsync_exclude_args, tar_exclude_args)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout import (
     DATA_SUBDIR, RESTORABLE_LABEL_FILE, TABLESPACES_SUBDIR, TAR_COMPRESS_ARG, tar_name)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.copy_io import (
@@ -54,8 +53,8 @@ def tar_data_command(data_directory, staging, output, compression="none", extra=
     pg_wal/ as a directory even when the live pg_wal is a symbolic link.
     """
     return (["tar", "-C", data_directory, "-cf", output] + tar_compress_args(compression, parallel)
-            + tar_exclude_args(extra) + ["--anchored", "--exclude=./" + LABEL_FILE, "--no-anchored", "."]
-            + ["-C", staging, LABEL_FILE] + list(EMPTY_DIRS))
+            + tar_exclude_args(extra, staged=True) + ["."]
+            + ["-C", staging] + list(STAGED_FILES + EMPTY_DIRS))
 
 
 def tar_tablespace_command(location, output, compression="none", extra=(), parallel=1):
@@ -73,7 +72,7 @@ def rsync_data_command(data_directory, target, extra=(), mkpath=False, rsh=None)
     pg_tblspc/<oid> is not followed.
     """
     args = ["rsync", "-a", "--delete", "--delete-excluded"] + (["--mkpath"] if mkpath else []) + _rsh_args(rsh)
-    args += rsync_exclude_args(extra) + ["--exclude=/" + LABEL_FILE]
+    args += rsync_exclude_args(extra, staged=True)
     return args + [data_directory.rstrip("/") + "/", target.rstrip("/") + "/"]
 
 
@@ -83,7 +82,7 @@ def rsync_staged_command(staging, target, rsh=None):
     Named one by one, not as staging/, so that the copy's own top directory
     keeps the data directory's owner and mode.
     """
-    return (["rsync", "-a"] + _rsh_args(rsh) + [os.path.join(staging, name) for name in (LABEL_FILE,) + EMPTY_DIRS]
+    return (["rsync", "-a"] + _rsh_args(rsh) + [os.path.join(staging, name) for name in STAGED_FILES + EMPTY_DIRS]
             + [target.rstrip("/") + "/"])
 
 
@@ -278,8 +277,9 @@ class FileCopyMethod(CopyMethod):
         owner = os.stat(ctx.data_directory)
         copy_tree(ctx.data_directory, data_target, ctx.exclude, prefix="", workers=ctx.parallel, cancel=ctx.cancel)
         make_empty_dirs(data_target, owner)
-        shutil.copy2(os.path.join(staging, LABEL_FILE), os.path.join(data_target, LABEL_FILE))
-        chown_like(os.path.join(data_target, LABEL_FILE), owner)
+        for name in STAGED_FILES:
+            shutil.copy2(os.path.join(staging, name), os.path.join(data_target, name))
+            chown_like(os.path.join(data_target, name), owner)
         for tblspc in tablespaces:
             copy_tree(tblspc["path"], os.path.join(tblspc_target, tblspc["oid"]), ctx.exclude,
                       prefix="pg_tblspc/%s/" % tblspc["oid"], workers=ctx.parallel, cancel=ctx.cancel)

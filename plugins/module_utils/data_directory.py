@@ -19,16 +19,32 @@ import time
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import (
     LABEL_FILE, TABLESPACE_MAP, describe_backup, parse_backup_label, parse_tablespace_map, start_time_epoch)
-from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_state import EXPIRED_UNREACHABLE, RUNNING
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
-from ansible_collections.pgexclusive.backup.plugins.module_utils.wal import infer_segment_size, same_lsn, segment_of
+from ansible_collections.pgexclusive.backup.plugins.module_utils.wal import infer_segment_size, segment_of
 
 SIGNAL_FILES = ("standby.signal", "recovery.signal")
+POSTMASTER_PID = "postmaster.pid"
 
 
 def _read(path):
     with open(path) as handle:
         return handle.read()
+
+
+def read_postmaster_pid(path):
+    """The PID on the first line of the data directory's postmaster.pid; None when there is no such file.
+
+    ValueError when the first line is not a PID: the postmaster is writing the
+    file this moment, or it is not PostgreSQL's. Other read errors are raised.
+    """
+    try:
+        with open(os.path.join(path, POSTMASTER_PID)) as handle:
+            first = handle.readline().strip()
+    except (IOError, OSError) as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        raise
+    return int(first)
 
 
 def read_data_directory(path):
@@ -45,7 +61,7 @@ def read_data_directory(path):
         facts = {
             "path": path,
             "pg_version": _read(here("PG_VERSION")).strip(),
-            "postmaster_pid": int(_read(here("postmaster.pid")).split()[0]) if os.path.exists(here("postmaster.pid")) else None,
+            "postmaster_pid": _postmaster_pid_fact(path),
             "backup_label": os.path.exists(here(LABEL_FILE)),
             "tablespace_map": os.path.exists(here(TABLESPACE_MAP)),
             "backup_label_old": os.path.exists(here(LABEL_FILE + ".old")),
@@ -66,10 +82,21 @@ def read_data_directory(path):
     return facts, backup
 
 
+def _postmaster_pid_fact(path):
+    try:
+        return read_postmaster_pid(path)
+    except ValueError:
+        # Taken for "no server", it would let pg_clear_backup_label touch a starting server's files.
+        raise BackupError(
+            "%s does not start with a PID, so whether a server runs there cannot be told. Nothing was changed."
+            % os.path.join(path, POSTMASTER_PID),
+            "A server that is starting writes it now: wait and retry. Otherwise check the file by hand.")
+
+
 def system_identifier(path):
     """The cluster's system identifier: the first field of global/pg_control, in the host's byte order.
 
-    It names the cluster's state records (backup_state.py) also when the server is down.
+    It names the cluster's state records (safety_stop_records.py) also when the server is down.
     """
     try:
         with open(os.path.join(path, "global", "pg_control"), "rb") as handle:
@@ -131,7 +158,7 @@ def advice(facts, backup, server_running):
     return text + "That WAL is present, so the server should start and then discard backup_label on its own."
 
 
-def _postmaster_running(facts):
+def postmaster_running(facts):
     """True when postmaster.pid names a live process. A crash leaves the file behind with a dead PID."""
     pid = facts["postmaster_pid"]
     if pid is None:
@@ -146,85 +173,3 @@ def _postmaster_running(facts):
             return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (IOError, OSError, IndexError):
         return True
-
-
-# backup_label must stay wherever it belongs to a copy: removing it there corrupts the copy.
-MUST_STAY = ("backup_label must stay. Never remove backup_label there; start the server and let recovery "
-             "consume it.")
-# Files of a backup directory: backup_record.RECORD_FILE, manifest.MANIFEST_FILE and
-# copy.RESTORABLE_LABEL_FILE, named here because copy.py imports this file (a unit test
-# keeps them equal). A data directory holding one, or lying in a directory that does, is a
-# restored backup.
-BACKUP_FILES = ("backup.json", "backup_manifest", "backup_label.restorable")
-# Outcomes of a state record that leave the label live: the backup is running, or the safety
-# stop found the server down (a crash before the lease expired). Every other outcome says the
-# backup ended, and the label of an ended backup exists only in its copies.
-LIVE_OUTCOMES = (RUNNING, EXPIRED_UNREACHABLE)
-
-
-def check_label_may_be_set_aside(facts, backup, record, confirm):
-    """Raise BackupError unless backup_label may be moved aside: the last checks before touching the primary.
-
-    Only the live label this collection started, in a stopped primary: anything
-    that looks like a copy or a standby is refused first.
-    """
-    label = backup.get("label")
-    path = facts["path"]
-    if facts["signal_files"]:
-        raise BackupError(
-            "%s is a restored copy or a standby (%s present): its backup_label tells recovery where the backup "
-            "ends. Nothing was changed." % (path, " and ".join(facts["signal_files"])), MUST_STAY)
-    if backup.get("method") == "streamed":
-        raise BackupError(
-            "backup_label in %s says BACKUP METHOD: streamed: this is a copy (a restored backup, or a standby "
-            "made by pg_basebackup), not the primary's live label. Nothing was changed." % path, MUST_STAY)
-    found = _backup_files_near(path)
-    if found:
-        raise BackupError(
-            "%s is a restored backup (%s found): its backup_label is the copy's. Nothing was changed."
-            % (path, ", ".join(found)), MUST_STAY)
-    if _postmaster_running(facts):
-        raise BackupError(
-            "The server of %s is running (postmaster.pid names live process %d). Nothing was changed."
-            % (path, facts["postmaster_pid"]),
-            "A running primary ends its backup with pg_stop_backup label: '%s'; this step is only for a "
-            "stopped one." % label)
-    if record is None:
-        raise BackupError(
-            "backup_label names '%s', which this collection did not start on this host (no state record). "
-            "Nothing was changed." % label,
-            "Find out which tool started it and follow its instructions; pg_backup_info's advice says what "
-            "a start of this server needs.")
-    if record.get("outcome") not in LIVE_OUTCOMES:
-        raise BackupError(
-            "The backup '%s' ended (state record outcome %s), so the backup_label in %s is a copy's, not the "
-            "primary's live one. Nothing was changed." % (label, record.get("outcome"), path), MUST_STAY)
-    if not same_lsn(record.get("start_lsn"), backup.get("start_lsn")):
-        raise BackupError(
-            "backup_label in %s starts at %s, but the backup '%s' this collection started began at %s: it is "
-            "another backup's label (a copy of an earlier one, or a start by hand). Nothing was changed."
-            % (path, backup.get("start_lsn"), label, record.get("start_lsn")), MUST_STAY)
-    if confirm != label:
-        raise BackupError(
-            "Setting backup_label aside needs explicit confirmation. Nothing was changed.",
-            "Check pg_backup_info's advice first, then set confirm to the label exactly: '%s'." % label,
-            label=label)
-
-
-def _backup_files_near(path):
-    """The backup files in the data directory or in the directory that holds it."""
-    parent = os.path.dirname(os.path.abspath(path).rstrip(os.sep)) or os.sep
-    return [os.path.join(where, name) for where in (path, parent) for name in BACKUP_FILES
-            if os.path.lexists(os.path.join(where, name))]
-
-
-def set_aside_backup_label(path, stamp):
-    """Rename backup_label (and tablespace_map) to <name>.pgexclusive-<stamp>: kept, never deleted."""
-    moved = []
-    for name in (LABEL_FILE, TABLESPACE_MAP):
-        source = os.path.join(path, name)
-        if os.path.exists(source):
-            target = "%s.pgexclusive-%s" % (source, stamp)
-            os.rename(source, target)
-            moved.append(target)
-    return moved

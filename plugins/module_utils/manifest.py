@@ -19,13 +19,12 @@ import json
 import os
 import time
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout import DATA_SUBDIR
+from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout import DATA_SUBDIR, MANIFEST_FILE
 from ansible_collections.pgexclusive.backup.plugins.module_utils.durable import atomic_write
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 
-MANIFEST_FILE = "backup_manifest"
 # Paths pg_verifybackup ignores on disk by default; never listed.
-NOT_LISTED_TOP = ("backup_manifest", "pg_wal")
+NOT_LISTED_TOP = (MANIFEST_FILE, "pg_wal")
 
 
 def last_modified(mtime):

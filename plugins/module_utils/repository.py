@@ -21,8 +21,7 @@ import shlex
 import subprocess
 import tempfile
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout import STAGING_SUBDIR
-from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_record import RECORD_FILE
+from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout import RECORD_FILE, STAGING_SUBDIR
 from ansible_collections.pgexclusive.backup.plugins.module_utils.copy_io import FAILED_HINT, pipe_stream
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 

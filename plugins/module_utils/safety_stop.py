@@ -2,32 +2,31 @@
 # Copyright: pgexclusive.backup maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""What the start, the copy and the stop do with the state record, the lease and the watchdog.
+"""The safety stop as the modules use it: arm at the start, disarm at the stop, report afterwards.
 
-The start writes the record and, with a lease (max_duration or
-heartbeat_timeout above 0), leaves the watchdog; the copy stops copying when
-the lease ends (copy_while_leased); the stop marks the record stopped and
-ends the lease and the watchdog, or fails when the watchdog has already
-stopped this backup (its copy is void); the next start and pg_backup_info
-report the runs that ended badly.
+The start writes the state record (safety_stop_records.py) and, with a lease
+(max_duration or heartbeat_timeout above 0; safety_stop_lease.py), leaves
+the watchdog (safety_stop_watchdog.py); the copy stops copying when the
+lease ends (safety_stop_copy.py); the stop marks the record stopped and ends
+the lease and the watchdog, or fails when the watchdog has already stopped
+this backup (its copy is void); the next start and pg_backup_info report the
+runs that ended badly.
 """
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-import os
-import signal
 import socket
-import threading
 import time
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_state import (
-    ABNORMAL, BY_HEARTBEAT, ENDED_WITHOUT_STOP, RUNNING, STOPPED, WHAT_TO_DO, describe_record, effective_outcome,
-    end_lease, ensure_dir, is_watchdog_of, lease_lost, lease_path, lease_renewed_at, list_records, now_iso,
-    read_record, record_path, renew_command, renew_interval, start_lease, update_record, write_record)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.connection import libpq_params
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
-from ansible_collections.pgexclusive.backup.plugins.module_utils import watchdog
+from ansible_collections.pgexclusive.backup.plugins.module_utils import safety_stop_watchdog
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_lease import (
+    BY_HEARTBEAT, end_lease, lease_path, lease_renewed_at, renew_command, renew_interval, start_lease)
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_records import (
+    ABNORMAL, ENDED_WITHOUT_STOP, RUNNING, STOPPED, WHAT_TO_DO, describe_record, effective_outcome, ensure_dir,
+    is_watchdog_of, list_records, now_iso, read_record, record_path, update_record, write_record)
 
 
 def cluster_id(server):
@@ -105,7 +104,7 @@ def arm(server, params, started):
     try:
         if record["heartbeat_timeout"]:
             start_lease(path, record["started_epoch"])
-        pid = watchdog.spawn(watchdog_config(server, path, record))
+        pid = safety_stop_watchdog.spawn(watchdog_config(server, path, record))
     except Exception as exc:  # noqa: BLE001 - any failure leaves the backup unguarded
         raise BackupError(
             "The backup '%s' started, but its safety stop did not: %s." % (started["label"], exc),
@@ -146,7 +145,7 @@ def disarm(path, record, stop_lsn):
         # Left running, the watchdog finds the label gone at expiry and records at least that.
         return False
     pid = record.get("watchdog_pid")
-    return bool(pid) and watchdog.end(pid, path)
+    return bool(pid) and safety_stop_watchdog.end(pid, path)
 
 
 def mark_ended_without_stop(path, record):
@@ -161,7 +160,7 @@ def mark_ended_without_stop(path, record):
     except (IOError, OSError):
         return False
     pid = record.get("watchdog_pid")
-    return bool(pid) and watchdog.end(pid, path)
+    return bool(pid) and safety_stop_watchdog.end(pid, path)
 
 
 def refuse_safety_stopped(record):
@@ -213,127 +212,3 @@ def unreported_failures(server, params, in_progress_label):
 def failure_warning(item):
     return "An earlier backup '%s' (%s) ended as %s. %s" % (
         item["label"], describe_record(item), item["effective_outcome"], item["what_to_do"])
-
-
-GUARD_INTERVAL = 1.0
-# After the lease ended, how long the copy waits for the watchdog's outcome, to say what became of the backup.
-OUTCOME_WAIT = 15
-
-
-def copy_while_leased(path, copy, cancel):
-    """``copy()``'s result, run while the lease of the record at ``path`` holds; None ``path``: no lease.
-
-    A copy whose controller is gone (killed, cancelled, cut off) goes on
-    running on the database host: nothing tells it. Its lease does: once it
-    ends, the watchdog stops the backup, and this ends the copy too, so an
-    orphaned copy never writes on for hours. ``cancel`` (a threading.Event)
-    stops an in-process copy between files; the copy's child processes (tar,
-    rsync, ssh, the user's command) are terminated. A lease that ended during
-    the copy fails it even when the copy finished: the backup is void.
-    """
-    if path is None:
-        return copy()
-    reason = _lease_lost(path)
-    if reason:
-        _refuse_lost_lease(path, reason, started=False)
-    lost = []
-    done = threading.Event()
-
-    def watch():
-        while not done.wait(GUARD_INTERVAL):
-            why = _lease_lost(path)
-            if why:
-                lost.append(why)
-                cancel.set()
-                terminate_children()
-                return
-
-    watcher = threading.Thread(target=watch, name="lease watch")
-    watcher.daemon = True
-    watcher.start()
-    try:
-        result = copy()
-    except Exception:  # noqa: BLE001 - a copy ended by the lease fails with the lease's reason
-        if not lost:
-            raise
-        result = None
-    finally:
-        done.set()
-        watcher.join()
-    if lost:
-        _refuse_lost_lease(path, lost[0], started=True)
-    return result
-
-
-def _lease_lost(path):
-    try:
-        record = read_record(path)
-    except (IOError, OSError, ValueError) as exc:
-        return "its state record cannot be read: %s" % exc
-    return lease_lost(record, lease_renewed_at(path), time.time())
-
-
-def _refuse_lost_lease(path, reason, started):
-    record = _wait_for_outcome(path)
-    outcome = record.get("outcome") if record else None
-    raise BackupError(
-        "The copy %s: the backup's lease ended (%s). The safety stop %s; a copy taken under this label is "
-        "not usable." % ("was stopped" if started else "did not start", reason,
-                         "ended the backup (outcome %s)" % outcome if outcome not in (None, RUNNING)
-                         else "ends the backup"),
-        "Take a new backup. When the controller was killed or cut off, nothing else is needed: pg_backup_info "
-        "reports the outcome. Otherwise give heartbeat_timeout or max_duration more room.",
-        lease_lost=True, state_record=record)
-
-
-def _wait_for_outcome(path):
-    """The record once the watchdog recorded what it did, or as it is after OUTCOME_WAIT seconds."""
-    give_up = time.time() + OUTCOME_WAIT
-    while True:
-        try:
-            record = read_record(path)
-        except (IOError, OSError, ValueError):
-            return None
-        if record is None or record.get("outcome") != RUNNING or time.time() >= give_up:
-            return record
-        time.sleep(0.5)
-
-
-def terminate_children(grace=5.0):
-    """SIGTERM every descendant of this process, then SIGKILL those still there after ``grace`` seconds."""
-    pids = descendants(os.getpid())
-    for pid in pids:
-        _signal(pid, signal.SIGTERM)
-    give_up = time.time() + grace
-    while time.time() < give_up and any(pid in descendants(os.getpid()) for pid in pids):
-        time.sleep(0.1)
-    for pid in descendants(os.getpid()):
-        _signal(pid, signal.SIGKILL)
-
-
-def descendants(root):
-    """PIDs of every process below ``root``, read from /proc."""
-    children = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % name) as handle:
-                # The command name may hold spaces and parentheses: the fields follow the last ')'.
-                ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
-        except (IOError, OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(name))
-    found, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def _signal(pid, signum):
-    try:
-        os.kill(pid, signum)
-    except OSError:
-        pass

@@ -252,61 +252,13 @@ restore_hint:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils.copy import COMPRESSIONS, METHODS, Copier
-from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
-from ansible_collections.pgexclusive.backup.plugins.module_utils.repository import send_record
-from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop import copy_while_leased
+from ansible_collections.pgexclusive.backup.plugins.module_utils.copy import COPY_REQUIRED_IF, copy_argument_spec, copy_backup
+from ansible_collections.pgexclusive.backup.plugins.module_utils.module_runner import run_module
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            label=dict(type="str", required=True),
-            data_directory=dict(type="path"),
-            backup_dir=dict(type="path", required=True),
-            method=dict(type="str", choices=list(METHODS), default="tar"),
-            compression=dict(type="str", choices=list(COMPRESSIONS), default="none"),
-            exclude=dict(type="list", elements="str", default=[]),
-            fix_label=dict(type="bool", default=False),
-            command=dict(type="str"),
-            repository=dict(type="str", aliases=["rsync_target"]),
-            ssh_user=dict(type="str"),
-            ssh_key=dict(type="path"),
-            ssh_options=dict(type="list", elements="str", default=[]),
-            send_record=dict(type="bool", default=False),
-            parallel=dict(type="int", default=1),
-            state_record_path=dict(type="path"),
-        ),
-        required_if=[("method", "command", ("command",)), ("send_record", False, ("data_directory",)),
-                     ("send_record", True, ("repository",))],
-        supports_check_mode=True,
-    )
-    p = module.params
-    ssh = dict(ssh_user=p["ssh_user"], ssh_key=p["ssh_key"], ssh_options=p["ssh_options"])
-    if p["send_record"]:
-        if module.check_mode:
-            module.exit_json(changed=True, method=p["method"], sent=[],
-                             msg="Check mode: would send backup.json from %s to %s." % (p["backup_dir"], p["repository"]))
-        try:
-            sent = send_record(p["backup_dir"], p["repository"], **ssh)
-        except BackupError as exc:
-            module.fail_json(method=p["method"], **exc.fail_kwargs())
-        module.exit_json(changed=True, method=p["method"], **sent)
-    try:
-        copier = Copier(p["data_directory"], p["backup_dir"], p["label"], p["method"], p["compression"],
-                        p["exclude"], p["fix_label"], p["command"], p["repository"], parallel=p["parallel"], **ssh)
-        if module.check_mode:
-            module.exit_json(changed=True, method=p["method"], outputs=[], label_fixed=p["fix_label"],
-                             msg="Check mode: would copy %s into %s with %s." % (p["data_directory"], p["backup_dir"], p["method"]))
-        result = copy_while_leased(p["state_record_path"], copier.copy, copier.cancel)
-    except BackupError as exc:
-        module.fail_json(method=p["method"], **exc.fail_kwargs())
-    warnings = result.pop("warnings")
-    for warning in warnings:
-        module.warn(warning)
-    if result.get("restore_hint") and p["fix_label"]:
-        module.warn(result["restore_hint"])
-    module.exit_json(changed=True, **result)
+    module = AnsibleModule(argument_spec=copy_argument_spec(), required_if=COPY_REQUIRED_IF, supports_check_mode=True)
+    run_module(module, copy_backup, needs_database=False)
 
 
 if __name__ == "__main__":

@@ -78,13 +78,13 @@ state_record:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils.crashed_backup import (
-    clear_argument_spec, clear_crashed_backup)
+from ansible_collections.pgexclusive.backup.plugins.module_utils.clear_backup_label import (
+    clear_argument_spec, clear_backup_label)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.module_runner import run_module
 
 
 def main():
-    run_module(AnsibleModule(argument_spec=clear_argument_spec(), supports_check_mode=True), clear_crashed_backup,
+    run_module(AnsibleModule(argument_spec=clear_argument_spec(), supports_check_mode=True), clear_backup_label,
                needs_database=False)
 
 

@@ -6,7 +6,7 @@
 
 pg_start_backup's action plugin starts it in the worker that ran the start,
 forked so that it keeps the task's connection and become: each renewal is
-one shell command on the database host (backup_state.renew_command), not a
+one shell command on the database host (safety_stop_lease.renew_command), not a
 module. It checks every second that the ansible-playbook process that
 started the backup is still there, identified by PID and start time, so a
 killed controller stops renewing at once, even while its orphaned workers
@@ -24,7 +24,7 @@ import os
 import threading
 import time
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_state import ENDED, RENEWED
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_lease import ENDED, RENEWED
 
 # Why keep() returned.
 CONTROLLER_GONE = "controller-gone"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_state import DEFAULT_STATE_DIR
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_records import DEFAULT_STATE_DIR
 from ansible_collections.pgexclusive.backup.plugins.module_utils.data_directory import system_identifier
 from testbed.fixtures import SELECTED
 from tooling import BIN, OUTPUT, REPO, run, shown

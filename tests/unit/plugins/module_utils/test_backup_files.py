@@ -33,15 +33,15 @@ def make_tree(root):
     return data
 
 
-def expected(data, extra=(), prefix=""):
+def expected(data, extra=(), prefix="", staged=False):
     kept = set()
     for current, dirs, files in os.walk(str(data)):
         for name in dirs + files:
             rel = os.path.relpath(os.path.join(current, name), str(data))
-            if not bf.is_excluded(prefix + rel, extra):
+            if not bf.is_excluded(prefix + rel, extra, staged):
                 kept.add(rel)
         dirs[:] = [d for d in dirs
-                   if not bf.is_excluded(prefix + os.path.relpath(os.path.join(current, d), str(data)), extra)]
+                   if not bf.is_excluded(prefix + os.path.relpath(os.path.join(current, d), str(data)), extra, staged)]
     return kept
 
 
@@ -65,6 +65,14 @@ def test_tar_and_rsync_leave_out_exactly_what_is_excluded(tmp_path):
     assert "pg_wal" not in want and "base/pg_wal/kept" in want and "pg_tblspc/16384" in want
     assert tar_members(data, bf.tar_exclude_args(EXTRA)) == want
     assert rsync_members(data, tmp_path / "r", bf.rsync_exclude_args(EXTRA)) == want
+
+
+def test_with_staged_files_all_three_leave_out_the_live_label(tmp_path):
+    data = make_tree(tmp_path)
+    want = expected(data, EXTRA, staged=True)
+    assert want == expected(data, EXTRA) - set(bf.STAGED_FILES) and "backup_label" not in want
+    assert tar_members(data, bf.tar_exclude_args(EXTRA, staged=True)) == want
+    assert rsync_members(data, tmp_path / "r", bf.rsync_exclude_args(EXTRA, staged=True)) == want
 
 
 def test_a_tablespace_gets_the_name_patterns_only(tmp_path):

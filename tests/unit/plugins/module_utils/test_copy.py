@@ -636,3 +636,22 @@ def test_the_names_code_imports_from_copy_stay_there_after_the_split():
         assert getattr(c, name) is not None, name
     assert c.copy_tree is cio.copy_tree and c.send_record is rp.send_record and c.tar_name is layout.tar_name
     assert c.METHODS == ("tar", "rsync", "copy", "command")
+
+
+def copy_params(**changes):
+    spec = c.copy_argument_spec()
+    params = dict((name, option.get("default")) for name, option in spec.items())
+    params.update(label="nightly", backup_dir="/nonexistent/nightly")
+    params.update(changes)
+    return params
+
+
+def test_send_record_in_check_mode_sends_nothing():
+    result = c.copy_backup(copy_params(send_record=True, repository="backup@repo:/srv"), check_mode=True)
+    assert result["changed"] and result["sent"] == [] and "would send backup.json" in result["msg"]
+
+
+def test_a_failure_names_the_method_at_the_module_edge():
+    with pytest.raises(BackupError, match="Only a repository on another host") as caught:
+        c.copy_backup(copy_params(send_record=True, repository="/srv/local", method="rsync"), check_mode=False)
+    assert caught.value.fail_kwargs()["method"] == "rsync"

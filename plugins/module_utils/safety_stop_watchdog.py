@@ -2,20 +2,21 @@
 # Copyright: pgexclusive.backup maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""The safety stop: a process on the database host that ends a backup whose lease expired.
+"""The safety stop's watchdog: a process on the database host that ends a backup whose lease expired.
 
 Ansible runs neither rescue nor always when the controller is killed or an
 AWX job is cancelled, so pg_start_backup leaves this watchdog behind. The
 lease ends max_duration after the start or heartbeat_timeout after the
-controller's last renewal, whichever comes first (backup_state.lease_end).
+controller's last renewal, whichever comes first (safety_stop_lease.lease_end).
 The watchdog is detached from everything Ansible owns:
 
 - it runs as ``python -c <source>``: AnsiballZ runs the module from a
   temporary zip that is deleted when the task ends, so the watchdog carries
-  the source of this file, of backup_api.py (the stop statement and lock it
-  shares with pg_stop_backup) and of backup_state.py in its command line instead
-  of importing them from that zip (it needs only the standard library and
-  psycopg2, which the module itself needed);
+  the source of this file and of every module_utils file it imports
+  (_CARRIED: durable.py, backup_api.py with the guarded stop and lock it
+  shares with pg_stop_backup, safety_stop_records.py, safety_stop_lease.py)
+  in its command line instead of importing them from that zip (it needs
+  only the standard library and psycopg2, which the module itself needed);
 - it is double-forked into a new session with its standard streams on
   /dev/null, so neither a SIGKILL of ansible-playbook, nor the end of the
   module process, nor a hang-up of a terminal reaches it;
@@ -27,7 +28,8 @@ At expiry it takes the collection's advisory lock (the stop module takes it
 too, so the two never interleave), re-reads the state record (a normal stop
 marks it stopped), and stops the backup in one statement that checks the
 label in backup_label and stops only if it is this backup's. What it did goes
-into the state record.
+into the state record. The start arms it and the stop disarms it through
+safety_stop.py.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -43,11 +45,16 @@ import time
 # Imported by name from the modules themselves: in the watchdog process only
 # those modules are registered (see _BOOTSTRAP), not the packages above them.
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_api import (
-    GUARDED_STOP_SQL, LOCK_SQL, READ_LABEL_SQL, STOP_LOCK_KEY, UNLOCK_SQL, guarded_stop_args)
+    guarded_stop, label_in_progress, stop_lock)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.durable import atomic_write
-from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_state import (
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_lease import (
+    end_lease, lease_end, lease_renewed_at)
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_records import (
     EXPIRED_ERROR, EXPIRED_NOT_IN_PROGRESS, EXPIRED_OTHER_LABEL, EXPIRED_STOPPED, EXPIRED_UNREACHABLE, RUNNING,
-    end_lease, is_watchdog_of, lease_end, lease_renewed_at, now_iso, read_record, update_record, write_record)
+    is_watchdog_of, now_iso, read_record, update_record, write_record)
+
+# Every module_utils file the watchdog imports, named by one of its functions, each after those it imports.
+_CARRIED = (atomic_write, guarded_stop, now_iso, lease_end)
 
 # Connection attempts at expiry go on for this long at most, in seconds, but
 # never longer than the lease itself: a server restarting must get its chance.
@@ -58,15 +65,11 @@ POLL_INTERVAL = 5
 
 _BOOTSTRAP = r'''
 import sys, types
-def _load(name, source):
+for name, source in %(modules)r:
     module = types.ModuleType(name)
     sys.modules[name] = module
     exec(compile(source, name, "exec"), module.__dict__)
-    return module
-_load(%(durable_name)r, %(durable_source)r)
-_load(%(api_name)r, %(api_source)r)
-_load(%(state_name)r, %(state_source)r)
-_load(%(watchdog_name)r, %(watchdog_source)r).main()
+module.main()
 '''
 
 
@@ -80,13 +83,9 @@ def _source_of(module):
 
 def watchdog_argv(record_path):
     """python -c <bootstrap> <record path>; the path lets the stop recognise this watchdog by its PID."""
-    code = _BOOTSTRAP % dict(
-        durable_name=atomic_write.__module__, durable_source=_source_of(sys.modules[atomic_write.__module__]),
-        api_name=guarded_stop_args.__module__,
-        api_source=_source_of(sys.modules[guarded_stop_args.__module__]),
-        state_name=read_record.__module__, state_source=_source_of(sys.modules[read_record.__module__]),
-        watchdog_name=__name__, watchdog_source=_source_of(sys.modules[__name__]))
-    return [sys.executable, "-c", code, record_path]
+    modules = [sys.modules[function.__module__] for function in _CARRIED] + [sys.modules[__name__]]
+    modules = [(module.__name__, _source_of(module)) for module in modules]
+    return [sys.executable, "-c", _BOOTSTRAP % dict(modules=modules), record_path]
 
 
 def spawn(config):
@@ -162,7 +161,7 @@ def _detach_stdio():
 
 
 def _connect(config):
-    import psycopg2
+    psycopg2 = _driver()
     lease = config["record"].get("lease") or config["record"].get("heartbeat_timeout") or 0
     give_up = time.time() + min(UNREACHABLE_GRACE, max(RETRY_INTERVAL, lease))
     while True:
@@ -193,13 +192,10 @@ def expire(config, ended_by):
         return
     try:
         cursor = conn.cursor()
-        cursor.execute(LOCK_SQL, (STOP_LOCK_KEY,))
-        try:
+        with stop_lock(_value_of(cursor), _driver().Error):
             changes = decide(config, cursor)
             if changes:
                 _finish(config["record_path"], dict(ended_by, **changes))
-        finally:
-            cursor.execute(UNLOCK_SQL, (STOP_LOCK_KEY,))
     finally:
         conn.close()
 
@@ -209,16 +205,28 @@ def decide(config, cursor):
     record = read_record(config["record_path"])
     if record is None or record.get("outcome") != RUNNING:
         return None
-    guard = guarded_stop_args(config["record"]["label"], config["record"]["start_lsn"])
-    cursor.execute(GUARDED_STOP_SQL[config["api"]], guard)
-    stop_lsn = cursor.fetchone()[0]
+    value = _value_of(cursor)
+    stop_lsn = guarded_stop(value, config["api"], config["record"]["label"], config["record"]["start_lsn"])
     if stop_lsn is not None:
         return dict(outcome=EXPIRED_STOPPED, stop_lsn=stop_lsn)
-    cursor.execute(READ_LABEL_SQL)
-    other = cursor.fetchone()[0]
+    other = label_in_progress(value)
     if other is None:
         return dict(outcome=EXPIRED_NOT_IN_PROGRESS)
     return dict(outcome=EXPIRED_OTHER_LABEL, other_label=other)
+
+
+def _value_of(cursor):
+    """backup_api's ``value(sql, args)`` over a plain psycopg2 cursor."""
+    def value(sql, args=None):
+        cursor.execute(sql, args)
+        return cursor.fetchone()[0]
+    return value
+
+
+def _driver():
+    """psycopg2, imported in the watchdog process only: the modules import it through connection.py."""
+    import psycopg2
+    return psycopg2
 
 
 def end(pid, record_path):

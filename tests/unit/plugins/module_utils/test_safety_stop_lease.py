@@ -8,11 +8,11 @@ import time
 
 import pytest
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils import safety_stop
-from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_state import (
-    BY_HEARTBEAT, BY_MAX_DURATION, ENDED, EXPIRED_STOPPED, RENEWED, RUNNING, end_lease, lease_end, lease_lost,
-    lease_path, lease_renewed_at, renew_command, renew_interval, renewal_outcome, start_lease, update_record,
-    write_record)
+from ansible_collections.pgexclusive.backup.plugins.module_utils import safety_stop_copy
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_lease import (
+    BY_HEARTBEAT, BY_MAX_DURATION, ENDED, RENEWED, end_lease, lease_end, lease_lost, lease_path, lease_renewed_at,
+    renew_command, renew_interval, renewal_outcome, start_lease)
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_records import EXPIRED_STOPPED, RUNNING, update_record, write_record
 from ansible_collections.pgexclusive.backup.plugins.module_utils.copy import copy_tree
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 
@@ -95,7 +95,7 @@ def test_a_copy_under_a_renewed_lease_returns_its_result(tmp_path):
     renewer = threading.Thread(target=renew)
     renewer.start()
     try:
-        result = safety_stop.copy_while_leased(path, lambda: time.sleep(6) or {"copied": True}, threading.Event())
+        result = safety_stop_copy.copy_while_leased(path, lambda: time.sleep(6) or {"copied": True}, threading.Event())
     finally:
         stop.set()
         renewer.join()
@@ -104,7 +104,7 @@ def test_a_copy_under_a_renewed_lease_returns_its_result(tmp_path):
 
 def test_a_copy_whose_lease_ends_is_terminated_and_fails(tmp_path, monkeypatch):
     """No renewals: the guard ends the copy's child process within a second of the end, and says why."""
-    monkeypatch.setattr(safety_stop, "OUTCOME_WAIT", 3)
+    monkeypatch.setattr(safety_stop_copy, "OUTCOME_WAIT", 3)
     path = leased_record(tmp_path, heartbeat_timeout=4)
     children = []
 
@@ -122,28 +122,28 @@ def test_a_copy_whose_lease_ends_is_terminated_and_fails(tmp_path, monkeypatch):
     acting.start()
     started = time.time()
     with pytest.raises(BackupError) as failed:
-        safety_stop.copy_while_leased(path, copy, threading.Event())
+        safety_stop_copy.copy_while_leased(path, copy, threading.Event())
     acting.join()
     took = time.time() - started
     assert children[0].returncode is not None and children[0].returncode < 0, "the child was signalled"
-    assert 4 <= took < 4 + 2 * safety_stop.GUARD_INTERVAL + 3
+    assert 4 <= took < 4 + 2 * safety_stop_copy.GUARD_INTERVAL + 3
     assert "The copy was stopped: the backup's lease ended (the controller stopped renewing" in failed.value.msg
     assert "outcome expired-stopped" in failed.value.msg
     assert failed.value.facts["lease_lost"]
 
 
 def test_a_copy_never_starts_on_an_ended_lease(tmp_path, monkeypatch):
-    monkeypatch.setattr(safety_stop, "OUTCOME_WAIT", 0)
+    monkeypatch.setattr(safety_stop_copy, "OUTCOME_WAIT", 0)
     path = leased_record(tmp_path)
     update_record(path, outcome="stopped")
     ran = []
     with pytest.raises(BackupError, match="The copy did not start: the backup's lease ended"):
-        safety_stop.copy_while_leased(path, lambda: ran.append(1), threading.Event())
+        safety_stop_copy.copy_while_leased(path, lambda: ran.append(1), threading.Event())
     assert ran == []
 
 
 def test_without_a_record_path_the_copy_just_runs():
-    assert safety_stop.copy_while_leased(None, lambda: "done", threading.Event()) == "done"
+    assert safety_stop_copy.copy_while_leased(None, lambda: "done", threading.Event()) == "done"
 
 
 def test_a_cancelled_tree_copy_starts_no_further_file(tmp_path):
@@ -162,11 +162,11 @@ def test_descendants_finds_grandchildren():
     shell = subprocess.Popen(["/bin/sh", "-c", "sleep 30 & wait"])
     try:
         deadline = time.time() + 5
-        while len(safety_stop.descendants(os.getpid())) < 2 and time.time() < deadline:
+        while len(safety_stop_copy.descendants(os.getpid())) < 2 and time.time() < deadline:
             time.sleep(0.05)
-        found = safety_stop.descendants(os.getpid())
+        found = safety_stop_copy.descendants(os.getpid())
         assert shell.pid in found and len(found) >= 2
     finally:
-        safety_stop.terminate_children(grace=2)
+        safety_stop_copy.terminate_children(grace=2)
         shell.wait(5)
     assert shell.returncode is not None

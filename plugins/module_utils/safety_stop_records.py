@@ -2,22 +2,16 @@
 # Copyright: pgexclusive.backup maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""The state record of each backup, kept on the host the modules run on (the database host).
+"""The safety stop's state records: one JSON file per cluster and label, on the database host.
 
-One JSON file per cluster and label says who started the backup (controller
-host, AWX job), when, with which lease, and how it ended. The start, the stop
-and the watchdog write it; pg_backup_info and the next start read it. The
-record lives outside the data directory, which would otherwise copy it.
-
-The lease ends at the first of two limits: max_duration after the start, and
-heartbeat_timeout after the last renewal. The controller renews by touching
-the lease file next to the record (a shell command, no Python on the host:
-see renew_command), so the file's modification time, taken by this host's
-clock, is the last renewal. The watchdog stops the backup when the lease
-ends; the copy stops copying at the same moment.
+A record says who started the backup (controller host, AWX job), when, with
+which lease, and how it ended. The start, the stop and the watchdog write it;
+pg_backup_info and the next start read it. Records live outside the data
+directory, which would otherwise copy them. The lease arithmetic is in
+safety_stop_lease.py, what the modules do with both in safety_stop.py.
 
 Standard library and durable.py only: the watchdog process runs this file's
-source outside Ansible (see watchdog.py).
+source outside Ansible (see safety_stop_watchdog.py).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -27,7 +21,6 @@ import errno
 import hashlib
 import json
 import os
-import shlex
 import time
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.durable import atomic_write
@@ -46,14 +39,6 @@ EXPIRED_ERROR = "expired-error"              # the stop failed
 ENDED_WITHOUT_STOP = "ended-without-stop"
 # Never written: a record still 'running' whose watchdog is gone (host reboot, kill -9).
 WATCHDOG_LOST = "watchdog-lost"
-
-# What ended a lease (the record's expired_by):
-BY_MAX_DURATION = "max_duration"
-BY_HEARTBEAT = "heartbeat"
-
-# Printed by renew_command; anything else (ssh, sudo failing) is a failed renewal.
-RENEWED = "pgx-lease-renewed"
-ENDED = "pgx-lease-ended"
 
 ABNORMAL = (EXPIRED_STOPPED, EXPIRED_NOT_IN_PROGRESS, EXPIRED_OTHER_LABEL, EXPIRED_UNREACHABLE,
             EXPIRED_ERROR, ENDED_WITHOUT_STOP, WATCHDOG_LOST)
@@ -93,97 +78,6 @@ def record_path(state_dir, cluster_id, label):
     """Labels may hold '/', quotes or '..': the file is named by a hash of the label."""
     digest = hashlib.sha256(label.encode("utf-8")).hexdigest()[:24]
     return os.path.join(cluster_dir(state_dir, cluster_id), digest + ".json")
-
-
-def lease_path(path):
-    """The lease file of the record at ``path``; list_records skips it (not .json)."""
-    return path[:-len(".json")] + ".lease" if path.endswith(".json") else path + ".lease"
-
-
-def renew_command(path):
-    """The shell command that renews the lease of the record at ``path``; it prints RENEWED or ENDED.
-
-    touch -c never creates the file: once the stop or the watchdog removed
-    it, a late renewal cannot bring the lease back.
-    """
-    lease = shlex.quote(lease_path(path))
-    return "if [ -e %s ]; then touch -c %s && echo %s; else echo %s; fi" % (lease, lease, RENEWED, ENDED)
-
-
-def renewal_outcome(stdout):
-    """RENEWED, ENDED or None (failed) from renew_command's output."""
-    words = (stdout or "").split()
-    for outcome in (RENEWED, ENDED):
-        if outcome in words:
-            return outcome
-    return None
-
-
-def renew_interval(heartbeat_timeout):
-    """Four renewals per timeout: one lost renewal, or a slow one, does not end the lease."""
-    return max(1.0, heartbeat_timeout / 4.0)
-
-
-def start_lease(path, epoch):
-    """Create the lease file, renewed at ``epoch`` (the start)."""
-    lease = lease_path(path)
-    with open(lease, "w"):
-        pass
-    os.chmod(lease, 0o600)
-    os.utime(lease, (epoch, epoch))
-
-
-def lease_renewed_at(path):
-    """Epoch of the last renewal, or None when the lease file is gone."""
-    try:
-        return os.stat(lease_path(path)).st_mtime
-    except OSError:
-        return None
-
-
-def end_lease(path):
-    """Remove the lease file: the controller's next renewal finds the backup ended and stops renewing."""
-    try:
-        os.unlink(lease_path(path))
-    except OSError as exc:
-        if exc.errno != errno.ENOENT:
-            raise
-
-
-def lease_end(record, renewed_epoch):
-    """(epoch, BY_...) at which the record's lease ends, or None when it has no limit.
-
-    A lease file that is gone counts as never renewed: whoever removed it
-    ended the renewals.
-    """
-    ends = []
-    if record.get("expires_epoch"):
-        ends.append((record["expires_epoch"], BY_MAX_DURATION))
-    if record.get("heartbeat_timeout"):
-        renewed = renewed_epoch if renewed_epoch is not None else record["started_epoch"]
-        ends.append((renewed + record["heartbeat_timeout"], BY_HEARTBEAT))
-    return min(ends) if ends else None
-
-
-def lease_lost(record, renewed_epoch, now):
-    """Why this backup may no longer be copied, or None while its lease holds and it is still running."""
-    if record is None:
-        return "its state record is gone"
-    if record.get("outcome") != RUNNING:
-        if record.get("expired_by"):
-            return expiry_reason(record, record["expired_by"], record.get("lease_renewed_at"))
-        return "its state record says %s" % record.get("outcome")
-    end = lease_end(record, renewed_epoch)
-    if end is None or now < end[0]:
-        return None
-    return expiry_reason(record, end[1], now_iso(renewed_epoch or record["started_epoch"]))
-
-
-def expiry_reason(record, expired_by, renewed_at):
-    if expired_by == BY_HEARTBEAT:
-        return ("the controller stopped renewing its lease: the last renewal was at %s and heartbeat_timeout "
-                "is %s s" % (renewed_at, record["heartbeat_timeout"]))
-    return "its lease of %s s (max_duration) ended at %s" % (record.get("lease"), record.get("expires_at"))
 
 
 def ensure_dir(path):

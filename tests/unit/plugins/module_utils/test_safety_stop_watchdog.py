@@ -1,14 +1,16 @@
-"""watchdog: its decision under the lock with a fake cursor, and the detached process itself (no server)."""
+"""safety_stop_watchdog: its decision under the lock with a fake cursor, and the detached process itself (no server)."""
 
+import ast
 import os
 import signal
 import sys
 import time
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils import backup_api, watchdog
-from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_state import (
+from ansible_collections.pgexclusive.backup.plugins.module_utils import backup_api, safety_stop_watchdog
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_lease import lease_path, start_lease
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_records import (
     EXPIRED_NOT_IN_PROGRESS, EXPIRED_OTHER_LABEL, EXPIRED_STOPPED, EXPIRED_UNREACHABLE, RUNNING, STOPPED,
-    is_watchdog_of, lease_path, read_record, start_lease, write_record)
+    is_watchdog_of, read_record, write_record)
 
 
 class FakeCursor:
@@ -36,19 +38,19 @@ def config(tmp_path, outcome=RUNNING, lease=1, heartbeat_timeout=None):
 
 def test_stops_only_through_the_guarded_statement_with_its_label(tmp_path):
     cursor = FakeCursor(["0/3000100"])
-    assert watchdog.decide(config(tmp_path), cursor) == {"outcome": EXPIRED_STOPPED, "stop_lsn": "0/3000100"}
+    assert safety_stop_watchdog.decide(config(tmp_path), cursor) == {"outcome": EXPIRED_STOPPED, "stop_lsn": "0/3000100"}
     assert cursor.sent == [(backup_api.GUARDED_STOP_SQL["native"], {"label": "mine", "start_lsn": "0/2000028"})]
 
 
 def test_reports_another_label_or_nothing(tmp_path):
-    assert watchdog.decide(config(tmp_path), FakeCursor([None, "theirs"])) == {
+    assert safety_stop_watchdog.decide(config(tmp_path), FakeCursor([None, "theirs"])) == {
         "outcome": EXPIRED_OTHER_LABEL, "other_label": "theirs"}
-    assert watchdog.decide(config(tmp_path), FakeCursor([None, None])) == {"outcome": EXPIRED_NOT_IN_PROGRESS}
+    assert safety_stop_watchdog.decide(config(tmp_path), FakeCursor([None, None])) == {"outcome": EXPIRED_NOT_IN_PROGRESS}
 
 
 def test_a_normal_stop_recorded_first_wins(tmp_path):
     cursor = FakeCursor([])
-    assert watchdog.decide(config(tmp_path, outcome=STOPPED), cursor) is None
+    assert safety_stop_watchdog.decide(config(tmp_path, outcome=STOPPED), cursor) is None
     assert cursor.sent == [], "nothing is sent once the record says stopped"
 
 
@@ -67,7 +69,8 @@ class RecordingConnection:
                     conn.at_unlock = read_record(conn.cfg["record_path"])["outcome"]
                 super().execute(sql, args)
 
-        return Cursor(self.answers)
+        self.opened = Cursor(self.answers)
+        return self.opened
 
     def close(self):
         pass
@@ -75,24 +78,43 @@ class RecordingConnection:
 
 def test_the_outcome_is_recorded_before_the_lock_is_released(tmp_path, monkeypatch):
     cfg = config(tmp_path)
-    conn = RecordingConnection(cfg, ["0/3000100"])
-    monkeypatch.setattr(watchdog, "_connect", lambda _config: conn)
-    watchdog.expire(cfg, {"expired_by": "max_duration"})
+    # Answers in order: the lock, the guarded stop, the unlock.
+    conn = RecordingConnection(cfg, [None, "0/3000100", None])
+    monkeypatch.setattr(safety_stop_watchdog, "_connect", lambda _config: conn)
+    safety_stop_watchdog.expire(cfg, {"expired_by": "max_duration"})
     assert conn.at_unlock == EXPIRED_STOPPED, "a stop waiting for the lock must read the outcome"
+    assert conn.opened.sent[0] == (backup_api.LOCK_SQL, (backup_api.STOP_LOCK_KEY,))
+    assert conn.opened.sent[1][0] == backup_api.GUARDED_STOP_SQL["native"], "the stop is backup_api's guarded statement"
     assert read_record(cfg["record_path"])["stop_lsn"] == "0/3000100"
 
 
 def test_the_bootstrap_carries_the_sources_and_the_record_path(tmp_path):
-    argv = watchdog.watchdog_argv("/state/1/abc.json")
+    argv = safety_stop_watchdog.watchdog_argv("/state/1/abc.json")
     assert argv[0] == sys.executable and argv[1] == "-c" and argv[3] == "/state/1/abc.json"
     assert "def write_record" in argv[2] and "def decide" in argv[2] and "GUARDED_STOP_SQL = {" in argv[2]
     compile(argv[2], "bootstrap", "exec")
 
 
+def test_the_bootstrap_carries_every_module_the_carried_sources_import():
+    """A module_utils import the bootstrap does not carry fails only in the detached process, at expiry."""
+    argv = safety_stop_watchdog.watchdog_argv("/state/1/abc.json")
+    carried = ast.literal_eval(argv[2].split("for name, source in ", 1)[1].split(":\n", 1)[0])
+    names = [name for name, _source in carried]
+    assert names[-1] == safety_stop_watchdog.__name__
+    package = names[-1].rsplit(".", 1)[0]
+    for position, (name, source) in enumerate(carried):
+        for node in ast.walk(ast.parse(source)):
+            if not isinstance(node, ast.ImportFrom) or not (node.module or "").startswith(package):
+                continue
+            # Only the carried modules are registered there, not the package above them.
+            assert node.module != package, "%s imports from the package, not from a module" % name
+            assert node.module in names[:position], "%s imports %s, not carried before it" % (name, node.module)
+
+
 def test_detached_watchdog_records_an_unreachable_server(tmp_path):
     """The real process: it detaches, writes its PID, outlives its parent, and records what it found."""
     cfg = config(tmp_path, lease=1)
-    pid = watchdog.spawn(cfg)
+    pid = safety_stop_watchdog.spawn(cfg)
     try:
         assert is_watchdog_of(pid, cfg["record_path"])
         assert os.getsid(pid) != os.getsid(0), "a session of its own"
@@ -109,15 +131,15 @@ def test_detached_watchdog_records_an_unreachable_server(tmp_path):
 
 def test_sigterm_before_expiry_ends_it_without_touching_the_record(tmp_path):
     cfg = config(tmp_path, lease=600)
-    pid = watchdog.spawn(cfg)
+    pid = safety_stop_watchdog.spawn(cfg)
     try:
-        assert watchdog.end(pid, cfg["record_path"])
+        assert safety_stop_watchdog.end(pid, cfg["record_path"])
         deadline = time.time() + 5
         while is_watchdog_of(pid, cfg["record_path"]) and time.time() < deadline:
             time.sleep(0.05)
         assert not is_watchdog_of(pid, cfg["record_path"])
         assert read_record(cfg["record_path"])["outcome"] == RUNNING
-        assert not watchdog.end(pid, cfg["record_path"]), "a PID that is no longer the watchdog is left alone"
+        assert not safety_stop_watchdog.end(pid, cfg["record_path"]), "a PID that is no longer the watchdog is left alone"
     finally:
         if is_watchdog_of(pid, cfg["record_path"]):
             os.kill(pid, signal.SIGKILL)
@@ -126,7 +148,7 @@ def test_sigterm_before_expiry_ends_it_without_touching_the_record(tmp_path):
 def test_renewals_hold_the_backup_and_their_end_ends_it(tmp_path):
     """heartbeat_timeout 4: touched every second for 8 s the lease holds; untouched it ends 4 s after the last touch."""
     cfg = config(tmp_path, lease=0, heartbeat_timeout=4)
-    pid = watchdog.spawn(cfg)
+    pid = safety_stop_watchdog.spawn(cfg)
     try:
         for _second in range(8):
             os.utime(lease_path(cfg["record_path"]))
@@ -139,7 +161,7 @@ def test_renewals_hold_the_backup_and_their_end_ends_it(tmp_path):
         rec = read_record(cfg["record_path"])
         # The server is unreachable here: what counts is when the watchdog acted, and why.
         assert rec["outcome"] == EXPIRED_UNREACHABLE and rec["expired_by"] == "heartbeat", rec
-        assert 4 <= time.time() - last < 4 + 3 + watchdog.RETRY_INTERVAL + 2
+        assert 4 <= time.time() - last < 4 + 3 + safety_stop_watchdog.RETRY_INTERVAL + 2
         assert not os.path.exists(lease_path(cfg["record_path"])), "the lease is ended with the outcome"
     finally:
         if is_watchdog_of(pid, cfg["record_path"]):

@@ -1,11 +1,11 @@
-"""backup_state: atomic records in a temporary directory; no server involved."""
+"""safety_stop_records: atomic records in a temporary directory; no server involved."""
 
 import os
 import subprocess
 import sys
 import time
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_state import (
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_records import (
     RUNNING, STOPPED, WATCHDOG_LOST, describe_record, effective_outcome, is_watchdog_of, list_records,
     read_record, record_path, update_record, write_record)
 

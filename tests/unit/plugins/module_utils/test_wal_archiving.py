@@ -1,7 +1,7 @@
 from datetime import datetime, timedelta
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils.archive_status import (
-    archiving_health, not_yet_archived)
+from ansible_collections.pgexclusive.backup.plugins.module_utils.wal_archiving import (
+    archiving_health, not_yet_archived, restore_point_name)
 
 T0 = datetime(2026, 11, 21, 10, 0, 0)
 GOOD = {"wal_level": "replica", "archive_mode": "on", "archive_command": "cp %p /a/%f", "archive_library": None}
@@ -61,3 +61,8 @@ def test_not_yet_archived_uses_the_archiver_or_done_files():
     assert not_yet_archived(names, "000000010000000000000003") == []
     assert not_yet_archived(names, None, ["000000010000000000000003.done"]) == names[:1]
     assert not_yet_archived(names, "000000010000000000000002.00000028.backup") == names[1:]
+
+
+def test_restore_point_name_fits():
+    assert restore_point_name("x") == "pgx-verify x"
+    assert len(restore_point_name("é" * 100).encode("utf-8")) <= 63
