@@ -16,12 +16,11 @@ import os
 
 from ansible.module_utils.parsing.convert_bool import boolean
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout import DATA_SUBDIR
+from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout import DATA_SUBDIR, RECORD_FILE
 from ansible_collections.pgexclusive.backup.plugins.module_utils.durable import atomic_write, fsync_path, fsync_tree
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.pgexclusive.backup.plugins.module_utils.manifest import write_manifest
 
-RECORD_FILE = "backup.json"
 RECORD_VERSION = 1
 COMPLETE = "complete"
 FAILED = "failed"

@@ -15,7 +15,7 @@ __metaclass__ = type
 
 import os
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils import archive_check, backup_api
+from ansible_collections.pgexclusive.backup.plugins.module_utils import backup_api, wal_archiving
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_info import add_state_records, info_argument_spec, online_info
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_record import RECORD_FILE
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_session import open_server
@@ -23,7 +23,7 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import B
 from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop import cluster_id
 
 SKIP = "skip"
-ARCHIVE_MODES = archive_check.MODES + (SKIP,)
+ARCHIVE_MODES = wal_archiving.MODES + (SKIP,)
 NOTHING_STARTED = " Nothing was started."
 
 
@@ -106,7 +106,7 @@ def preflight(params, check_mode):
                 "verify_archiving is skip: nothing proves that the WAL this backup needs will reach an archive; "
                 "without it the backup cannot be restored.")
         else:
-            checked = archive_check.check(server.session, "passive" if check_mode else mode, params["label"],
+            checked = wal_archiving.check(server.session, "passive" if check_mode else mode, params["label"],
                                           params["archive_timeout"])
     except BackupError as exc:
         exc.facts.setdefault("queries", server.session.queries)

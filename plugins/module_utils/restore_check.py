@@ -67,10 +67,8 @@ NOT_RESTORABLE = "The backup is not restorable as it is: keep it aside and take 
 def bindir_of_running_server(data_directory):
     """The directory of the running postmaster's binary (its pg_ctl sits beside it)."""
     try:
-        with open(os.path.join(data_directory, "postmaster.pid")) as handle:
-            pid = int(handle.readline().strip())
-        return os.path.dirname(os.readlink("/proc/%d/exe" % pid))
-    except (IOError, OSError, ValueError):
+        return os.path.dirname(os.readlink("/proc/%d/exe" % _postmaster_pid(data_directory)))
+    except (IOError, OSError, TypeError):
         raise cannot_run("which PostgreSQL binaries run %s cannot be told" % data_directory,
                          "Set exclusive_backup_bindir to the directory holding pg_ctl and postgres.")
 

@@ -13,6 +13,8 @@ import socket
 import subprocess
 import time
 
+from ansible_collections.pgexclusive.backup.plugins.module_utils.data_directory import POSTMASTER_PID, read_postmaster_pid
+
 
 def free_port():
     sock = socket.socket()
@@ -40,9 +42,9 @@ def owner_can(owner, test_args):
 
 
 def postmaster_pid(data):
+    """The PID in ``data``'s postmaster.pid; None when there is none or it cannot be read yet."""
     try:
-        with open(os.path.join(data, "postmaster.pid")) as handle:
-            return int(handle.readline().strip())
+        return read_postmaster_pid(data)
     except (IOError, OSError, ValueError):
         return None
 
@@ -64,7 +66,7 @@ def running_postmaster(data):
 def listening(data):
     """(socket directory, port) from postmaster.pid (lines 4 and 5), or (None, None)."""
     try:
-        with open(os.path.join(data, "postmaster.pid")) as handle:
+        with open(os.path.join(data, POSTMASTER_PID)) as handle:
             lines = handle.read().split("\n")
         sockets = lines[4].strip()
         return (sockets.split(",")[0].strip() or None), int(lines[3].strip())
