@@ -20,7 +20,7 @@ import shutil
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_files import (
     EMPTY_DIRS, STAGED_FILES, rsync_exclude_args, tar_exclude_args)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout import (
-    DATA_SUBDIR, RESTORABLE_LABEL_FILE, TABLESPACES_SUBDIR, TAR_COMPRESS_ARG, tar_name)
+    DATA_SUBDIR, RESTORABLE_LABEL_FILE, TABLESPACES_SUBDIR, TAR_COMPRESS_ARG, tar_name, zstd_program)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.copy_io import (
     FAILED_HINT, chown_like, copy_tree, gzip_parallel)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
@@ -39,8 +39,8 @@ def is_normal_exit(tool, rc):
 
 def tar_compress_args(compression, parallel=1):
     """tar's compression options; zstd gets ``parallel`` threads (TarMethod gzips with gzip_parallel)."""
-    if compression == "zstd" and parallel > 1:
-        return ["--use-compress-program=zstd -T%d" % parallel]
+    if compression == "zstd":
+        return [zstd_program(parallel)]
     return TAR_COMPRESS_ARG[compression]
 
 

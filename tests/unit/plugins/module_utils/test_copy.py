@@ -212,11 +212,11 @@ def test_parallel_copy_writes_the_same_tree_as_one_stream(tmp_path):
 
 
 def test_parallel_zstd_uses_threads_and_other_compressions_do_not():
-    assert m.tar_compress_args("zstd", 2) == ["--use-compress-program=zstd -T2"]
-    assert m.tar_compress_args("zstd", 1) == ["--zstd"]
+    assert m.tar_compress_args("zstd", 2) == ["--use-compress-program=zstd -1 -T2"]
+    assert m.tar_compress_args("zstd", 1) == ["--use-compress-program=zstd -1 -T1"], "level and threads never left to the host"
     assert m.tar_compress_args("gzip", 4) == ["--gzip"]
     argv = m.tar_data_command("/d", "/s", "/b/base.tar.zst", "zstd", parallel=2)
-    assert "--use-compress-program=zstd -T2" in argv and "--zstd" not in argv
+    assert "--use-compress-program=zstd -1 -T2" in argv and "--zstd" not in argv
     with pytest.raises(BackupError):
         c.Copier("/d", "/b", "l", method="copy", parallel=0)
 
