@@ -43,7 +43,7 @@ def timed(stmt, path=None):
     """Median seconds of ``stmt`` in fresh interpreters, and of the whole process."""
     inner, outer = [], []
     prefix = f"import sys; sys.path.insert(0, {str(path)!r}); " if path else ""
-    for _ in range(REPS):
+    for _rep in range(REPS):
         started = time.perf_counter()
         out = subprocess.run([sys.executable, "-c", prefix + TIMER.format(stmt=stmt)], capture_output=True,
                              text=True, check=True).stdout

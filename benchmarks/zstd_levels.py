@@ -51,7 +51,7 @@ SETTINGS = [
 
 def make_random(path, mib):
     with open(path, "wb") as out:
-        for _ in range(mib):
+        for _mib in range(mib):
             out.write(os.urandom(1024 * 1024))
 
 
@@ -147,7 +147,7 @@ def main(argv=None):
         source = work / "random.bin"
         make_random(source, args.mib)
         subprocess.run(["cat", str(source)], stdout=subprocess.DEVNULL, check=True)   # into the page cache
-        times = {name: [] for name, _ in SETTINGS}
+        times = {name: [] for name, _argv in SETTINGS}
         sizes = {}
         reads = []
         for rep in range(args.reps):
@@ -166,7 +166,7 @@ def main(argv=None):
         print("| --- | ---: | ---: | ---: |")
         read = statistics.median(reads)
         print(f"| cat (copy, no compression) | {read:.2f} | {args.mib / read:.0f} | 1.000 |")
-        for name, _ in SETTINGS:
+        for name, _argv in SETTINGS:
             seconds = statistics.median(times[name])
             print(f"| {name} | {seconds:.2f} | {args.mib / seconds:.0f} | {sizes[name] / (args.mib << 20):.3f} |")
         source.unlink()

@@ -108,7 +108,7 @@ def check_target_dir(path, force, stamp, what="target data directory"):
     """
     pid = running_postmaster(path)
     if pid:
-        raise BackupError("A postmaster (PID %d) runs on the %s %s." % (pid, what, path),
+        raise BackupError("A postmaster (PID %s) runs on the %s %s." % (pid, what, path),
                           "Stop that server first, or restore into another directory; a restore never "
                           "touches a running server's files, not even with force.")
     if not os.path.lexists(path):
@@ -491,7 +491,7 @@ def restore_task(params, check_mode, connect=None):
             raise before_backup_end_error(why)
         pid = running_postmaster(params["data_directory"])
         if pid:
-            raise BackupError("A postmaster (PID %d) runs on the target data directory %s." % (
+            raise BackupError("A postmaster (PID %s) runs on the target data directory %s." % (
                 pid, params["data_directory"]), "Stop that server first, or restore into another directory; a "
                 "restore never touches a running server's files, not even with force.")
         return dict(changed=True, backup_dir=backup_dir, label=record.get("label"), data_directory=params["data_directory"],
