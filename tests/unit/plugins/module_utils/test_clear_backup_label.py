@@ -12,23 +12,12 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.clear_backup_la
 from ansible_collections.pgexclusive.backup.plugins.module_utils.data_directory import read_data_directory
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_records import record_path, write_record
-
-LABEL = """START WAL LOCATION: 0/2000028 (file 000000010000000000000002)
-CHECKPOINT LOCATION: 0/3000060
-BACKUP METHOD: pg_start_backup
-BACKUP FROM: primary
-START TIME: 1970-01-01 00:00:00 UTC
-LABEL: nightly
-START TIMELINE: 1
-"""
+from crashed_primary import LABEL, make_datadir
 
 
 @pytest.fixture
 def datadir(tmp_path):
-    (tmp_path / "PG_VERSION").write_text("15\n")
-    (tmp_path / "pg_wal").mkdir()
-    (tmp_path / "pg_tblspc").mkdir()
-    return tmp_path
+    return make_datadir(tmp_path)
 
 
 def crashed(datadir, pid=None, signal_file=None):

@@ -7,23 +7,12 @@ import pytest
 from ansible_collections.pgexclusive.backup.plugins.module_utils.data_directory import (
     advice, age_offline, read_data_directory, read_postmaster_pid, system_identifier)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
-
-LABEL = """START WAL LOCATION: 0/2000028 (file 000000010000000000000002)
-CHECKPOINT LOCATION: 0/3000060
-BACKUP METHOD: pg_start_backup
-BACKUP FROM: primary
-START TIME: 1970-01-01 00:00:00 UTC
-LABEL: nightly
-START TIMELINE: 1
-"""
+from crashed_primary import LABEL, make_datadir
 
 
 @pytest.fixture
 def datadir(tmp_path):
-    (tmp_path / "PG_VERSION").write_text("15\n")
-    (tmp_path / "pg_wal").mkdir()
-    (tmp_path / "pg_tblspc").mkdir()
-    return tmp_path
+    return make_datadir(tmp_path)
 
 
 def test_not_a_data_directory(tmp_path):

@@ -27,6 +27,15 @@ def finalize_params(backup_dir, **changes):
     return params
 
 
+def older_complete_backup(dest):
+    """An earlier complete backup L1 of the cluster RESULTS describe, under ``dest``."""
+    older = dest / "L1"
+    older.mkdir(parents=True)
+    (older / "backup.json").write_text(json.dumps(dict(status="complete", system_identifier="7", host="db1",
+                                                       data_directory="/pg", finished_at="2026-01-01T00:00:00Z")))
+    return older
+
+
 def test_dest_inside_the_data_directory_is_found_through_links(tmp_path):
     data = tmp_path / "data"
     (data / "sub").mkdir(parents=True)
@@ -99,10 +108,7 @@ def test_a_complete_backup_with_included_wal_and_retention(tmp_path):
     for name in ("000000010000000000000002", "000000010000000000000003"):
         (archive / name).write_bytes(b"\0" * SEGMENT)
     dest = tmp_path / "backups"
-    older = dest / "L1"
-    older.mkdir(parents=True)
-    (older / "backup.json").write_text(json.dumps(dict(status="complete", system_identifier="7", host="db1",
-                                                       data_directory="/pg", finished_at="2026-01-01T00:00:00Z")))
+    older = older_complete_backup(dest)
     backup = dest / "L2"
     (backup / "data").mkdir(parents=True)
     done = f.finalize(finalize_params(backup, include_wal=True, wal_archive_dir=str(archive), dest=str(dest),
@@ -116,10 +122,7 @@ def test_a_complete_backup_with_included_wal_and_retention(tmp_path):
 
 def test_a_failed_retention_says_the_backup_is_complete(tmp_path, monkeypatch):
     dest = tmp_path / "backups"
-    older = dest / "L1"
-    older.mkdir(parents=True)
-    (older / "backup.json").write_text(json.dumps(dict(status="complete", system_identifier="7", host="db1",
-                                                       data_directory="/pg", finished_at="2026-01-01T00:00:00Z")))
+    older = older_complete_backup(dest)
     backup = dest / "L2"
     (backup / "data").mkdir(parents=True)
 
