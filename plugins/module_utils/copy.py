@@ -28,15 +28,12 @@ import threading
 import time
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import (
-    LABEL_FILE, TABLESPACE_MAP, parse_backup_label, restorable_label)
+    LABEL_FILE, parse_backup_label, restorable_label)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout import (
-    COMPRESSIONS, DATA_SUBDIR, RECORD_FILE, RESTORABLE_LABEL_FILE, STAGING_SUBDIR, TABLESPACES_SUBDIR,
-    TAR_COMPRESS_ARG, TAR_SUFFIX, tar_name)
-from ansible_collections.pgexclusive.backup.plugins.module_utils.copy_io import (
-    balanced, chown_like, copy_tree, gzip_parallel, pipe_stream, run_argv)
+    COMPRESSIONS, RECORD_FILE, RESTORABLE_LABEL_FILE, STAGING_SUBDIR)
+from ansible_collections.pgexclusive.backup.plugins.module_utils.copy_io import chown_like, run_argv
 from ansible_collections.pgexclusive.backup.plugins.module_utils.copy_methods import (
-    METHOD_CLASSES, CopyContext, is_normal_exit, make_empty_dirs, rsync_data_command, rsync_staged_command,
-    tar_compress_args, tar_data_command)
+    METHOD_CLASSES, CopyContext, make_empty_dirs)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.data_directory import system_identifier
 from ansible_collections.pgexclusive.backup.plugins.module_utils.durable import atomic_write
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
@@ -285,11 +282,3 @@ def _write(path, text, owner_stat, mode=0o600):
     atomic_write(path, text, mode)
     if owner_stat is not None:
         chown_like(path, owner_stat)
-
-
-# Importable from here as before the copy was split up: modules, tests and other code import them from copy.
-__all__ = ["Copier", "METHODS", "COMPRESSIONS", "Repository", "send_record", "pipe_stream", "copy_tree", "balanced",
-           "tar_compress_args", "gzip_parallel", "tar_data_command", "rsync_data_command", "rsync_staged_command",
-           "is_normal_exit", "tar_name", "restore_hint", "label_for_copy", "check_label", "tablespaces_of",
-           "TABLESPACE_MAP", "DATA_SUBDIR", "TABLESPACES_SUBDIR", "STAGING_SUBDIR", "RESTORABLE_LABEL_FILE",
-           "TAR_SUFFIX", "TAR_COMPRESS_ARG"]

@@ -631,13 +631,6 @@ def test_a_repository_needs_tar_or_rsync_and_the_record_a_remote_one(tmp_path):
         rp.send_record(str(tmp_path), "/srv/local")
 
 
-def test_the_names_code_imports_from_copy_stay_there_after_the_split():
-    for name in c.__all__:
-        assert getattr(c, name) is not None, name
-    assert c.copy_tree is cio.copy_tree and c.send_record is rp.send_record and c.tar_name is layout.tar_name
-    assert c.METHODS == ("tar", "rsync", "copy", "command")
-
-
 def copy_params(**changes):
     spec = c.copy_argument_spec()
     params = dict((name, option.get("default")) for name, option in spec.items())

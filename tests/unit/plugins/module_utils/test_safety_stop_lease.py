@@ -13,7 +13,7 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_lea
     BY_HEARTBEAT, BY_MAX_DURATION, ENDED, RENEWED, end_lease, lease_end, lease_lost, lease_path, lease_renewed_at,
     renew_command, renew_interval, renewal_outcome, start_lease)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_records import EXPIRED_STOPPED, RUNNING, update_record, write_record
-from ansible_collections.pgexclusive.backup.plugins.module_utils.copy import copy_tree
+from ansible_collections.pgexclusive.backup.plugins.module_utils.copy_io import copy_tree
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 
 
