@@ -224,7 +224,7 @@ class Bench:
         self.python = work / "bin" / "python"
         self.python.parent.mkdir(parents=True, exist_ok=True)
         self.python.write_text(COUNTING_PYTHON % {"python": shlex.quote(sys.executable),
-                                                   "tmp": shlex.quote(str(self.python.parent))})
+                                                  "tmp": shlex.quote(str(self.python.parent))})
         self.python.chmod(0o755)
 
     def target(self, name):
@@ -630,7 +630,8 @@ def time_section(bench):
     lines += ["", f"Pipelining: on {fmt(med(PIPELINING_ON))} s, off {fmt(med(PIPELINING_OFF))} s (medians): "
               f"{faster} is faster, by {abs(med(PIPELINING_OFF) - med(PIPELINING_ON)):.2f} s "
               f"({max(med(PIPELINING_OFF), med(PIPELINING_ON)) / min(med(PIPELINING_OFF), med(PIPELINING_ON)):.2f}×).",
-              "", "| task of the role tar run (median run; the role's tasks without its name) | action | status | pipelining on s | Python s | pipelining off s | Python s |",
+              "", "| task of the role tar run (median run; the role's tasks without its name) | action | status "
+                  "| pipelining on s | Python s | pipelining off s | Python s |",
               "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
     # Task names may carry the run's label: the two runs match task by task when their actions do.
     same = [(t["action"], t["status"]) for t in on_tasks] == [(t["action"], t["status"]) for t in off_tasks]
