@@ -193,12 +193,10 @@ def _locate_pg_ctl(data_directory, bindir):
     return owner, pg_ctl
 
 
-def prepare(backup_dir, work, port, wal_archive_dir, owner):
-    """The scratch copy, isolated and configured, owned by ``owner``; returns (data_dir, socket_dir)."""
+def prepare(backup_dir, work, sock, port, wal_archive_dir, owner):
+    """The scratch copy, isolated and configured, owned by ``owner``, listening in ``sock``; returns its data_dir."""
     data, tblspcs = materialize(backup_dir, work)
     isolate(work, data, tblspcs)
-    sock = os.path.join(work, "sock")
-    os.mkdir(sock, 0o700)
     hba = os.path.join(work, "pg_hba.conf")
     ident = os.path.join(work, "pg_ident.conf")
     # Only the owner and root can reach the private socket directory.
@@ -212,7 +210,8 @@ def prepare(backup_dir, work, port, wal_archive_dir, owner):
         _write_new(os.path.join(data, "recovery.signal"), "")
     os.chmod(data, 0o700)
     _chown_tree(work, owner.st_uid, owner.st_gid)
-    return data, sock
+    os.chown(sock, owner.st_uid, owner.st_gid)
+    return data
 
 
 def fix_label_of_copy(data):
@@ -272,7 +271,7 @@ def verify_restore(backup_dir, data_directory, bindir=None, wal_archive_dir=None
     except OSError as exc:
         raise cannot_run("no scratch directory in %s (%s)" % (parent, exc), "Set work_dir to a writable directory.")
     data = os.path.join(work, "data")
-    pid = None
+    pid = sock = None
     log = os.path.join(work, "server.log")
     result = {"ok": False, "work_dir": work}
     try:
@@ -288,8 +287,11 @@ def verify_restore(backup_dir, data_directory, bindir=None, wal_archive_dir=None
         if not _owner_can(owner, ["-x", pg_ctl]):
             raise cannot_run("the OS user %s cannot run %s" % (user, pg_ctl), "Set exclusive_backup_bindir.")
         port = free_port()
+        # A socket path is limited to 107 bytes: beside a backup with a long label it would not fit, so the
+        # private socket directory is a short one of its own.
+        sock = tempfile.mkdtemp(prefix="pgx-sock-")
         try:
-            data, sock = prepare(backup_dir, work, port, wal_archive_dir, owner)
+            data = prepare(backup_dir, work, sock, port, wal_archive_dir, owner)
         except (IOError, OSError, shutil.Error) as exc:
             raise cannot_run("the scratch copy could not be laid out (%s)" % exc,
                              "Check the space and permissions of %s." % parent)
@@ -332,5 +334,7 @@ def verify_restore(backup_dir, data_directory, bindir=None, wal_archive_dir=None
         pid = pid or _postmaster_pid(data)
         if pid:
             _stop(pid, pg_ctl, data, owner)
+        if sock is not None:
+            shutil.rmtree(sock, ignore_errors=True)
         if not keep:
             shutil.rmtree(work, ignore_errors=True)

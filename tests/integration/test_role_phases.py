@@ -40,12 +40,14 @@ def test_a_default_backup_runs_one_module_per_phase(phases_pg, scratch, monkeypa
 
 
 def test_every_option_still_runs_one_module_per_phase_and_the_restore_check_restores(phases_pg, scratch, monkeypatch):
+    """Also with a dest path and a label long enough that a socket beside the backup would pass 107 bytes."""
     pg = phases_pg
-    dest = scratch / "backups"
+    dest = scratch / ("backups-" + "d" * 80)
     monkeypatch.setenv("ANSIBLE_VERBOSITY", "3")
     first = run_role(pg, scratch, exclusive_backup_dest=str(dest), exclusive_backup_verify_archiving="passive")
     assert first.rc == 0, first.output[-5000:]
     run = run_role(pg, scratch, exclusive_backup_dest=str(dest), exclusive_backup_method="rsync",
+                   exclusive_backup_label="nightly-" + "l" * 150,
                    exclusive_backup_include_wal=True, exclusive_backup_wal_archive_dir=str(pg.archive_dir),
                    exclusive_backup_verify_restore=True, exclusive_backup_retention=1)
     assert run.rc == 0, run.output[-5000:]

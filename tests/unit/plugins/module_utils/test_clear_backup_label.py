@@ -12,7 +12,7 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.clear_backup_la
 from ansible_collections.pgexclusive.backup.plugins.module_utils.data_directory import read_data_directory
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_records import record_path, write_record
-from crashed_primary import LABEL, make_datadir
+from ansible_collections.pgexclusive.backup.tests.unit.plugins.module_utils.crashed_primary import LABEL, make_datadir
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import pytest
 from ansible_collections.pgexclusive.backup.plugins.module_utils.data_directory import (
     advice, age_offline, read_data_directory, read_postmaster_pid, system_identifier)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
-from crashed_primary import LABEL, make_datadir
+from ansible_collections.pgexclusive.backup.tests.unit.plugins.module_utils.crashed_primary import LABEL, make_datadir
 
 
 @pytest.fixture
