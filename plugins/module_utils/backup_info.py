@@ -10,6 +10,7 @@ __metaclass__ = type
 from ansible_collections.pgexclusive.backup.plugins.module_utils import backup_api
 from ansible_collections.pgexclusive.backup.plugins.module_utils.wal_archiving import (
     archiving_health, read_archive_settings, read_archiver)
+from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import tablespace
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_session import open_server
 from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_records import DEFAULT_STATE_DIR, describe_record
 from ansible_collections.pgexclusive.backup.plugins.module_utils.connection import connection_argument_spec
@@ -66,8 +67,7 @@ def online_info(server, data_directory):
         api_reason=server.api_reason,
         login_db=server.database,
         login_user=server.user,
-        tablespaces=[dict(oid=oid, name=name, location=location)
-                     for oid, name, location in server.session.rows(TABLESPACES_QUERY)],
+        tablespaces=[tablespace(oid, location, name) for oid, name, location in server.session.rows(TABLESPACES_QUERY)],
         archiving=archiving_facts(server.session),
         data_directory=server.session.value(DATA_DIRECTORY_QUERY) or data_directory,
         warnings=[],

@@ -104,8 +104,19 @@ def restorable_label(text):
     return re.sub(r"(?m)^BACKUP METHOD: pg_start_backup$", "BACKUP METHOD: streamed", text)
 
 
+def tablespace(oid, location, name=None):
+    """A tablespace as every module reports it: the one shape of the collection.
+
+    ``oid`` is an integer (tablespace_map, pg_tblspc/ and pg_tablespace agree on
+    it as a number); ``name`` is None where only the files are read. ``path`` is
+    ``location`` again, under the key pg_start_backup's tablespace_map and
+    pg_backup_copy's tablespaces returned before the shapes were one.
+    """
+    return {"oid": int(oid), "name": name, "location": location, "path": location}
+
+
 def parse_tablespace_map(text):
-    """tablespace_map lines '<oid> <path>' as [{'oid': int, 'path': str}].
+    """tablespace_map lines '<oid> <path>' as tablespaces (see tablespace()).
 
     PostgreSQL escapes backslashes and line breaks in the path with a
     backslash; they are unescaped here.
@@ -115,7 +126,7 @@ def parse_tablespace_map(text):
         if not line.strip():
             continue
         oid, _sep, path = line.partition(" ")
-        entries.append({"oid": int(oid), "path": re.sub(r"\\(.)", r"\1", path)})
+        entries.append(tablespace(oid, re.sub(r"\\(.)", r"\1", path)))
     return entries
 
 

@@ -28,13 +28,13 @@ import threading
 import time
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import (
-    LABEL_FILE, parse_backup_label, restorable_label)
+    LABEL_FILE, parse_backup_label, restorable_label, tablespace)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout import (
     COMPRESSIONS, RECORD_FILE, RESTORABLE_LABEL_FILE, STAGING_SUBDIR)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.copy_io import chown_like, run_argv
 from ansible_collections.pgexclusive.backup.plugins.module_utils.copy_methods import (
     METHOD_CLASSES, CopyContext, make_empty_dirs)
-from ansible_collections.pgexclusive.backup.plugins.module_utils.data_directory import system_identifier
+from ansible_collections.pgexclusive.backup.plugins.module_utils.data_directory import system_identifier, tablespace_links
 from ansible_collections.pgexclusive.backup.plugins.module_utils.durable import atomic_write
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.pgexclusive.backup.plugins.module_utils.repository import (
@@ -96,42 +96,35 @@ def _copy_backup(p, check_mode):
 
 
 def tablespaces_of(data_directory):
-    """The tablespaces as [{'oid', 'path'}] read from the links in pg_tblspc/, each target resolved once.
+    """The tablespaces linked from pg_tblspc/, each ``location`` the link's target resolved once.
 
     The copy follows these links by design, as root. A tablespace always
     belongs to the server's OS user (CREATE TABLESPACE requires it), so a link
     to a directory someone else owns was not made by PostgreSQL: copying it
     would let whoever changed the link read that directory from the backup.
-    It is refused before anything is copied. ``path`` is the resolved
-    target, which the copy then uses, so a link changed afterwards is not
-    followed again.
+    It is refused before anything is copied. The copy then uses the resolved
+    target, so a link changed afterwards is not followed again.
     """
-    tblspc = os.path.join(data_directory, "pg_tblspc")
-    found = []
-    if not os.path.isdir(tblspc):
-        return found
     owner = os.stat(data_directory).st_uid
-    for name in sorted(os.listdir(tblspc)):
-        link = os.path.join(tblspc, name)
-        if not os.path.islink(link):
-            # An in-place tablespace (allow_in_place_tablespaces) is copied with the data directory.
-            continue
+    found = []
+    for linked in tablespace_links(data_directory):
+        link = os.path.join(data_directory, "pg_tblspc", str(linked["oid"]))
         path = os.path.realpath(link)
         try:
             uid = os.stat(path).st_uid
         except OSError as exc:
             raise BackupError("Tablespace %s: %s leads to %s, which cannot be read: %s. Nothing was copied."
-                              % (name, link, path, exc.strerror),
+                              % (linked["oid"], link, path, exc.strerror),
                               "Check the link against tablespace_map and the tablespace's directory, then take the "
                               "backup again.")
         if uid != owner:
             raise BackupError(
                 "Tablespace %s: %s leads to %s, owned by %s, but the data directory %s is owned by %s. "
-                "Nothing was copied." % (name, link, path, _user(uid), data_directory, _user(owner)),
+                "Nothing was copied." % (linked["oid"], link, path, _user(uid), data_directory, _user(owner)),
                 "A tablespace's directory belongs to the server's OS user, so this link was changed outside "
                 "PostgreSQL. Compare it with tablespace_map (ls -l %s), put the right link back, then take the "
                 "backup again." % link)
-        found.append({"oid": name, "path": path})
+        found.append(tablespace(linked["oid"], path))
     return found
 
 

@@ -185,8 +185,8 @@ class TarMethod(CopyMethod):
             ctx.data_directory, staging, output, compression, ctx.exclude, ctx.parallel), base)
         outputs.append(os.path.basename(base))
         for tblspc in tablespaces:
-            out = os.path.join(where, tar_name(tblspc["oid"], ctx.compression))
-            self._tar(lambda output, compression, path=tblspc["path"]: tar_tablespace_command(
+            out = os.path.join(where, tar_name(str(tblspc["oid"]), ctx.compression))
+            self._tar(lambda output, compression, path=tblspc["location"]: tar_tablespace_command(
                 path, output, compression, ctx.exclude, ctx.parallel), out)
             outputs.append(os.path.basename(out))
         return outputs
@@ -243,10 +243,10 @@ class RsyncMethod(CopyMethod):
         rc, _out, err = ctx.run(argv)
         ctx.check("rsync", argv, rc, err)
         for tblspc in tablespaces:
-            target = tblspc_target + "/" + tblspc["oid"]
+            target = "%s/%s" % (tblspc_target, tblspc["oid"])
             if local and not os.path.isdir(target):
                 os.makedirs(target)
-            argv = rsync_tablespace_command(tblspc["path"], target, ctx.exclude, mkpath=not local, rsh=rsh)
+            argv = rsync_tablespace_command(tblspc["location"], target, ctx.exclude, mkpath=not local, rsh=rsh)
             rc, _out, err = ctx.run(argv)
             ctx.check("rsync", argv, rc, err)
         if local:
@@ -269,7 +269,7 @@ class FileCopyMethod(CopyMethod):
     def run(self, staging, tablespaces):
         ctx = self.context
         data_target, tblspc_target = self.targets()
-        targets = [data_target] + [os.path.join(tblspc_target, t["oid"]) for t in tablespaces]
+        targets = [data_target] + [os.path.join(tblspc_target, str(t["oid"])) for t in tablespaces]
         present = [path for path in targets if os.path.lexists(path)]
         if present:
             raise BackupError("%s already exist: the copy method writes new directories only." % ", ".join(present),
@@ -281,7 +281,7 @@ class FileCopyMethod(CopyMethod):
             shutil.copy2(os.path.join(staging, name), os.path.join(data_target, name))
             chown_like(os.path.join(data_target, name), owner)
         for tblspc in tablespaces:
-            copy_tree(tblspc["path"], os.path.join(tblspc_target, tblspc["oid"]), ctx.exclude,
+            copy_tree(tblspc["location"], os.path.join(tblspc_target, str(tblspc["oid"])), ctx.exclude,
                       prefix="pg_tblspc/%s/" % tblspc["oid"], workers=ctx.parallel, cancel=ctx.cancel)
         relink_tablespaces(data_target, tablespaces)
         ctx.commands.append({"argv": ["copy", ctx.data_directory, data_target], "rc": 0})
@@ -298,7 +298,7 @@ class CommandMethod(CopyMethod):
         env = dict(os.environ)
         env.update({
             "PGX_DATA_DIRECTORY": ctx.data_directory,
-            "PGX_TABLESPACES": " ".join("%s=%s" % (t["oid"], t["path"]) for t in tablespaces),
+            "PGX_TABLESPACES": " ".join("%s=%s" % (t["oid"], t["location"]) for t in tablespaces),
             "PGX_BACKUP_DIR": ctx.backup_dir,
             "PGX_LABEL": ctx.label,
             "PGX_BACKUP_LABEL_RESTORABLE": os.path.join(ctx.backup_dir, RESTORABLE_LABEL_FILE),
@@ -339,11 +339,11 @@ def relink_tablespaces(data_target, tablespaces):
     locations: recovery recreates the links from it.
     """
     for tblspc in tablespaces:
-        link = os.path.join(data_target, "pg_tblspc", tblspc["oid"])
+        link = os.path.join(data_target, "pg_tblspc", str(tblspc["oid"]))
         st = os.lstat(link) if os.path.lexists(link) else None
         if os.path.lexists(link):
             os.unlink(link)
-        os.symlink(os.path.join("..", "..", TABLESPACES_SUBDIR, tblspc["oid"]), link)
+        os.symlink(os.path.join("..", "..", TABLESPACES_SUBDIR, str(tblspc["oid"])), link)
         if st is not None:
             chown_like(link, st)
 

@@ -18,7 +18,7 @@ import struct
 import time
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import (
-    LABEL_FILE, TABLESPACE_MAP, describe_backup, parse_backup_label, parse_tablespace_map, start_time_epoch)
+    LABEL_FILE, TABLESPACE_MAP, describe_backup, parse_backup_label, parse_tablespace_map, start_time_epoch, tablespace)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.pgexclusive.backup.plugins.module_utils.wal import infer_segment_size, segment_of
 
@@ -66,7 +66,7 @@ def read_data_directory(path):
             "tablespace_map": os.path.exists(here(TABLESPACE_MAP)),
             "backup_label_old": os.path.exists(here(LABEL_FILE + ".old")),
             "signal_files": [name for name in SIGNAL_FILES if os.path.exists(here(name))],
-            "tablespaces": _tablespace_links(here("pg_tblspc")),
+            "tablespaces": tablespace_links(path),
         }
         backup = None
         if facts["backup_label"]:
@@ -105,11 +105,18 @@ def system_identifier(path):
         return None
 
 
-def _tablespace_links(pg_tblspc):
+def tablespace_links(path):
+    """The tablespaces linked from ``path``/pg_tblspc, each with its link's text as ``location``.
+
+    An in-place tablespace (allow_in_place_tablespaces) is a directory there,
+    not a link: it is part of the data directory and is not listed.
+    """
+    pg_tblspc = os.path.join(path, "pg_tblspc")
     if not os.path.isdir(pg_tblspc):
         return []
-    return [{"oid": int(name), "name": None, "location": os.readlink(os.path.join(pg_tblspc, name))}
-            for name in sorted(os.listdir(pg_tblspc)) if name.isdigit()]
+    return [tablespace(name, os.readlink(os.path.join(pg_tblspc, name)))
+            for name in sorted(os.listdir(pg_tblspc))
+            if name.isdigit() and os.path.islink(os.path.join(pg_tblspc, name))]
 
 
 def _needed_wal_files(backup):

@@ -198,11 +198,18 @@ label_fixed:
   type: bool
 tablespaces:
   description:
-    - The tablespaces copied, as C(oid) and C(path), the target of the C(pg_tblspc/<oid>) link with every
-      link resolved.
+    - The tablespaces copied, in the shape every module reports them. C(location) (and C(path), the same) is the
+      target of the C(pg_tblspc/<oid>) link with every link resolved.
+    - C(oid) is an integer, as in every other module (it was a string before the shapes were made one).
   returned: success
   type: list
   elements: dict
+  contains:
+    oid: {description: "OID, the link's name in C(pg_tblspc/).", type: int}
+    name: {description: "Null (the copy reads links, not the catalog).", type: str}
+    location: {description: "The directory copied.", type: str}
+    path: {description: "The same as RV(tablespaces[].location).", type: str}
+  sample: [{"oid": 16390, "name": null, "location": "/srv/tblspc/fast", "path": "/srv/tblspc/fast"}]
 system_identifier:
   description:
     - The cluster's system identifier, from C(global/pg_control) (a decimal string; null when that file

@@ -124,7 +124,7 @@ backup:
     method: {description: "BACKUP METHOD (pg_start_backup for exclusive backups).", type: str}
     backup_from: {description: "BACKUP FROM (primary).", type: str}
     backup_label: {description: "The file's text (when read through the server).", type: str}
-    tablespace_map: {description: "Entries of tablespace_map as oid and path.", type: list, elements: dict}
+    tablespace_map: {description: "Entries of tablespace_map, in the shape of RV(tablespaces).", type: list, elements: dict}
     age: {description: "Seconds since the start; null when the time zone cannot be resolved.", type: float}
     state_record: {description: "The state record naming this label (which run started it), or null.", type: dict}
 tablespaces:
@@ -134,8 +134,9 @@ tablespaces:
   elements: dict
   contains:
     oid: {description: "OID.", type: int}
-    name: {description: "Name.", type: str}
+    name: {description: "Name; null when read from the files.", type: str}
     location: {description: "Directory.", type: str}
+    path: {description: "The same as RV(tablespaces[].location): every module reports tablespaces in one shape.", type: str}
 archiving:
   description: WAL archiving settings, C(pg_stat_archiver) counters and the verdict; null when the server is down.
   returned: always
@@ -174,7 +175,7 @@ files:
     tablespace_map: {description: "Whether tablespace_map exists.", type: bool}
     backup_label_old: {description: "Whether backup_label.old exists.", type: bool}
     signal_files: {description: "Which of standby.signal and recovery.signal exist.", type: list, elements: str}
-    tablespaces: {description: "Links in pg_tblspc/.", type: list, elements: dict}
+    tablespaces: {description: "Links in pg_tblspc/, in the shape of RV(tablespaces).", type: list, elements: dict}
     needed_wal_files: {description: "Segments a start needs to replay from backup_label's checkpoint.", type: list, elements: str}
     missing_wal_files: {description: "Those of RV(files.needed_wal_files) absent from pg_wal/.", type: list, elements: str}
 state_records:

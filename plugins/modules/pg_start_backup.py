@@ -209,10 +209,17 @@ tablespace_map:
     oid:
       description: The tablespace's OID, the link's name in C(pg_tblspc/).
       type: int
-    path:
+    name:
+      description: Null (C(tablespace_map) does not name tablespaces).
+      type: str
+    location:
       description: Where the link points.
       type: str
-  sample: [{"oid": 16390, "path": "/srv/tblspc/fast"}]
+    path:
+      description: The same as RV(tablespace_map[].location), kept for playbooks written before every module reported
+        tablespaces in one shape.
+      type: str
+  sample: [{"oid": 16390, "name": null, "location": "/srv/tblspc/fast", "path": "/srv/tblspc/fast"}]
 state_record:
   description: The backup's state record (label, controller_host, job_id, started_at, lease, expires_at,
     outcome, watchdog_pid); null in check mode or without a usable O(state_dir).

@@ -32,8 +32,8 @@ def test_info_reports_backup_tablespaces_archiving(pg):
     assert archiving["archive_command"] and archiving["healthy"] is True, archiving["reason"]
     assert isinstance(archiving["archived_count"], int)
 
-    assert started["tablespace_map"] == [{"oid": oid, "path": str(location)}]
-    assert {"oid": oid, "name": space, "location": str(location)} in busy["tablespaces"]
+    assert started["tablespace_map"] == [{"oid": oid, "name": None, "location": str(location), "path": str(location)}]
+    assert {"oid": oid, "name": space, "location": str(location), "path": str(location)} in busy["tablespaces"]
     assert busy["in_backup"] is True
     backup = busy["backup"]
     assert backup["label"] == label and backup["method"] == "pg_start_backup"

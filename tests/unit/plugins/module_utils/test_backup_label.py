@@ -35,9 +35,9 @@ def test_valid_labels_are_kept_literally():
 def test_tablespace_map_with_escapes():
     text = "16390 /srv/tblspc/fast\n16391 /srv/with space\n16392 /srv/back\\\\slash\n"
     assert parse_tablespace_map(text) == [
-        {"oid": 16390, "path": "/srv/tblspc/fast"},
-        {"oid": 16391, "path": "/srv/with space"},
-        {"oid": 16392, "path": "/srv/back\\slash"},
+        {"oid": 16390, "name": None, "location": "/srv/tblspc/fast", "path": "/srv/tblspc/fast"},
+        {"oid": 16391, "name": None, "location": "/srv/with space", "path": "/srv/with space"},
+        {"oid": 16392, "name": None, "location": "/srv/back\\slash", "path": "/srv/back\\slash"},
     ]
     assert parse_tablespace_map(None) == []
 
@@ -72,4 +72,4 @@ def test_every_character_splitlines_splits_on_is_refused():
 def test_parser_splits_on_newline_only():
     text = LABEL.replace("LABEL: nightly 'x'; y", "LABEL: a\u2028b\x0bc")
     assert parse_backup_label(text)["label"] == "a\u2028b\x0bc"
-    assert parse_tablespace_map("16384 /srv/ts\u2028x\n") == [{"oid": 16384, "path": "/srv/ts\u2028x"}]
+    assert parse_tablespace_map("16384 /srv/ts\u2028x\n") == [{"oid": 16384, "name": None, "location": "/srv/ts\u2028x", "path": "/srv/ts\u2028x"}]

@@ -116,7 +116,7 @@ def test_plain_copy_layout(tmp_path):
     link = copy / "pg_tblspc/16384"
     assert link.is_symlink() and os.readlink(str(link)) == "../../tablespaces/16384"
     assert (link / "PG_15_1/f").read_text() == "ts"
-    assert result["tablespaces"] == [{"oid": "16384", "path": str(tmp_path / "ts")}]
+    assert result["tablespaces"] == [{"oid": 16384, "name": None, "location": str(tmp_path / "ts"), "path": str(tmp_path / "ts")}]
     assert result["label_fixed"] is True and not (out / ".staging").exists()
 
 
@@ -385,7 +385,7 @@ def test_tablespace_links_are_resolved_once(tmp_path):
     os.unlink(str(data / "pg_tblspc/16384"))
     os.symlink("../../ts-link", str(data / "pg_tblspc/16384"))
     (data / "pg_tblspc/16390").mkdir()   # in place: copied with the data directory
-    assert c.tablespaces_of(str(data)) == [{"oid": "16384", "path": os.path.realpath(str(tmp_path / "ts"))}]
+    assert c.tablespaces_of(str(data)) == [{"oid": 16384, "name": None, "location": os.path.realpath(str(tmp_path / "ts")), "path": os.path.realpath(str(tmp_path / "ts"))}]
 
 
 @pytest.mark.parametrize("method", ["tar", "copy", "command"])

@@ -4,6 +4,8 @@ import struct
 
 import pytest
 
+from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import parse_tablespace_map
+from ansible_collections.pgexclusive.backup.plugins.module_utils.copy import tablespaces_of
 from ansible_collections.pgexclusive.backup.plugins.module_utils.data_directory import (
     advice, age_offline, read_data_directory, read_postmaster_pid, system_identifier)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
@@ -35,7 +37,7 @@ def test_crashed_primary_with_missing_checkpoint_wal(datadir):
     assert backup["label"] == "nightly" and backup["tablespace_map"] == []
     assert facts["needed_wal_files"] == ["000000010000000000000002", "000000010000000000000003"]
     assert facts["missing_wal_files"] == ["000000010000000000000003"]
-    assert facts["tablespaces"] == [{"oid": 16390, "name": None, "location": "/srv/ts"}]
+    assert facts["tablespaces"] == [{"oid": 16390, "name": None, "location": "/srv/ts", "path": "/srv/ts"}]
     text = advice(facts, backup, False)
     assert "4242" in text and "will fail" in text and "move backup_label" in text
 
@@ -74,3 +76,20 @@ def test_a_postmaster_pid_being_written_is_not_taken_for_no_server(datadir):
     (datadir / "postmaster.pid").write_text("")
     with pytest.raises(BackupError, match="does not start with a PID"):
         read_data_directory(str(datadir))
+
+
+def test_an_in_place_tablespace_is_part_of_the_data_directory(datadir, tmp_path):
+    # allow_in_place_tablespaces (15+) makes pg_tblspc/<oid> a directory: reading it as a link failed the facts.
+    (datadir / "pg_tblspc" / "16391").mkdir()
+    (tmp_path / "ts").mkdir()
+    (datadir / "pg_tblspc" / "16392").symlink_to(tmp_path / "ts")
+    facts, _backup = read_data_directory(str(datadir))
+    assert [t["oid"] for t in facts["tablespaces"]] == [16392]
+
+
+def test_one_tablespace_shape_from_the_links_the_map_and_the_copy(datadir, tmp_path):
+    (tmp_path / "ts").mkdir()
+    (datadir / "pg_tblspc" / "16392").symlink_to(tmp_path / "ts")
+    facts, _backup = read_data_directory(str(datadir))
+    from_map = parse_tablespace_map("16392 %s\n" % (tmp_path / "ts"))
+    assert facts["tablespaces"] == from_map == tablespaces_of(str(datadir))

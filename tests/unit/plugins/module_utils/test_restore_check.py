@@ -54,7 +54,7 @@ def test_rewrite_tablespace_map():
 
 def test_tablespaces_without_copy():
     text = "16384 /live/a\n16385 /live/b\n"
-    assert rc.tablespaces_without_copy(text, {"16385": "/w/t/16385"}) == [{"oid": 16384, "path": "/live/a"}]
+    assert rc.tablespaces_without_copy(text, {"16385": "/w/t/16385"}) == [{"oid": 16384, "name": None, "location": "/live/a", "path": "/live/a"}]
     assert rc.tablespaces_without_copy(text, {"16384": "/w/a", "16385": "/w/b"}) == []
 
 
