@@ -13,7 +13,7 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.wal_archiving i
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import tablespace
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_session import open_server
 from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_records import DEFAULT_STATE_DIR, describe_record
-from ansible_collections.pgexclusive.backup.plugins.module_utils.connection import connection_argument_spec
+from ansible_collections.pgexclusive.backup.plugins.module_utils.connection import connection_argument_spec, with_queries
 from ansible_collections.pgexclusive.backup.plugins.module_utils.data_directory import (
     advice, age_offline, read_data_directory, system_identifier)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
@@ -44,16 +44,8 @@ def backup_info(params, check_mode):
         result = offline_info(params["data_directory"], exc.facts["connection_error"])
         cluster = system_identifier(params["data_directory"])
         return add_state_records(result, params["state_dir"], cluster, False)
-    try:
-        result = online_info(server, params["data_directory"])
-        add_state_records(result, params["state_dir"], cluster_id(server), True)
-    except BackupError as exc:
-        exc.facts.setdefault("queries", server.session.queries)
-        raise
-    finally:
-        server.session.close()
-    result["queries"] = server.session.queries
-    return result
+    return with_queries(server.session, lambda: add_state_records(
+        online_info(server, params["data_directory"]), params["state_dir"], cluster_id(server), True))
 
 
 def online_info(server, data_directory):

@@ -20,7 +20,7 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_rec
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import (
     LABEL_FILE, TABLESPACE_MAP, describe_backup, parse_backup_label, parse_tablespace_map, validate_label)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.connection import (
-    DatabaseError, Session, connection_argument_spec)
+    DatabaseError, Session, connection_argument_spec, with_queries)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.pgexclusive.backup.plugins.module_utils.wal import (
     backup_history_file, last_segment_before, same_lsn)
@@ -144,22 +144,11 @@ def start_facts(backup, api):
     )
 
 
-def _with_queries(run):
-    """Run ``run(server)`` and attach the statements sent, also to a failure."""
+def _on_server(run):
+    """Run ``run(server, params, check_mode)`` on a server opened for it, with the statements sent attached."""
     def wrapper(params, check_mode):
-        server = None
-        try:
-            server = open_server(params)
-            result = run(server, params, check_mode)
-        except BackupError as exc:
-            if server is not None:
-                exc.facts.setdefault("queries", server.session.queries)
-            raise
-        finally:
-            if server is not None:
-                server.session.close()
-        result["queries"] = server.session.queries
-        return result
+        server = open_server(params)
+        return with_queries(server.session, lambda: run(server, params, check_mode))
     return wrapper
 
 
@@ -197,7 +186,7 @@ def _refuse_other_backup(server, params, backup, action):
         other_label=backup.get("label"), other_start_time=backup.get("start_time"), other_record=record)
 
 
-@_with_queries
+@_on_server
 def start_backup(server, params, check_mode):
     label = validate_label(params["label"])
     if params["max_duration"] < 0:
@@ -292,7 +281,7 @@ def stop_lock(session):
     return backup_api.stop_lock(session.value, DatabaseError)
 
 
-@_with_queries
+@_on_server
 def stop_backup(server, params, check_mode):
     label = params["label"]
     if params.get("start_lsn") is not None and not same_lsn(params["start_lsn"], params["start_lsn"]):

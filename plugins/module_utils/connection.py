@@ -123,6 +123,23 @@ def connect_socket(socket_dir, port, user="postgres", dbname="postgres"):
     return conn
 
 
+def with_queries(session, run):
+    """``run()``'s result with the statements ``session`` sent as ``queries``, on a BackupError too; closes it.
+
+    The one place a module's ``queries`` are attached: even a failure shows
+    what reached the server before it.
+    """
+    try:
+        result = run()
+    except BackupError as exc:
+        exc.facts.setdefault("queries", session.queries)
+        raise
+    finally:
+        session.close()
+    result["queries"] = session.queries
+    return result
+
+
 class Session(object):
     """One autocommit connection; each statement is recorded once, as it was sent."""
 

@@ -149,7 +149,7 @@ def copy_tree(source, target, extra=(), prefix="", workers=1, cancel=None):
         except OSError as exc:
             raise BackupError("The copy into %s failed: %s" % (target, exc), FAILED_HINT)
         if workers <= 1 or len(jobs) < 2:
-            return _copy_files(root_fd, source, jobs, cancel)
+            return copy_files(root_fd, source, jobs, cancel)
         return _copy_in_parallel(root_fd, source, balanced(jobs, workers), cancel)
     finally:
         os.close(root_fd)
@@ -209,7 +209,7 @@ def _copy_in_parallel(root_fd, source, shares, cancel):
 
     def work(share):
         try:
-            counts.append(_copy_files(root_fd, source, share, cancel))
+            counts.append(copy_files(root_fd, source, share, cancel))
         except Exception as exc:   # any error, not only BackupError: a dead worker must not look like a done one
             errors.append(exc)
 
@@ -223,7 +223,12 @@ def _copy_in_parallel(root_fd, source, shares, cancel):
     return sum(counts)
 
 
-def _copy_files(root_fd, source, jobs, cancel):
+def copy_files(root_fd, source, jobs, cancel):
+    """Copy the walked ``jobs`` (size, relative path, path, destination) below ``root_fd``; the count copied.
+
+    Every source is opened again below the walk's directory fd, without following links, so a file
+    swapped for a link between the walk and the copy fails the copy (tests run their swaps here).
+    """
     count = 0
     for _size, rel, path, dst in jobs:
         if cancel.is_set():

@@ -19,6 +19,7 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils import backup_a
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_info import add_state_records, info_argument_spec, online_info
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_record import RECORD_FILE
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_session import open_server
+from ansible_collections.pgexclusive.backup.plugins.module_utils.connection import with_queries
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop import cluster_id
 
@@ -93,26 +94,24 @@ def preflight(params, check_mode):
     backup_dir = backup_dir_of(params["dest"], params["label"])
     refuse_earlier_backup(backup_dir)
     server = open_server(params)
-    try:
-        info = online_info(server, params["data_directory"])
-        add_state_records(info, params["state_dir"], cluster_id(server), True)
-        refuse_server(info, params["create_extension"], params["login_db"])
-        data_directory = data_directory_of(params["data_directory"], info, server.user)
-        refuse_dest_inside(params["dest"], data_directory)
-        mode = params["verify_archiving"]
-        if mode == SKIP:
-            checked = None
-            info["warnings"].append(
-                "verify_archiving is skip: nothing proves that the WAL this backup needs will reach an archive; "
-                "without it the backup cannot be restored.")
-        else:
-            checked = wal_archiving.check(server.session, "passive" if check_mode else mode, params["label"],
-                                          params["archive_timeout"])
-    except BackupError as exc:
-        exc.facts.setdefault("queries", server.session.queries)
-        raise
-    finally:
-        server.session.close()
+    return with_queries(server.session, lambda: _check_server(server, params, check_mode, backup_dir))
+
+
+def _check_server(server, params, check_mode, backup_dir):
+    info = online_info(server, params["data_directory"])
+    add_state_records(info, params["state_dir"], cluster_id(server), True)
+    refuse_server(info, params["create_extension"], params["login_db"])
+    data_directory = data_directory_of(params["data_directory"], info, server.user)
+    refuse_dest_inside(params["dest"], data_directory)
+    mode = params["verify_archiving"]
+    if mode == SKIP:
+        checked = None
+        info["warnings"].append(
+            "verify_archiving is skip: nothing proves that the WAL this backup needs will reach an archive; "
+            "without it the backup cannot be restored.")
+    else:
+        checked = wal_archiving.check(server.session, "passive" if check_mode else mode, params["label"],
+                                      params["archive_timeout"])
     info.update(changed=mode == "active" and not check_mode, backup_dir=backup_dir, data_directory=data_directory,
-                archive_check=checked, queries=server.session.queries)
+                archive_check=checked)
     return info

@@ -160,7 +160,8 @@ def _detach_stdio():
     os.close(devnull)
 
 
-def _connect(config):
+def connect_retrying(config):
+    """A connection to the server, retried for as long as the lease allows; _Unreachable when it never came."""
     psycopg2 = _driver()
     lease = config["record"].get("lease") or config["record"].get("heartbeat_timeout") or 0
     give_up = time.time() + min(UNREACHABLE_GRACE, max(RETRY_INTERVAL, lease))
@@ -186,7 +187,7 @@ def expire(config, ended_by):
     record that still says running for a backup the watchdog has just ended.
     """
     try:
-        conn = _connect(config)
+        conn = connect_retrying(config)
     except _Unreachable as exc:
         _finish(config["record_path"], dict(ended_by, outcome=EXPIRED_UNREACHABLE, error=str(exc)))
         return

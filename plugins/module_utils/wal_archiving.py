@@ -18,7 +18,7 @@ __metaclass__ = type
 
 import time
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils.connection import Session, connection_argument_spec
+from ansible_collections.pgexclusive.backup.plugins.module_utils.connection import Session, connection_argument_spec, with_queries
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.pgexclusive.backup.plugins.module_utils.wal import archived_according_to
 
@@ -134,19 +134,10 @@ def check_argument_spec():
 
 def verify_archiving(params, check_mode):
     """pg_archive_check's task: check mode runs the passive check, which changes nothing."""
-    try:
-        session = Session(params)
-    except BackupError as exc:
-        exc.facts.setdefault("queries", [])
-        raise
-    try:
-        facts = check(session, "passive" if check_mode else params["mode"], params["label"], params["timeout"])
-    except BackupError as exc:
-        exc.facts.setdefault("queries", session.queries)
-        raise
-    finally:
-        session.close()
-    return dict(facts, changed=params["mode"] == "active" and not check_mode, queries=session.queries)
+    session = Session(params)
+    return with_queries(session, lambda: dict(
+        check(session, "passive" if check_mode else params["mode"], params["label"], params["timeout"]),
+        changed=params["mode"] == "active" and not check_mode))
 
 
 def restore_point_name(label):

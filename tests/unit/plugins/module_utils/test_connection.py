@@ -1,5 +1,8 @@
+import pytest
+
 from ansible_collections.pgexclusive.backup.plugins.module_utils.connection import (
-    connection_failure, describe_target, libpq_params)
+    connection_failure, describe_target, libpq_params, with_queries)
+from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 
 BASE = dict(login_user="postgres", login_password="", login_host="", login_unix_socket="", login_port=5432,
             login_db="backupctl", ssl_mode="prefer", ca_cert=None, ssl_cert=None, ssl_key=None,
@@ -48,3 +51,30 @@ def test_authentication_failure_never_shows_the_password():
 def test_refused():
     error = connection_failure("could not connect to server: Connection refused", params(login_host="db1"))
     assert "running and listening" in str(error) and error.facts["connection_error"]
+
+
+class SentTwo(object):
+    """What with_queries reads of a session: the statements sent, and close()."""
+
+    def __init__(self):
+        self.queries = ["SELECT 1", "SELECT 2"]
+        self.closed = False
+
+    def close(self):
+        self.closed = True
+
+
+def test_with_queries_attaches_the_statements_and_closes():
+    session = SentTwo()
+    assert with_queries(session, lambda: {"changed": False}) == {"changed": False, "queries": ["SELECT 1", "SELECT 2"]}
+    assert session.closed
+
+
+def test_with_queries_attaches_the_statements_to_a_failure_too():
+    session = SentTwo()
+
+    def fail():
+        raise BackupError("broke", "hint")
+    with pytest.raises(BackupError) as caught:
+        with_queries(session, fail)
+    assert caught.value.facts["queries"] == ["SELECT 1", "SELECT 2"] and session.closed

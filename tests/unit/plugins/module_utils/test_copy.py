@@ -324,12 +324,12 @@ def test_copy_tree_keeps_mode_owner_and_content(tmp_path):
 
 def swap(monkeypatch, action):
     """Run ``action`` after the walk, just before the files are copied: the window of a swap."""
-    copy_files = cio._copy_files
+    copy_files = cio.copy_files
 
     def swapped(*args):
         action()
         return copy_files(*args)
-    monkeypatch.setattr(cio, "_copy_files", swapped)
+    monkeypatch.setattr(cio, "copy_files", swapped)
 
 
 @pytest.mark.parametrize("workers", [1, 2])

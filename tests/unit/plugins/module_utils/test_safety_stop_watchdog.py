@@ -80,7 +80,7 @@ def test_the_outcome_is_recorded_before_the_lock_is_released(tmp_path, monkeypat
     cfg = config(tmp_path)
     # Answers in order: the lock, the guarded stop, the unlock.
     conn = RecordingConnection(cfg, [None, "0/3000100", None])
-    monkeypatch.setattr(safety_stop_watchdog, "_connect", lambda _config: conn)
+    monkeypatch.setattr(safety_stop_watchdog, "connect_retrying", lambda _config: conn)
     safety_stop_watchdog.expire(cfg, {"expired_by": "max_duration"})
     assert conn.at_unlock == EXPIRED_STOPPED, "a stop waiting for the lock must read the outcome"
     assert conn.opened.sent[0] == (backup_api.LOCK_SQL, (backup_api.STOP_LOCK_KEY,))
