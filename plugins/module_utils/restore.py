@@ -36,7 +36,7 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_layout 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_server import (
     alive, listening, log_tail, postmaster_pid, read_log, running_postmaster, start, stop)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_target import (
-    before_backup_end_error, check_target, explain_recovery_failure, recovery_settings, restore_command_for,
+    ACTIONS, TARGETS, before_backup_end_error, check_target, explain_recovery_failure, recovery_settings, restore_command_for,
     settings_block, target_before_backup_end)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_verify import verify_backup
 from ansible_collections.pgexclusive.backup.plugins.module_utils.wal import infer_segment_size
@@ -461,14 +461,14 @@ def restore_argument_spec():
         tablespace_mapping=dict(type="dict", default={}),
         force=dict(type="bool", default=False),
         owner=dict(type="str", default="postgres"),
-        target=dict(type="str", default="immediate", choices=["immediate", "latest", "time", "lsn", "name", "xid"]),
+        target=dict(type="str", default="immediate", choices=list(TARGETS)),
         target_time=dict(type="str"),
         target_lsn=dict(type="str"),
         target_name=dict(type="str"),
         target_xid=dict(type="str"),
         target_inclusive=dict(type="bool", default=True),
         target_timeline=dict(type="str"),
-        target_action=dict(type="str", default="promote", choices=["promote", "pause", "shutdown"]),
+        target_action=dict(type="str", default="promote", choices=list(ACTIONS)),
         wal_archive_dir=dict(type="path"),
         restore_command=dict(type="str"),
         settings=dict(type="dict", default={}),

@@ -11,7 +11,7 @@ import yaml
 from tooling import BIN, REPO, run, shown
 
 MODULES = sorted(p.stem for p in (REPO / "plugins" / "modules").glob("*.py") if not p.name.startswith("_"))
-ROLE = REPO / "roles" / "exclusive_backup"
+ROLES = ("exclusive_backup", "restore")
 
 
 @pytest.mark.parametrize("module", MODULES)
@@ -29,21 +29,23 @@ def test_ansible_doc_renders_every_module(module):
     assert all(v.get("description") for v in doc["return"].values()), f"{fqcn}: a return value lacks a description"
 
 
-def test_ansible_doc_renders_the_role():
-    proc = run([BIN / "ansible-doc", "-t", "role", "pgexclusive.backup.exclusive_backup"],
+@pytest.mark.parametrize("role", ROLES)
+def test_ansible_doc_renders_the_role(role):
+    proc = run([BIN / "ansible-doc", "-t", "role", f"pgexclusive.backup.{role}"],
                env=dict(os.environ, ANSIBLE_NOCOLOR="1"))
-    assert proc.returncode == 0 and "exclusive_backup_dest" in proc.stdout, shown(proc)
+    assert proc.returncode == 0 and f"{role}_" in proc.stdout, shown(proc)
 
 
-def role_options():
-    specs = yaml.safe_load((ROLE / "meta" / "argument_specs.yml").read_text())
+def role_options(role):
+    specs = yaml.safe_load((REPO / "roles" / role / "meta" / "argument_specs.yml").read_text())
     return specs["argument_specs"]["main"]["options"]
 
 
-def test_role_readme_and_defaults_follow_the_argument_specs():
-    readme = (ROLE / "README.md").read_text()
-    defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
-    options = role_options()
+@pytest.mark.parametrize("role", ROLES)
+def test_role_readme_and_defaults_follow_the_argument_specs(role):
+    readme = (REPO / "roles" / role / "README.md").read_text()
+    defaults = yaml.safe_load((REPO / "roles" / role / "defaults" / "main.yml").read_text())
+    options = role_options(role)
     assert not [name for name in options if f"`{name}`" not in readme], "variables missing from the role README"
     for name, spec in options.items():
         if spec.get("required"):
@@ -53,6 +55,35 @@ def test_role_readme_and_defaults_follow_the_argument_specs():
             assert defaults[name] == spec.get("default"), f"{name}: defaults/main.yml and argument_specs differ"
     public = [name for name in defaults if not name.startswith("__")]
     assert not [name for name in public if name not in options], "defaults without an argument spec"
+
+
+def _module_spec(name):
+    from ansible_collections.pgexclusive.backup.plugins.module_utils import copy, preflight, restore
+    return {"copy": copy.copy_argument_spec, "preflight": preflight.preflight_argument_spec,
+            "restore": restore.restore_argument_spec}[name]()
+
+
+# Role variables with choices, and the module option they are passed to: YAML cannot import the
+# modules' constants, so the role's lists are checked against them here.
+CHOICES = [
+    ("exclusive_backup", "exclusive_backup_method", "copy", "method"),
+    ("exclusive_backup", "exclusive_backup_compression", "copy", "compression"),
+    ("exclusive_backup", "exclusive_backup_verify_archiving", "preflight", "verify_archiving"),
+    ("exclusive_backup", "exclusive_backup_ssl_mode", "preflight", "ssl_mode"),
+    ("restore", "restore_target", "restore", "target"),
+    ("restore", "restore_target_action", "restore", "target_action"),
+]
+
+
+@pytest.mark.parametrize("role,variable,spec,option", CHOICES, ids=[c[1] for c in CHOICES])
+def test_role_choices_are_the_modules_choices(role, variable, spec, option):
+    assert role_options(role)[variable]["choices"] == list(_module_spec(spec)[option]["choices"])
+
+
+def test_every_role_variable_with_choices_is_checked():
+    checked = {(role, variable) for role, variable, _spec, _option in CHOICES}
+    with_choices = {(role, name) for role in ROLES for name, spec in role_options(role).items() if "choices" in spec}
+    assert with_choices == checked
 
 
 # A format placeholder in an error message (%s, %d, %r, %(name)s, %5.1f).
