@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from . import MAJORS, Cluster, TestbedError, provide
-from .cluster import _running
+from .cluster import leave_running
 
 
 def main(argv=None):
@@ -36,7 +36,7 @@ def main(argv=None):
             root = args.dir or Path(tempfile.mkdtemp(prefix=f"pgx-pg{args.major}-"))
             cluster = Cluster.create(provide(args.major), root, args.port)
             # Leave it running: the person stops it with the stop command.
-            _running.clear()
+            leave_running()
             print(f"PostgreSQL {args.major} running, pid {cluster.pid}\n"
                   f"  data directory   {cluster.data_dir}\n"
                   f"  WAL directory    {cluster.wal_dir}\n"

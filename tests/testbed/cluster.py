@@ -65,6 +65,11 @@ def _alive(pid):
     return fields[0] != "Z"
 
 
+def leave_running():
+    """Forget the servers started so far: the CLI's start leaves its server for a person to stop."""
+    _running.clear()
+
+
 def stop_all():
     """Stop every server this process started (atexit, signals, fixtures)."""
     for cluster in list(_running.values()):
