@@ -109,7 +109,7 @@ def test_plain_backup_with_tablespace_wal_manifest_and_restore_check(pg, db, scr
         assert record["verify_restore"]["ok"] is True
         assert record["wal_included"] and record["stop_wal_file"] in record["wal_included"]
         data = backup_dir / "data"
-        oid = record["tablespaces"][0]["oid"]
+        oid = str(record["tablespaces"][0]["oid"])
         link = data / "pg_tblspc" / oid
         assert link.is_symlink(), "the tablespace link stays a link"
         assert (backup_dir / "tablespaces" / oid).is_dir()
@@ -143,7 +143,7 @@ def test_tar_zstd_with_tablespace_self_contained(pg, db, scratch, restore):
             exclusive_backup_parallel=2)   # zstd -T2: plain tar --zstd must still read it
         backup_dir = scratch / "backups" / run.result["label"]
         record = json.loads((backup_dir / "backup.json").read_text())
-        oid = record["tablespaces"][0]["oid"]
+        oid = str(record["tablespaces"][0]["oid"])
         names = sorted(p.name for p in backup_dir.iterdir())
         assert names == sorted(["backup.json", "base.tar.zst", f"{oid}.tar.zst", "pg_wal.tar.zst"]), names
         assert record["verify_restore"]["ok"] is True
