@@ -385,7 +385,8 @@ def test_tablespace_links_are_resolved_once(tmp_path):
     os.unlink(str(data / "pg_tblspc/16384"))
     os.symlink("../../ts-link", str(data / "pg_tblspc/16384"))
     (data / "pg_tblspc/16390").mkdir()   # in place: copied with the data directory
-    assert c.tablespaces_of(str(data)) == [{"oid": 16384, "name": None, "location": os.path.realpath(str(tmp_path / "ts")), "path": os.path.realpath(str(tmp_path / "ts"))}]
+    real = os.path.realpath(str(tmp_path / "ts"))
+    assert c.tablespaces_of(str(data)) == [{"oid": 16384, "name": None, "location": real, "path": real}]
 
 
 @pytest.mark.parametrize("method", ["tar", "copy", "command"])
