@@ -35,15 +35,16 @@ def test_ansible_doc_renders_the_role():
     assert proc.returncode == 0 and "exclusive_backup_dest" in proc.stdout, shown(proc)
 
 
-def role_options():
-    specs = yaml.safe_load((ROLE / "meta" / "argument_specs.yml").read_text())
+def role_options(role=ROLE):
+    specs = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())
     return specs["argument_specs"]["main"]["options"]
 
 
-def test_role_readme_and_defaults_follow_the_argument_specs():
-    readme = (ROLE / "README.md").read_text()
-    defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
-    options = role_options()
+@pytest.mark.parametrize("role", [ROLE, REPO / "roles" / "restore"], ids=lambda path: path.name)
+def test_role_readme_and_defaults_follow_the_argument_specs(role):
+    readme = (role / "README.md").read_text()
+    defaults = yaml.safe_load((role / "defaults" / "main.yml").read_text())
+    options = role_options(role)
     assert not [name for name in options if f"`{name}`" not in readme], "variables missing from the role README"
     for name, spec in options.items():
         if spec.get("required"):
