@@ -37,6 +37,7 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.durable import 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.pgexclusive.backup.plugins.module_utils.repository import RECORD_PART, Repository
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore import choose_backup
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_server import running_postmaster
 
 FETCH_SUFFIX = ".fetch"
 FETCH_HINT = ("Check, as root on the target host, that 'ssh' with the same user, key and options reaches the "
@@ -149,6 +150,12 @@ def fetch_task(params, check_mode):
     for key, path in sorted((params.get("tablespace_mapping") or {}).items()):
         places["directory of tablespace %s" % key] = path
     check_fetch_dir(fetch_dir, places)
+    # The restore refuses this target in any case: say so before a backup is copied for nothing.
+    pid = running_postmaster(params["data_directory"])
+    if pid:
+        raise BackupError("A postmaster (PID %s) runs on the target data directory %s. Nothing was fetched." % (
+            pid, params["data_directory"]), "Stop that server first, or restore into another directory; a restore "
+            "never touches a running server's files, not even with force.")
     commands = []
     mirror = tempfile.mkdtemp(prefix="pgx-records-")
     try:

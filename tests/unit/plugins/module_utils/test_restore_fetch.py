@@ -162,3 +162,12 @@ def test_the_wal_a_repository_backup_includes_is_laid_out_into_pg_wal(tmp_path, 
     lay_out(str(repo / "old"), str(data), lambda oid: str(tmp_path / "ts" / oid))
     assert os.listdir(str(data / "pg_wal")) == ["000000010000000000000002"]
     assert not os.path.islink(str(data / "pg_wal"))
+
+
+def test_a_target_where_a_postmaster_runs_is_refused_before_anything_is_fetched(tmp_path, repo, fake_ssh):
+    data = tmp_path / "restore" / "data"
+    data.mkdir(parents=True)
+    (data / "postmaster.pid").write_text("%d\n%s\n" % (os.getpid(), data))
+    with pytest.raises(BackupError, match=r"A postmaster \(PID %d\) runs on the target .* Nothing was fetched" % os.getpid()):
+        rf.fetch_task(params(tmp_path, repo), False)
+    assert fake_ssh() == [] and not (tmp_path / "restore" / "data.fetch").exists()
