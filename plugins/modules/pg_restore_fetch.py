@@ -21,7 +21,7 @@ description:
   - The backup goes into C(<fetch_dir>/<label>/), its C(backup.json) last. A staged copy of the same backup left by
     an earlier fetch is brought up to date and reused; anything else at that path is refused.
   - Refuses a O(fetch_dir) that is, holds or lies in the data directory, O(waldir) or a tablespace's new directory.
-  - Returns C(created), what the fetch created (the fetch directory, or the backup's directory in it): remove that,
+  - Returns C(created), what the fetch created (the fetch directory, or the backup's directory in it); remove that,
     and only that, once the restore is done. Nothing is ever written on the repository host.
 version_added: 0.2.0
 author: pgexclusive.backup maintainers (@pgexclusive)
