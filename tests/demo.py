@@ -9,8 +9,12 @@
 4. runs pg_verifybackup on the backup,
 5. restores the backup into a second server (recovery_target = 'immediate')
    and counts the rows,
-6. prints where the backup is and what it holds, then stops both servers by
-   their PIDs (--keep leaves the backup directory; the servers are always stopped).
+6. commits two more batches of rows, noting the time between them, and
+   restores the backup to that time with playbooks/restore.yml (the restore
+   role), replaying from the WAL archive: the restored server holds the first
+   batch and not the second,
+7. prints where the backup is and what it holds, then stops every server by
+   its PID (--keep leaves the backup directory; the servers are always stopped).
 """
 
 import argparse
@@ -19,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,8 +33,12 @@ sys.path.append(str(REPO / "tests" / "integration"))  # after tests/: its confte
 import conftest  # noqa: E402  (links the checkout as ansible_collections/pgexclusive/backup)
 from runner import ANSIBLE_PLAYBOOK, ansible_env  # noqa: E402
 from testbed import Cluster, TestbedError, provide, stop_all  # noqa: E402
+from testbed.osuser import chown_postgres  # noqa: E402
+
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_server import postmaster_pid  # noqa: E402
 
 ROWS = 10000
+BATCH = 100
 
 
 def say(text):
@@ -63,6 +72,52 @@ def run_playbook(cluster, workdir, method):
         raise SystemExit(f"The backup playbook failed (exit {proc.returncode}).")
 
 
+def history_after_the_backup(cluster):
+    """Batch 1, the time after it, batch 2, everything archived: returns that time (a restore target)."""
+    cluster.sql("INSERT INTO orders SELECT g, 'batch 1' FROM generate_series(%s, %s) g", (ROWS + 1, ROWS + BATCH),
+                dbname="demo")
+    # Apart from both batches' commit times by more than any clock's resolution.
+    time.sleep(0.5)
+    moment = cluster.value("SELECT clock_timestamp()::text")
+    time.sleep(0.5)
+    cluster.sql("INSERT INTO orders SELECT g, 'batch 2' FROM generate_series(%s, %s) g",
+                (ROWS + BATCH + 1, ROWS + 2 * BATCH), dbname="demo")
+    last = cluster.value("SELECT pg_walfile_name(pg_current_wal_insert_lsn())")
+    cluster.sql("SELECT pg_switch_wal()")
+    cluster.wait_archived(last)
+    return moment
+
+
+def restore_to(cluster, backup_dir, moment, workdir):
+    """playbooks/restore.yml: the backup to ``moment``, replaying from the archive, into a server of its own."""
+    pitr = Cluster(cluster.inst, workdir / "pitr")
+    pitr.socket_dir.mkdir(parents=True)
+    chown_postgres(pitr.socket_dir)
+    variables = {
+        "restore_hosts": "demo-pg15",
+        "restore_backup_dir": str(backup_dir),
+        "restore_data_directory": str(pitr.data_dir),
+        "restore_target": "time",
+        "restore_target_time": moment,
+        "restore_wal_archive_dir": str(cluster.archive_dir),
+        "restore_bindir": str(cluster.inst.bindir),
+        "restore_settings": {"port": str(pitr.port), "listen_addresses": "",
+                             "unix_socket_directories": str(pitr.socket_dir)},
+        "restore_timeout": 300,
+    }
+    (workdir / "restore-vars.json").write_text(json.dumps(variables, indent=2))
+    argv = [str(ANSIBLE_PLAYBOOK), "-i", str(workdir / "inventory.yml"),
+            str(REPO / "playbooks" / "restore.yml"), "-e", f"@{workdir / 'restore-vars.json'}"]
+    say("ansible-playbook " + " ".join(argv[1:]))
+    env = ansible_env(ANSIBLE_COLLECTIONS_PATH=conftest.COLLECTIONS_PATH, ANSIBLE_PIPELINING="1", ANSIBLE_NOCOLOR="0")
+    proc = subprocess.run(argv, env=env, cwd=str(REPO), check=False)
+    # Whatever the run did, a server it started is stopped by its PID at the end.
+    pitr.pid = postmaster_pid(str(pitr.data_dir))
+    if proc.returncode != 0:
+        raise SystemExit(f"The restore playbook failed (exit {proc.returncode}).")
+    return pitr
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Run a demo exclusive backup of a throwaway PostgreSQL 15.")
     parser.add_argument("--keep", action="store_true", help="keep the backup directory (servers are stopped anyway)")
@@ -71,7 +126,7 @@ def main(argv=None):
 
     workdir = Path(tempfile.mkdtemp(prefix="pgx-demo-"))
     workdir.chmod(0o755)
-    restored = None
+    restored = pitr = None
     try:
         say("provisioning PostgreSQL 15 and the pg_exclusive_backup fixture extension")
         inst = provide(15)
@@ -84,7 +139,8 @@ def main(argv=None):
         say(f"wrote {ROWS} rows into demo.orders")
 
         run_playbook(cluster, workdir, args.method)
-        cluster.sql("INSERT INTO orders VALUES (%s, 'after the backup')", (ROWS + 1,), dbname="demo")
+        moment = history_after_the_backup(cluster)
+        say(f"after the backup: {BATCH} rows (batch 1), then {moment}, then {BATCH} more (batch 2), archived")
         backup_dir = next((workdir / "backups").iterdir())
         record = json.loads((backup_dir / "backup.json").read_text())
 
@@ -108,7 +164,20 @@ def main(argv=None):
         if count != ROWS:
             raise SystemExit(f"The restored copy holds {count} rows, expected {ROWS}.")
         say(f"restored server reached consistency and holds all {count} rows written before the backup "
-            "(and not the one written after it)")
+            "(and none of those written after it)")
+
+        say(f"point-in-time restore to {moment} with playbooks/restore.yml (the restore role)")
+        started = time.monotonic()
+        pitr = restore_to(cluster, backup_dir, moment, workdir)
+        rows = pitr.sql("SELECT CASE WHEN note LIKE 'batch%' THEN note ELSE 'before the backup' END AS rows, "
+                        "count(*) FROM orders GROUP BY 1 ORDER BY 1", dbname="demo")
+        for what, n in rows:
+            print(f"    {what:<18} {n:>6} rows")
+        count = sum(n for _what, n in rows)
+        if count != ROWS + BATCH or dict(rows).get("batch 1") != BATCH:
+            raise SystemExit(f"The point-in-time restore holds {rows}, expected {ROWS} rows and batch 1 ({BATCH}).")
+        say(f"point-in-time restore took {time.monotonic() - started:.1f} s and holds {count} rows: the {ROWS} "
+            "from before the backup and batch 1, not batch 2")
 
         print()
         print(f"Backup:   {backup_dir}")
@@ -127,8 +196,9 @@ def main(argv=None):
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
-        if restored is not None:
-            restored.stop(mode="immediate")
+        for server in (restored, pitr):
+            if server is not None:
+                server.stop(mode="immediate")
         stop_all()
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)

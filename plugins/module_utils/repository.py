@@ -78,6 +78,10 @@ class Repository(object):
         argv += list(SSH_DEFAULTS)
         return argv + (["-l", self.user] if self.user else [])
 
+    def rsync_shell(self):
+        """rsync's -e: ssh_argv as one string, which rsync splits again (it honours quotes)."""
+        return ["-e", " ".join(shlex.quote(arg) for arg in self.ssh_argv())]
+
     def rsync_target(self, path):
         """``host:path`` for rsync; the user travels in ssh_argv's -l."""
         return "%s:%s" % (self.host, path)

@@ -193,6 +193,9 @@ def lay_out(backup_dir, data, tablespace_dir):
     wal = wal_tar(backup_dir)
     if wal:
         extract(wal, os.path.join(data, "pg_wal"))
+    # include_wal with a repository sends the WAL as a directory of its own, beside data/ or base.tar.
+    if os.path.isdir(os.path.join(backup_dir, "pg_wal")):
+        _copy_contents(os.path.join(backup_dir, "pg_wal"), os.path.join(data, "pg_wal"))
     return tblspcs
 
 

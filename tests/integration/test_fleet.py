@@ -60,9 +60,10 @@ class FleetRun:
         return json.JSONDecoder().raw_decode(stats)[0]["exclusive_backup_results"]
 
 
-def start_backup(fleet, workdir, host_vars=None, **role_vars):
+def start_backup(fleet, workdir, host_vars=None, hosts=None, **role_vars):
     """playbooks/backup.yml over SSH with become and FORKS forks, running (a runner.Run); ``results`` is the
-    directory where the run leaves each host's exclusive_backup_result (see ``collected``).
+    directory where the run leaves each host's exclusive_backup_result (see ``collected``). ``hosts``, when
+    given, is the playbook's exclusive_backup_hosts (default: every database host).
 
     The role's variables are the group's, ``host_vars`` per host over them. The
     run's own play.yml is in its own directory, named in ansible-playbook's
@@ -77,7 +78,8 @@ def start_backup(fleet, workdir, host_vars=None, **role_vars):
                                        results=results))
     # Host keys are checked (the fleet's known_hosts); the summary shows set_stats' per-host results.
     env = ansible_env(ANSIBLE_HOST_KEY_CHECKING="1", ANSIBLE_PIPELINING="0", ANSIBLE_SHOW_CUSTOM_STATS="1")
-    run = start_playbook(playbook, inventory, directory, args=["-f", FORKS], env=env)
+    args = ["-f", FORKS] + (["-e", f"exclusive_backup_hosts={hosts}"] if hosts else [])
+    run = start_playbook(playbook, inventory, directory, args=args, env=env)
     run.results = results
     return run
 
@@ -86,8 +88,8 @@ def collected(results):
     return {path.stem: json.loads(path.read_text()) for path in results.glob("*.json")}
 
 
-def run_backup(fleet, workdir, host_vars=None, **role_vars):
-    run = start_backup(fleet, workdir, host_vars, **role_vars).wait(600)
+def run_backup(fleet, workdir, host_vars=None, hosts=None, **role_vars):
+    run = start_backup(fleet, workdir, host_vars, hosts, **role_vars).wait(600)
     return FleetRun(run.rc, run.output, collected(run.results), run.seconds)
 
 

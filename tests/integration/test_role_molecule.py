@@ -1,9 +1,10 @@
 """The Molecule scenarios under extensions/molecule, run as CI runs them.
 
 Each scenario starts its own test bed server (create), runs the role
-(converge), checks and restores the result with testinfra (verify), and stops
-the server by its PID (destroy). A scenario runs when its major is selected
-(PGX_MAJORS); PGX_MOLECULE=0 leaves them all out.
+(converge; the restore scenario then restores the backup with
+playbooks/restore.yml), checks and restores the result with testinfra
+(verify), and stops the servers by their PIDs (destroy). A scenario runs
+when its major is selected (PGX_MAJORS); PGX_MOLECULE=0 leaves them all out.
 """
 
 import os
@@ -23,6 +24,7 @@ SCENARIOS = {
     "failed_copy": 15,
     "other_backup": 15,
     "broken_archiving": 15,
+    "restore": 15,
 }
 
 

@@ -3,10 +3,14 @@
     python testbed.py create STATE_DIR MAJOR [--tablespace] [--break-archiving] [--other-backup LABEL]
     python testbed.py write STATE_DIR PHASE ROWS       # commit ROWS rows marked PHASE into demo.t
     python testbed.py restore-check STATE_DIR BACKUP_DIR   # restore with recovery_target immediate, print JSON
+    python testbed.py history STATE_DIR ROWS   # batch 1, a moment, batch 2, archived; print the moment as JSON
+    python testbed.py rows STATE_DIR [--restored]   # rows of demo.t by phase, of the server or the restored one
     python testbed.py destroy STATE_DIR
 
-STATE_DIR/state.json tells the converge playbook how to reach the server. Every
-server is stopped by its PID on destroy (and restored servers right after the check).
+STATE_DIR/state.json tells the converge playbook how to reach the server, and
+where a restore by the role goes (``restored``: its directory, socket and port).
+Every server is stopped by its PID on destroy, the role's restored one too (the
+restore check's right after the check).
 """
 
 import argparse
@@ -15,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[3]
@@ -22,11 +27,13 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from testbed import Cluster, provide  # noqa: E402
 from testbed.cluster import _running  # noqa: E402
+from testbed.osuser import chown_postgres  # noqa: E402
 
 
-def load(state_dir):
+def load(state_dir, restored=False):
     state = json.loads((state_dir / "state.json").read_text())
-    cluster = Cluster(provide(state["major"]), state["root"], state["port"])
+    where = state["restored"] if restored else state
+    cluster = Cluster(provide(state["major"]), where["root"], where["port"])
     return state, cluster
 
 
@@ -52,12 +59,18 @@ def create(args):
         cluster.break_archiving()
     if args.other_backup:
         cluster.start_backup(args.other_backup)
+    # Where a restore by the role goes: a directory, a socket and a port of its own (Cluster's layout).
+    restored = Cluster(cluster.inst, base / "restored")
+    restored.socket_dir.mkdir(parents=True)
+    chown_postgres(restored.socket_dir)
     state = {
         "major": args.major, "root": str(root), "port": cluster.port, "pid": cluster.pid,
         "socket_dir": str(cluster.socket_dir), "data_dir": str(cluster.data_dir),
         "archive_dir": str(cluster.archive_dir), "backup_db": cluster.backup_db, "api": cluster.api,
         "base": str(base), "dest": str(base / "backups"), "tablespace": str(location) if args.tablespace else None,
-        "other_backup": args.other_backup,
+        "other_backup": args.other_backup, "bindir": str(cluster.inst.bindir),
+        "restored": {"root": str(restored.root), "data_dir": str(restored.data_dir),
+                     "socket_dir": str(restored.socket_dir), "port": restored.port},
     }
     (state_dir / "state.json").write_text(json.dumps(state, indent=2))
     _running.clear()   # it keeps running until destroy
@@ -67,6 +80,26 @@ def create(args):
 def write(args):
     _state, cluster = load(Path(args.state_dir))
     cluster.sql("INSERT INTO t (phase) SELECT %s FROM generate_series(1, %s)", (args.phase, args.rows), dbname="demo")
+
+
+def history(args):
+    """After the backup: batch 1, a moment noted, batch 2, all archived. A restore to the moment has batch 1 only."""
+    _state, cluster = load(Path(args.state_dir))
+    cluster.sql("INSERT INTO t (phase) SELECT 'batch 1' FROM generate_series(1, %s)", (args.rows,), dbname="demo")
+    # Apart from both batches' commit times by more than the clocks' resolution, whatever the machine.
+    time.sleep(0.5)
+    moment = cluster.value("SELECT clock_timestamp()::text")
+    time.sleep(0.5)
+    cluster.sql("INSERT INTO t (phase) SELECT 'batch 2' FROM generate_series(1, %s)", (args.rows,), dbname="demo")
+    last = cluster.value("SELECT pg_walfile_name(pg_current_wal_insert_lsn())")
+    cluster.sql("SELECT pg_switch_wal()")
+    cluster.wait_archived(last)
+    print(json.dumps({"target_time": moment}))
+
+
+def rows(args):
+    _state, cluster = load(Path(args.state_dir), restored=args.restored)
+    print(json.dumps(dict(cluster.sql("SELECT phase, count(*) FROM t GROUP BY phase", dbname="demo"))))
 
 
 def restore_check(args):
@@ -107,10 +140,14 @@ def destroy(args):
     if not (state_dir / "state.json").exists():
         return
     state, cluster = load(state_dir)
-    pidfile = Path(state["data_dir"]) / "postmaster.pid"
-    if pidfile.exists():
-        cluster.pid = int(pidfile.read_text().split()[0])
-        cluster.stop(mode="immediate")
+    servers = [(cluster, Path(state["data_dir"]))]
+    if state.get("restored"):
+        servers.append((load(state_dir, restored=True)[1], Path(state["restored"]["data_dir"])))
+    for server, data_dir in servers:
+        pidfile = data_dir / "postmaster.pid"
+        if pidfile.exists():
+            server.pid = int(pidfile.read_text().split()[0])
+            server.stop(mode="immediate")
     shutil.rmtree(state["base"], ignore_errors=True)
     for name in ("state.json", "failure.txt"):
         if (state_dir / name).exists():
@@ -133,10 +170,17 @@ def main():
     r = sub.add_parser("restore-check")
     r.add_argument("state_dir")
     r.add_argument("backup_dir")
+    h = sub.add_parser("history")
+    h.add_argument("state_dir")
+    h.add_argument("rows", type=int)
+    n = sub.add_parser("rows")
+    n.add_argument("state_dir")
+    n.add_argument("--restored", action="store_true")
     d = sub.add_parser("destroy")
     d.add_argument("state_dir")
     args = parser.parse_args()
-    {"create": create, "write": write, "restore-check": restore_check, "destroy": destroy}[args.command](args)
+    {"create": create, "write": write, "restore-check": restore_check, "history": history, "rows": rows,
+     "destroy": destroy}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -47,3 +47,14 @@ def in_backup(host, state):
 def failure(host):
     f = host.file(os.path.join(STATE_DIR, "failure.txt"))
     return f.content_string if f.exists else None
+
+
+@pytest.fixture
+def rows(host, state):
+    """rows(restored=False): demo.t's rows by phase, of the scenario's server or of the one the role restored."""
+    def run(restored=False):
+        import sys
+        command = "%s %s rows %s --restored" if restored else "%s %s rows %s"
+        out = host.check_output(command, sys.executable, TESTBED, STATE_DIR)
+        return json.loads(out.splitlines()[-1])
+    return run
