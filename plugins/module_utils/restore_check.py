@@ -348,7 +348,7 @@ def verify_restore_task(params, check_mode):
         raise
     entry = check_entry(started_at, True, result["duration"], result["checks"])
     kept = keep_history(backup_dir, entry, recorded)
-    return dict(result, history_entry=entry, changed=kept["history_written"], **kept)
+    return dict(result, backup_dir=backup_dir, history_entry=entry, changed=kept["history_written"], **kept)
 
 
 def keep_history(backup_dir, entry, recorded):
