@@ -5,12 +5,15 @@
 """backup.json: its schema, when a backup may be called complete, and writing it last and durably.
 
 The WAL a backup includes is backup_wal.py's, retention is retention.py's.
+Besides the facts of the backup, backup.json keeps the history of its restore
+drills (``checks``), appended one entry per drill and never touching the rest.
 """
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import datetime
+import fcntl
 import json
 import os
 
@@ -56,6 +59,8 @@ SCHEMA = (
     ("restore_hint", (("copy", "restore_hint"),)),
     ("wal_included", (("wal", "wal_files"),)),
     ("verify_restore", (("verify", None),)),
+    # The history of restore drills: the backup role's own check starts it, later drills append to it.
+    ("checks", (("drill", "checks"),)),
 )
 # The record's keys, in the order they are written (anything else follows, sorted).
 ORDER = ("format", "label", "status", "error") + tuple(field for field, _sources in SCHEMA[1:]) + (
@@ -233,3 +238,51 @@ def _ensure_backup_dir(backup_dir, record):
     except (IOError, OSError) as exc:
         raise BackupError("backup.json could NOT be written in %s: %s." % (backup_dir, exc.strerror or exc),
                           NOT_RECORDED_HINT, record=record)
+
+
+def check_entry(started_at, ok, duration, checks=(), error=None, check_ran=True):
+    """One restore drill as backup.json's ``checks`` history keeps it.
+
+    ``checks`` are the user's checks as the drill judged them (name, ok,
+    returned, and the SQL error of one that failed to run); ``check_ran``
+    false says the drill stopped before a server started on the copy, which
+    says nothing about the backup.
+    """
+    entry = {"time": started_at, "ok": bool(ok), "check_ran": bool(check_ran), "duration": duration,
+             "checks": [dict((k, c[k]) for k in ("name", "ok", "returned", "error") if k in c) for c in checks]}
+    if error:
+        entry["error"] = error
+    return entry
+
+
+def append_check(backup_dir, entry):
+    """Add ``entry`` to the ``checks`` history of ``backup_dir``'s backup.json; nothing else of it changes.
+
+    Two drills of one backup may end at once: the read and the rewrite happen
+    under a lock on the backup directory (not on backup.json, which the atomic
+    write replaces), so neither entry is lost.
+    """
+    try:
+        lock = os.open(backup_dir, os.O_RDONLY)
+    except OSError as exc:
+        raise not_appended(backup_dir, exc)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        record = read_record(backup_dir)
+        if record is None:
+            raise BackupError("%s holds no readable backup.json to add the drill's result to." % backup_dir,
+                              "Drill a backup this collection wrote (<dest>/<label>).")
+        record["checks"] = list(record.get("checks") or []) + [entry]
+        atomic_write(os.path.join(backup_dir, RECORD_FILE), json.dumps(record, indent=2) + "\n", 0o644)
+        return record
+    except (IOError, OSError) as exc:
+        raise not_appended(backup_dir, exc)
+    finally:
+        os.close(lock)
+
+
+def not_appended(backup_dir, exc):
+    return BackupError("The drill's result could not be added to backup.json in %s: %s." % (
+        backup_dir, getattr(exc, "strerror", None) or exc),
+        "The drill's own result stands; make the backup directory writable (a read-only mount, permissions) "
+        "to keep a history of drills in backup.json.")

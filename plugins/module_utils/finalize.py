@@ -23,10 +23,11 @@ import time
 from ansible_collections.pgexclusive.backup.plugins.module_utils import connection, repository
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout import COMPRESSIONS
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_record import (
-    COMPLETE, FAILED, record_backup)
+    COMPLETE, FAILED, facts_from_results, record_backup)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_wal import backup_wal
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
-from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_check import verify_restore_task
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_check import (
+    check_options as drill_check_options, verify_restore_task)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.retention import apply_retention
 
 # The restore check's result as backup.json keeps it.
@@ -44,6 +45,7 @@ def finalize_argument_spec():
         verify_restore_bindir=dict(type="path"),
         verify_restore_timeout=dict(type="int", default=300),
         verify_restore_work_dir=dict(type="path"),
+        verify_restore_checks=dict(type="list", elements="dict", default=[], options=drill_check_options()),
         repository=dict(type="str"),
         ssh_user=dict(type="str"),
         ssh_key=dict(type="path"),
@@ -83,7 +85,23 @@ def verify_params(params):
         work_dir=params["verify_restore_work_dir"],
         timeout=params["verify_restore_timeout"],
         keep=False,
+        checks=params["verify_restore_checks"],
+        # backup.json is written after the check: the drill gets the facts it will hold.
+        record=facts_from_results(results),
     )
+
+
+def verify_step(params, results, check_mode):
+    """The restore drill; its result, passed or failed, starts the history of checks in backup.json."""
+    try:
+        verified = verify_restore_task(verify_params(params), check_mode)
+    except BackupError as exc:
+        if exc.facts.get("history_entry"):
+            results["drill"] = {"checks": [exc.facts["history_entry"]]}
+        raise
+    if verified.get("history_entry"):
+        results["drill"] = {"checks": [verified["history_entry"]]}
+    return verified
 
 
 def retention_params(params):
@@ -141,7 +159,7 @@ def finalize(params, check_mode):
             results["wal"] = wal
             result.update(wal_files=wal["wal_files"], wal_location=wal["location"])
         if params["verify_restore"]:
-            verified = steps.run("verify_restore", verify_restore_task, verify_params(params), check_mode)
+            verified = steps.run("verify_restore", verify_step, params, results, check_mode)
             results["verify"] = dict((key, verified.get(key)) for key in VERIFY_SUMMARY)
             result["verify"] = verified
         recorded = steps.run("record", record_backup, record_params(params, results, COMPLETE), check_mode)

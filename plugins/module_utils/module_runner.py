@@ -12,7 +12,7 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import B
 
 
 def run_module(module, action, needs_database=True):
-    """exit_json with ``action(params, check_mode)``'s result; its 'warnings' become module warnings.
+    """exit_json with ``action(params, check_mode)``'s result; its 'warnings' (or a failure's) become module warnings.
 
     Modules that only handle files (the backup directory's bookkeeping) pass
     needs_database=False: they must run where psycopg2 is missing, e.g. on a
@@ -23,6 +23,9 @@ def run_module(module, action, needs_database=True):
     try:
         result = action(module.params, module.check_mode)
     except BackupError as exc:
+        # A failure may come with warnings too (a drill that failed and could not be added to backup.json).
+        for warning in exc.facts.pop("warnings", []):
+            module.warn(warning)
         module.fail_json(**exc.fail_kwargs())
     for warning in result.pop("warnings", []):
         module.warn(warning)

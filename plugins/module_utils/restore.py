@@ -15,7 +15,15 @@ the recovery settings of restore_target.py appended to postgresql.auto.conf,
 archiving off), then optionally start it and wait until it reaches its
 target, and report where it stopped.
 
-The restore check (restore_check.py) is a drill over the same layout code.
+The restore drill (restore_check.py: the backup role's restore check, and
+pg_verify_restore) is this engine run into a throwaway directory, with the
+options that keep a server started there from writing anywhere else:
+``tablespaces_under`` (every tablespace under one directory),
+``confine_to`` (no link of the copy may lead out of that directory) and
+``minimal_config`` (the copy's own configuration set aside; the server reads
+only the recovery settings and ``settings``). ``record`` gives the backup's
+facts when its backup.json is not written yet (the backup role checks a
+restore before it writes the record).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -25,6 +33,7 @@ import os
 import pwd
 import time
 
+from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_files import EMPTY_DIRS
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import (
     LABEL_FILE, TABLESPACE_MAP, parse_backup_label, parse_tablespace_map, restorable_label)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_record import (
@@ -32,7 +41,8 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_record i
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_wal import segments_between
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_layout import (
-    chown_tree, lay_out, relink_tablespaces, rewrite_tablespace_map, tablespaces_without_copy, write_new)
+    chown_tree, lay_out, links_out_of, real_directory, relink_tablespaces, rewrite_tablespace_map,
+    tablespaces_without_copy, write_new)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_server import (
     alive, listening, log_tail, postmaster_pid, read_log, running_postmaster, start, stop)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_target import (
@@ -41,7 +51,12 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_target 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_verify import verify_backup
 from ansible_collections.pgexclusive.backup.plugins.module_utils.wal import infer_segment_size
 
+CONF = "postgresql.conf"
 AUTO_CONF = "postgresql.auto.conf"
+# With minimal_config, the copy's own configuration files are moved here, out of the server's reach, for a
+# person to read.
+LIVE_CONFIG_SUBDIR = "live-config"
+MINIMAL_CONFIG_TITLE = "pgexclusive.backup restore: the whole configuration of a throwaway server"
 SETTINGS_TITLE = "pgexclusive.backup restore: recovery settings (remove once the restore is done)"
 
 
@@ -183,8 +198,11 @@ class Restore(object):
         self.connect = connect
         self.durations = {}
         self.result = {"changed": False}
+        # The step running, or the one that failed: a caller tells a failure before the server started from one after.
+        self.step = None
 
     def _timed(self, step, func, *args):
+        self.step = step
         started = time.time()
         try:
             return func(*args)
@@ -194,8 +212,11 @@ class Restore(object):
     def run(self):
         p = self.p
         check_target(p)
-        backup_dir, record = self._timed("choose", choose_backup, p.get("backup_dir"), p.get("dest"),
-                                         p.get("system_identifier"), p.get("allow_incomplete"))
+        if p.get("record") is not None:
+            backup_dir, record = p["backup_dir"], p["record"]
+        else:
+            backup_dir, record = self._timed("choose", choose_backup, p.get("backup_dir"), p.get("dest"),
+                                             p.get("system_identifier"), p.get("allow_incomplete"))
         why = target_before_backup_end(p, record)
         if why:
             raise before_backup_end_error(why)
@@ -237,7 +258,9 @@ class Restore(object):
         placed = []
 
         def tablespace_dir(oid):
-            if not targets:
+            if p.get("tablespaces_under"):
+                targets[oid] = os.path.join(p["tablespaces_under"], oid)
+            elif not targets:
                 # base.tar (or data/) is laid out before any tablespace: its tablespace_map says where they were.
                 text = _read(os.path.join(data, TABLESPACE_MAP)) or ""
                 targets.update(tablespace_targets(text, p.get("tablespace_mapping")))
@@ -252,11 +275,11 @@ class Restore(object):
             return path
 
         tblspcs = lay_out(backup_dir, data, tablespace_dir)
+        # A copy of a data directory may link these to the live server's (pg_wal of initdb --waldir): each
+        # becomes a directory of the copy's own, and only then may pg_wal move to waldir.
+        for name in EMPTY_DIRS:
+            real_directory(os.path.join(data, name))
         self._place_wal(data)
-        for name in ("pg_replslot", "pg_dynshmem", "pg_notify", "pg_serial", "pg_snapshots", "pg_stat_tmp",
-                     "pg_subtrans"):
-            if not os.path.isdir(os.path.join(data, name)):
-                os.mkdir(os.path.join(data, name), 0o700)
         relink_tablespaces(data, tblspcs)
         map_file = os.path.join(data, TABLESPACE_MAP)
         if os.path.lexists(map_file):
@@ -271,11 +294,27 @@ class Restore(object):
             os.unlink(map_file)
             write_new(map_file, rewrite_tablespace_map(text, tblspcs))
         self.result["tablespaces"] = dict(sorted(tblspcs.items()))
-        self._make_it_recover(backup_dir, record, data)
+        config_files = self._make_it_recover(backup_dir, record, data)
+        if p.get("confine_to"):
+            self._confine(data, tblspcs, p["confine_to"])
         for path in [data] + placed + ([p["waldir"]] if p.get("waldir") else []):
             if os.geteuid() == 0:
                 chown_tree(path, owner.pw_uid, owner.pw_gid)
             os.chmod(path, 0o700)
+        if os.geteuid() == 0:
+            for path in config_files:
+                os.chown(path, owner.pw_uid, owner.pw_gid)
+
+    def _confine(self, data, tblspcs, inside):
+        """Refuse a copy with a link leading out of ``inside``: a server started on it could write there."""
+        outside = links_out_of(data, inside) + [
+            found for path in sorted(tblspcs.values()) for found in links_out_of(path, inside)]
+        if outside:
+            raise BackupError(
+                "The copy links out of its scratch directory (%s), and a server started on it could write there."
+                % ", ".join(outside),
+                "What such a link names is not in the backup: leave it out of the backups (exclusive_backup_exclude) "
+                "or keep that data inside the data directory.")
 
     def _place_wal(self, data):
         """pg_wal is a real directory (lay_out); with waldir, its content moves there and pg_wal links to it."""
@@ -294,6 +333,8 @@ class Restore(object):
         self.result["waldir"] = waldir or pg_wal
 
     def _make_it_recover(self, backup_dir, record, data):
+        """backup_label, recovery.signal and the recovery settings; returns the configuration files written
+        outside ``data`` (minimal_config), for the server's owner to read."""
         p = self.p
         label_file = os.path.join(data, LABEL_FILE)
         label = _read(label_file)
@@ -325,13 +366,19 @@ class Restore(object):
                     "taken with include_wal.", missing_wal=missing)
         settings = recovery_settings(p, command) + [
             (k, _conf_value(v)) for k, v in sorted((p.get("settings") or {}).items())]
-        auto = os.path.join(data, AUTO_CONF)
-        text = _read(auto) or ""
-        if os.path.lexists(auto):
-            os.unlink(auto)
-        write_new(auto, text + ("" if not text or text.endswith("\n") else "\n") + settings_block(settings, SETTINGS_TITLE))
+        written = []
+        if p.get("minimal_config"):
+            written, settings = replace_config(data, p["minimal_config"], settings)
+        else:
+            auto = os.path.join(data, AUTO_CONF)
+            text = _read(auto) or ""
+            if os.path.lexists(auto):
+                os.unlink(auto)
+            write_new(auto, text + ("" if not text or text.endswith("\n") else "\n")
+                      + settings_block(settings, SETTINGS_TITLE))
         self.result["restore_command"] = command
         self.result["settings"] = dict(settings)
+        return written
 
     def _recover(self, pg_ctl, data, owner):
         p = self.p
@@ -365,7 +412,8 @@ class Restore(object):
                 raise BackupError("The restored server did not reach its recovery target in %ss.%s"
                                   % (timeout, log_tail(log)),
                                   "It is still running (PID %s) and replaying: raise timeout, or stop it with pg_ctl "
-                                  "-D %s stop and check that the WAL up to the target is available." % (pid, data))
+                                  "-D %s stop and check that the WAL up to the target is available." % (pid, data),
+                                  timed_out=True)
             time.sleep(0.3)
 
     def _ended(self, log, action):
@@ -389,8 +437,12 @@ class Restore(object):
             return None
         try:
             cur = conn.cursor()
-            cur.execute("SELECT pg_is_in_recovery(), pg_is_in_recovery() AND pg_get_wal_replay_pause_state() = "
-                        "'paused', pg_last_wal_replay_lsn()::text, pg_last_xact_replay_timestamp()::text, "
+            cur.execute("SELECT current_setting('server_version_num')::int")
+            # 14 tells a pause asked for from one reached; 10 to 13 (which the drill restores too) only the former.
+            paused = ("pg_get_wal_replay_pause_state() = 'paused'" if cur.fetchone()[0] >= 140000
+                      else "pg_is_wal_replay_paused()")
+            cur.execute("SELECT pg_is_in_recovery(), pg_is_in_recovery() AND " + paused + ", "
+                        "pg_last_wal_replay_lsn()::text, pg_last_xact_replay_timestamp()::text, "
                         "CASE WHEN pg_is_in_recovery() THEN (SELECT timeline_id FROM pg_control_checkpoint()) "
                         "ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END, "
                         "current_setting('server_version')")
@@ -405,6 +457,37 @@ class Restore(object):
         self.result.update(started=True, running=True, promoted=not in_recovery, paused=bool(paused),
                            reached_lsn=lsn, reached_time=when, timeline=timeline, server_version=version,
                            socket_dir=sock, port=port)
+
+
+def replace_config(data, config_dir, settings):
+    """The whole configuration of a throwaway server: nothing of the copy's own applies.
+
+    The copy's postgresql.conf and postgresql.auto.conf may include files, name
+    a data_directory or an external_pid_file, preload libraries this host
+    cannot load, archive or clean up the archive, and ask for more memory than
+    a second server gets: they move to ``config_dir``/live-config (a link
+    moves as a link, what it names is neither read nor changed).
+    postgresql.conf is written whole from ``settings`` (name, quoted value)
+    plus hba_file and ident_file in ``config_dir``, which admit local
+    connections only: the caller's socket directory must be private, as its
+    server's port is (no TCP listener). postgresql.auto.conf is left empty.
+
+    Returns (the files written in ``config_dir``, the settings written).
+    """
+    aside = os.path.join(config_dir, LIVE_CONFIG_SUBDIR)
+    if not os.path.isdir(aside):
+        os.makedirs(aside, 0o700)
+    for name in (CONF, AUTO_CONF):
+        if os.path.lexists(os.path.join(data, name)):
+            os.rename(os.path.join(data, name), os.path.join(aside, name))
+    hba = os.path.join(config_dir, "pg_hba.conf")
+    ident = os.path.join(config_dir, "pg_ident.conf")
+    write_new(hba, "local all all trust\n")
+    write_new(ident, "")
+    settings = list(settings) + [("hba_file", _conf_value(hba)), ("ident_file", _conf_value(ident))]
+    write_new(os.path.join(data, CONF), settings_block(settings, MINIMAL_CONFIG_TITLE))
+    write_new(os.path.join(data, AUTO_CONF), "")
+    return [hba, ident], settings
 
 
 class _Owner(object):

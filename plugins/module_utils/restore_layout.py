@@ -39,7 +39,7 @@ def escape_map_path(path):
 
 
 def tablespaces_without_copy(map_text, tblspcs):
-    """The tablespace_map entries ({'oid', 'path'}) whose tablespace the backup holds no copy of."""
+    """The tablespace_map entries (backup_label.tablespace shape) whose tablespace the backup holds no copy of."""
     return [e for e in parse_tablespace_map(map_text) if str(e["oid"]) not in tblspcs]
 
 

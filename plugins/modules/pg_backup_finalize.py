@@ -65,6 +65,31 @@ options:
   verify_restore_work_dir:
     description: Where the throwaway copy goes; default beside O(backup_dir).
     type: path
+  verify_restore_checks:
+    description:
+      - SQL checks run on the restored copy once it is promoted, as M(pgexclusive.backup.pg_verify_restore)'s
+        O(pgexclusive.backup.pg_verify_restore#module:checks) takes them. A failing check fails the restore check,
+        so the backup is recorded C(failed).
+      - The drill's result starts the C(checks) history in C(backup.json).
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: The check's name, in the result and the history.
+        type: str
+        required: true
+      sql:
+        description: One query.
+        type: str
+        required: true
+      expect:
+        description: The first column of the first row, compared as text; without it the query must return a row.
+        type: raw
+      db:
+        description: The database to run it in.
+        type: str
+        default: postgres
   repository:
     description: The repository the copy went to, C([user@]host:/path); the record is sent there last.
     type: str

@@ -63,8 +63,8 @@ def live(linked_cluster):
     linked_cluster.end_backup_if_any()
 
 
-def connect(socket_dir, port):
-    conn = psycopg2.connect(host=socket_dir, port=port, user="postgres", dbname="postgres", connect_timeout=5)
+def connect(socket_dir, port, user="postgres", dbname="postgres"):
+    conn = psycopg2.connect(host=socket_dir, port=port, user=user, dbname=dbname, connect_timeout=5)
     conn.autocommit = True
     return conn
 

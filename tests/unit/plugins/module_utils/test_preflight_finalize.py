@@ -143,3 +143,37 @@ def test_check_mode_writes_nothing(tmp_path):
     done = f.finalize(finalize_params(backup), True)
     assert done["record"]["status"] == "complete" and not done["changed"]
     assert os.listdir(backup) == []
+
+
+def test_the_restore_check_starts_the_history_of_checks_in_the_record(tmp_path, monkeypatch):
+    """The drill runs before backup.json is written: it gets the record's facts, and its result goes into it."""
+    seen = []
+    entry = {"time": "2026-11-21T10:00:00Z", "ok": True, "check_ran": True, "duration": 3.0,
+             "checks": [{"name": "rows", "ok": True, "returned": "1000"}]}
+
+    def drill(params, check_mode):
+        seen.append(params)
+        return {"ok": True, "check_ran": True, "duration": 3.0, "server_version": "15.1", "history_entry": entry}
+    monkeypatch.setattr(f, "verify_restore_task", drill)
+    monkeypatch.setattr(f.connection, "psycopg2", object())
+    checks = [{"name": "rows", "sql": "SELECT count(*) FROM t", "expect": 1000, "db": "postgres"}]
+    backup = tmp_path / "backups" / "L2"
+    (backup / "data").mkdir(parents=True)
+    done = f.finalize(finalize_params(backup, verify_restore=True, verify_restore_checks=checks), False)
+    assert seen[0]["checks"] == checks and seen[0]["record"]["stop_wal_file"] == "000000010000000000000003"
+    assert done["record"]["checks"] == [entry] and done["record"]["status"] == "complete"
+    assert done["record"]["verify_restore"]["ok"] is True
+
+    failed_entry = dict(entry, ok=False, error="The restored copy failed the check 'rows'")
+
+    def failing(params, check_mode):
+        raise BackupError("The restored copy failed the check 'rows'", "hint", check_ran=True,
+                          history_entry=failed_entry)
+    monkeypatch.setattr(f, "verify_restore_task", failing)
+    other = tmp_path / "backups" / "L3"
+    (other / "data").mkdir(parents=True)
+    with pytest.raises(BackupError) as failure:
+        f.finalize(finalize_params(other, verify_restore=True, verify_restore_checks=checks), False)
+    assert failure.value.facts["step"] == "verify_restore"
+    record = json.loads((other / "backup.json").read_text())
+    assert record["status"] == "failed" and record["checks"] == [failed_entry]
