@@ -30,7 +30,7 @@ description:
   - With O(start) (default), starts the server as O(owner) and waits until it has reached its target (promoted,
     paused, or shut down as O(target_action) says), then reports where it stopped. The server is left running
     (paused in recovery with O(target_action=pause)).
-  - A target past the last archived WAL fails with where replay ended (RV(replay_end)): PostgreSQL 14 and later
+  - A target past the last archived WAL fails, saying where replay ended (RV(replay_end)); PostgreSQL 14 and later
     end recovery with an error when the WAL runs out before the target.
 version_added: 0.2.0
 author: pgexclusive.backup maintainers (@pgexclusive)
