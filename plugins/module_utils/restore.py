@@ -24,6 +24,11 @@ options that keep a server started there from writing anywhere else:
 only the recovery settings and ``settings``). ``record`` gives the backup's
 facts when its backup.json is not written yet (the backup role checks a
 restore before it writes the record).
+
+What can be known before anything is written is checked first: the target,
+the backup, and the WAL from its start to its stop, so that a restore that
+cannot succeed leaves the target directory (and what force would set aside)
+as it was.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -36,6 +41,7 @@ import time
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_files import EMPTY_DIRS
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import (
     LABEL_FILE, TABLESPACE_MAP, parse_backup_label, parse_tablespace_map, restorable_label)
+from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout import DATA_SUBDIR
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_record import (
     COMPLETE, RECORD_FILE, read_record, scan_backups)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_wal import segments_between
@@ -44,10 +50,10 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_layout 
     chown_tree, lay_out, links_out_of, real_directory, relink_tablespaces, rewrite_tablespace_map,
     tablespaces_without_copy, write_new)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_server import (
-    alive, listening, log_tail, postmaster_pid, read_log, running_postmaster, start, stop)
+    acting_as, alive, listening, log_tail, postmaster_pid, read_log, running_postmaster, start, stop)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_target import (
-    ACTIONS, TARGETS, before_backup_end_error, check_target, explain_recovery_failure, recovery_settings, restore_command_for,
-    settings_block, target_before_backup_end)
+    ACTIONS, TARGETS, before_backup_end_error, check_target, explain_recovery_failure, recovery_settings,
+    replay_end_in_log, restore_command_for, settings_block, target_before_backup_end)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_verify import verify_backup
 from ansible_collections.pgexclusive.backup.plugins.module_utils.wal import infer_segment_size
 
@@ -180,12 +186,49 @@ def wal_needed(record):
     return segments_between(start, stop_file, size)
 
 
-def missing_wal(needed, places):
-    """The first of ``needed`` in none of the directories ``places``, or None."""
+def missing_wal(needed, places, included=()):
+    """The first of ``needed`` in none of the directories ``places`` and not in ``included``, or None."""
     for name in needed:
-        if not any(os.path.exists(os.path.join(place, name)) for place in places if place):
+        if name not in included and not any(os.path.exists(os.path.join(place, name)) for place in places if place):
             return name
     return None
+
+
+def wal_in_backup(backup_dir, record):
+    """The WAL segments the backup holds itself (include_wal): those backup.json lists (in pg_wal.tar or
+    data/pg_wal/), and whatever a plain copy's data/pg_wal/ holds; read before anything is laid out."""
+    names = set(record.get("wal_included") or [])
+    try:
+        names.update(os.listdir(os.path.join(backup_dir, DATA_SUBDIR, "pg_wal")))
+    except (IOError, OSError):
+        pass   # a tar backup, or a plain one without WAL
+    return names
+
+
+def check_wal_at_hand(params, backup_dir, record):
+    """Refuse a backup whose WAL up to its stop is neither in the archive directory nor in the backup.
+
+    Without it recovery never becomes consistent. Checked before anything is
+    laid out; a custom restore_command fetches from where only it knows, so
+    its WAL is left to recovery to find.
+    """
+    if params.get("restore_command"):
+        return
+    archive = params.get("wal_archive_dir")
+    missing = missing_wal(wal_needed(record), [archive], wal_in_backup(backup_dir, record))
+    if missing:
+        raise BackupError(
+            "The WAL segment %s, which the backup needs up to its stop, is neither in the archive (%s) nor "
+            "in the backup. Nothing was restored." % (missing, archive or "none given"),
+            "Give the WAL archive that holds it (wal_archive_dir or restore_command), or restore a backup "
+            "taken with include_wal.", missing_wal=missing)
+
+
+def login_role(params, owner_name):
+    """The role the restore connects to the restored server as: login_user, else the OS user that owns the
+    restored data directory. initdb names the bootstrap superuser after the OS user that ran it, and peer
+    authentication admits that OS user as the role of its own name."""
+    return params.get("login_user") or owner_name
 
 
 # -- the engine ---------------------------------------------------------------
@@ -228,10 +271,11 @@ class Restore(object):
         data = p["data_directory"].rstrip("/") or "/"
         self.result.update(backup_dir=backup_dir, label=record.get("label"), data_directory=data,
                            system_identifier=record.get("system_identifier"), target=p.get("target") or "immediate")
+        self._timed("check_wal", check_wal_at_hand, p, backup_dir, record)
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         aside = self._timed("check_target", self._check_targets, data, stamp)
         self.result.update(set_aside=aside, changed=True, durations=self.durations)
-        self._timed("lay_out", self._lay_out, backup_dir, record, data, owner)
+        self._timed("lay_out", self._lay_out, backup_dir, data, owner)
         if not p.get("start", True):
             self.result.update(started=False)
             return self.result
@@ -249,7 +293,7 @@ class Restore(object):
                 aside[name] = moved
         return aside
 
-    def _lay_out(self, backup_dir, record, data, owner):
+    def _lay_out(self, backup_dir, data, owner):
         p = self.p
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         if not os.path.isdir(data):
@@ -294,7 +338,7 @@ class Restore(object):
             os.unlink(map_file)
             write_new(map_file, rewrite_tablespace_map(text, tblspcs))
         self.result["tablespaces"] = dict(sorted(tblspcs.items()))
-        config_files = self._make_it_recover(backup_dir, record, data)
+        config_files = self._make_it_recover(data)
         if p.get("confine_to"):
             self._confine(data, tblspcs, p["confine_to"])
         for path in [data] + placed + ([p["waldir"]] if p.get("waldir") else []):
@@ -332,7 +376,7 @@ class Restore(object):
             os.mkdir(status, 0o700)
         self.result["waldir"] = waldir or pg_wal
 
-    def _make_it_recover(self, backup_dir, record, data):
+    def _make_it_recover(self, data):
         """backup_label, recovery.signal and the recovery settings; returns the configuration files written
         outside ``data`` (minimal_config), for the server's owner to read."""
         p = self.p
@@ -353,17 +397,7 @@ class Restore(object):
                 os.unlink(os.path.join(data, name))
         if not os.path.lexists(os.path.join(data, "recovery.signal")):
             write_new(os.path.join(data, "recovery.signal"), "")
-        archive = p.get("wal_archive_dir")
-        command = p.get("restore_command") or restore_command_for(archive)
-        if not p.get("restore_command"):
-            needed = wal_needed(record)
-            missing = missing_wal(needed, [archive, self.result["waldir"]])
-            if missing:
-                raise BackupError(
-                    "The WAL segment %s, which the backup needs up to its stop, is neither in the archive (%s) nor "
-                    "in the backup." % (missing, archive or "none given"),
-                    "Give the WAL archive that holds it (wal_archive_dir or restore_command), or restore a backup "
-                    "taken with include_wal.", missing_wal=missing)
+        command = p.get("restore_command") or restore_command_for(p.get("wal_archive_dir"))
         settings = recovery_settings(p, command) + [
             (k, _conf_value(v)) for k, v in sorted((p.get("settings") or {}).items())]
         written = []
@@ -402,7 +436,7 @@ class Restore(object):
             pid = pid or postmaster_pid(data)
             if (pid and not alive(pid)) or (pid is None and time.time() > started + 10):
                 return self._ended(log, action)
-            state = self._state(data)
+            state = self._state(data, owner)
             if state is not None:
                 in_recovery, paused = state[0], state[1]
                 if not in_recovery or (action == "pause" and paused):
@@ -423,16 +457,17 @@ class Restore(object):
             return None
         explained = explain_recovery_failure(text)
         if explained:
-            raise BackupError(explained[0] + log_tail(log), explained[1])
+            raise BackupError(explained[0] + log_tail(log), explained[1], replay_end=replay_end_in_log(text))
         raise BackupError("The restored server stopped during recovery.%s" % log_tail(log),
                           "Read the log above; the data directory is left as it is for a person to look at.")
 
-    def _state(self, data):
+    def _state(self, data, owner):
         sock, port = listening(data)
         if not port:
             return None
         try:
-            conn = self.connect(sock or "127.0.0.1", port, self.p.get("login_user") or "postgres")
+            with acting_as(_Owner(owner)):
+                conn = self.connect(sock or "127.0.0.1", port, login_role(self.p, owner.pw_name))
         except Exception:   # still starting or replaying before consistency: psycopg2 raises OperationalError
             return None
         try:
@@ -558,13 +593,13 @@ def restore_argument_spec():
         start=dict(type="bool", default=True),
         bindir=dict(type="path"),
         log_file=dict(type="path"),
-        login_user=dict(type="str", default="postgres"),
+        login_user=dict(type="str"),
         timeout=dict(type="int", default=3600),
     )
 
 
 def restore_task(params, check_mode, connect=None):
-    """pg_restore's task. Check mode chooses the backup and checks the target, and changes nothing."""
+    """pg_restore's task. Check mode chooses the backup, checks the target and the WAL, and changes nothing."""
     if check_mode:
         check_target(params)
         backup_dir, record = choose_backup(params.get("backup_dir"), params.get("dest"),
@@ -572,6 +607,7 @@ def restore_task(params, check_mode, connect=None):
         why = target_before_backup_end(params, record)
         if why:
             raise before_backup_end_error(why)
+        check_wal_at_hand(params, backup_dir, record)
         pid = running_postmaster(params["data_directory"])
         if pid:
             raise BackupError("A postmaster (PID %s) runs on the target data directory %s." % (

@@ -7,6 +7,7 @@
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import contextlib
 import os
 import signal
 import socket
@@ -34,6 +35,30 @@ def as_user(uid, gid):
         os.setgid(gid)
         os.setuid(uid)
     return demote
+
+
+@contextlib.contextmanager
+def acting_as(owner):
+    """Run the block with ``owner``'s effective uid and gid (a stat result: st_uid, st_gid) when running as root.
+
+    Peer authentication names a Unix-socket client by the effective uid it had
+    at connect(): a module running as root connects to the restored server as
+    its OS user, whose role of the same name peer authentication admits. The
+    saved uid stays root, so root is taken back afterwards.
+    """
+    if os.geteuid() != 0 or owner.st_uid == 0:
+        yield
+        return
+    gid = os.getegid()
+    os.setegid(owner.st_gid)
+    try:
+        os.seteuid(owner.st_uid)
+        try:
+            yield
+        finally:
+            os.seteuid(0)
+    finally:
+        os.setegid(gid)
 
 
 def owner_can(owner, test_args):

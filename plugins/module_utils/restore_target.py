@@ -176,6 +176,41 @@ def missing_segments_in_log(log_text):
     return names
 
 
+_RESTORED = re.compile(r'restored log file "([0-9A-F]{24})" from archive')
+_REDO_DONE = re.compile(r"redo done at ([0-9A-Fa-f]+/[0-9A-Fa-f]+)")
+_LAST_COMMIT = re.compile(r"last completed transaction was at log time (.+?)\s*$", re.M)
+
+
+def replay_end_in_log(log_text):
+    """Where replay ended, as the log tells: {'segment': the last segment restored from the archive,
+    'lsn': the 'redo done at' LSN, 'last_commit': the time of the last transaction replayed}; a key is
+    left out when the log does not tell (WAL read from pg_wal/ is not logged per segment)."""
+    found = {}
+    for key, pattern in (("segment", _RESTORED), ("lsn", _REDO_DONE), ("last_commit", _LAST_COMMIT)):
+        matches = pattern.findall(log_text)
+        if matches:
+            found[key] = matches[-1].strip()
+    return found
+
+
+def past_the_archive(log_text):
+    """(message, hint) for a target past the last archived WAL: where replay ended, and what to do."""
+    end = replay_end_in_log(log_text)
+    where = []
+    if end.get("segment"):
+        where.append("the last segment replayed was %s" % end["segment"])
+    if end.get("lsn"):
+        where.append("redo ended at %s" % end["lsn"])
+    if end.get("last_commit"):
+        where.append("the last transaction replayed committed at %s" % end["last_commit"])
+    return ("The recovery target is past the last archived WAL: recovery replayed all of it and ended before "
+            "reaching the target%s." % ((" (" + "; ".join(where) + ")") if where else ""),
+            "Choose a target within the archived WAL (at or before the last transaction replayed), or latest to "
+            "restore everything archived; or put the WAL after %s into the archive (check that archiving works) "
+            "and restore again, with force: true to set this attempt aside."
+            % (end.get("segment") or "the last segment replayed"))
+
+
 def explain_recovery_failure(log_text):
     """(message, hint) for a restored server that stopped during recovery, from its log; None when unknown."""
     missing = missing_segments_in_log(log_text)
@@ -185,10 +220,7 @@ def explain_recovery_failure(log_text):
                 "consistent: PostgreSQL refused it.",
                 "Restore an older backup (one that ended before the target), or choose a later target.")
     if "recovery ended before configured recovery target was reached" in log_text:
-        return ("The recovery target is past the last WAL the archive holds%s: recovery ended before reaching it."
-                % (" (next segment %s not found)" % last if last else ""),
-                "Check that archiving works and the segment reached the archive, or choose an earlier target "
-                "(or latest).")
+        return past_the_archive(log_text)
     if last and ("WAL ends before end of online backup" in log_text or "checkpoint record" in log_text
                  or "redo" in log_text or "could not find" in log_text):
         return ("The restore needs the WAL segment %s, which restore_command did not find." % last,

@@ -24,10 +24,14 @@ description:
   - Writes C(recovery.signal) and appends the recovery settings (O(target) and its value, O(target_inclusive),
     O(target_timeline), O(target_action), C(restore_command)) to C(postgresql.auto.conf), with C(archive_mode = off);
     the restored server never writes into the WAL archive until you turn archiving back on.
-  - Before starting, checks that every WAL segment from the backup's start to its stop is in the archive directory
-    or in the backup (not with a custom O(restore_command)), and that the target is not before the backup's end.
+  - Before anything is laid out (and before O(force) sets anything aside), checks that the target is not before
+    the backup's end and that every WAL segment from the backup's start to its stop is in the archive directory or
+    in the backup (not with a custom O(restore_command)); a restore refused there leaves the target as it was.
   - With O(start) (default), starts the server as O(owner) and waits until it has reached its target (promoted,
-    paused, or shut down as O(target_action) says), then reports where it stopped. The server is left running.
+    paused, or shut down as O(target_action) says), then reports where it stopped. The server is left running
+    (paused in recovery with O(target_action=pause)).
+  - A target past the last archived WAL fails, saying where replay ended (RV(replay_end)); PostgreSQL 14 and later
+    end recovery with an error when the WAL runs out before the target.
 version_added: 0.2.0
 author: pgexclusive.backup maintainers (@pgexclusive)
 requirements:
@@ -131,9 +135,12 @@ options:
     description: The server's startup log; default C(<data_directory>.restore.log).
     type: path
   login_user:
-    description: The database user asked where recovery stopped (over the restored server's Unix socket).
+    description:
+      - The database role asked where recovery stopped, over the restored server's Unix socket.
+      - Default the name of O(owner), the OS user that owns the restored data directory (initdb names the
+        bootstrap superuser after it).
+      - Run as root, the module connects with O(owner)'s effective uid, so peer authentication admits it.
     type: str
-    default: postgres
   timeout:
     description: Seconds to wait for the target.
     type: int
@@ -266,13 +273,25 @@ log_file:
   returned: when started
   type: str
 durations:
-  description: Seconds each step took (choose, verify, check_target, lay_out, recover).
+  description: Seconds each step took (choose, verify, check_wal, check_target, lay_out, recover).
   returned: success, and on a failure after the target was checked
   type: dict
 missing_wal:
-  description: The WAL segment the restore needs and found nowhere.
+  description: The WAL segment the restore needs and found nowhere (checked before anything is laid out).
   returned: on that failure
   type: str
+reached:
+  description: The server log's C(recovery stopping) line (where it stopped) after O(target_action=shutdown).
+  returned: when shut down at the target
+  type: str
+replay_end:
+  description:
+    - Where replay ended as the server's log tells, when recovery stopped without reaching its target
+      (e.g. a target past the last archived WAL) - C(segment) (the last restored from the archive), C(lsn)
+      (redo done at), C(last_commit) (the time of the last transaction replayed); keys the log does not tell are
+      left out.
+  returned: on that failure
+  type: dict
 '''
 
 from ansible.module_utils.basic import AnsibleModule

@@ -14,67 +14,25 @@ import json
 import os
 import pwd
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
+from restore_helpers import insert, make_dir, rows_of, stop_restored, tree_listing
 from runner import REPO, ROLE_ENV, ansible_env, localhost_inventory, run_dir, run_playbook, run_role, run_tasks, task
 from testbed import Cluster, provide
-from testbed.osuser import as_postgres, chown_postgres, open_to_postgres
+from testbed.osuser import chown_postgres, open_to_postgres
 from testbed.fixtures import SELECTED
-
-from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_server import alive, postmaster_pid
 
 BEFORE = set(range(1, 101))
 BATCH1 = set(range(1001, 1101))
 BATCH2 = set(range(2001, 2101))
 
 
-def insert(cluster, db, first, last, phase):
-    cluster.sql("INSERT INTO t SELECT g, %s FROM generate_series(%s, %s) g", (phase, first, last), dbname=db)
-
-
 class History:
     """A cluster, its backup, and the points in time after it."""
-
-
-def make_dir(path):
-    path.mkdir(parents=True, exist_ok=True)
-    path.chmod(0o755)
-    return path
-
-
-def stop_restored(data_dir, inst):
-    """Stop a restored server by the PID in its postmaster.pid (fast, then SIGKILL)."""
-    pid = postmaster_pid(str(data_dir))
-    if not pid or not alive(pid):
-        return
-    subprocess.run(as_postgres([inst.tool("pg_ctl"), "-D", str(data_dir), "-m", "fast", "-w", "-t", "60", "stop"]),
-                   capture_output=True, check=False)
-    deadline = time.monotonic() + 10
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if alive(pid):
-        os.kill(pid, 9)
-
-
-def rows_of(result, db):
-    """{phase: set(ids)} of the server a restore left running, read over its own socket."""
-    import psycopg2
-    conn = psycopg2.connect(host=result["socket_dir"], port=result["port"], user="postgres", dbname=db)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT id FROM t")
-            ids = {row[0] for row in cur.fetchall()}
-            cur.execute("SELECT current_setting('archive_mode'), pg_tablespace_location(oid) FROM pg_tablespace "
-                        "WHERE spcname = 'ts'")
-            archive_mode, location = cur.fetchone()
-        return {"ids": ids, "archive_mode": archive_mode, "ts_location": location}
-    finally:
-        conn.close()
 
 
 @pytest.fixture(scope="module", params=SELECTED, ids=lambda m: f"pg{m}")
@@ -181,11 +139,6 @@ def history(request, testbed_dir):
         shutil.rmtree(root, ignore_errors=True)
 
 
-def tree_listing(top):
-    return sorted(os.path.relpath(os.path.join(root, name), top)
-                  for root, dirs, files in os.walk(top) for name in dirs + files)
-
-
 def _free_port():
     from testbed import free_port
     return free_port()
@@ -202,7 +155,7 @@ def test_immediate_holds_the_rows_committed_before_the_backup(history):
     assert history.rows["immediate"]["ids"] == BEFORE
     assert result["promoted"] is True and result["timeline"] == 2
     assert result["label_fixed"] is False, "the role's copy already carries the 15+ label fix"
-    assert set(result["durations"]) == {"choose", "verify", "check_target", "lay_out", "recover"}
+    assert set(result["durations"]) == {"choose", "verify", "check_wal", "check_target", "lay_out", "recover"}
     assert result["verified"] == {"method": "file list", "outputs": history.record["outputs"]}, "a tar backup"
 
 
@@ -292,6 +245,7 @@ def test_a_missing_wal_segment_is_named(history):
     assert result.get("failed") and f"The WAL segment {missing}" in result["msg"], result.get("msg")
     assert result["missing_wal"] == missing
     assert result["data_directory"] == str(history.root / "restored-missing_wal" / "data"), "where the restore went"
+    assert not (history.root / "restored-missing_wal").exists(), "refused before anything was laid out"
 
 
 def test_the_live_server_is_untouched(history):

@@ -89,3 +89,82 @@ def test_wal_needed_and_missing(tmp_path):
     (tmp_path / "b" / needed[2]).write_text("")
     assert restore.missing_wal(needed, [str(tmp_path / "a"), None, str(tmp_path / "b")]) == needed[1]
     assert restore.wal_needed({}) == []
+
+
+def test_wal_in_the_backup_is_found_before_anything_is_laid_out(tmp_path):
+    (tmp_path / "data" / "pg_wal").mkdir(parents=True)
+    (tmp_path / "data" / "pg_wal" / "000000010000000000000003").write_text("")
+    rec = {"wal_included": ["000000010000000000000002"]}
+    assert restore.wal_in_backup(str(tmp_path), rec) == {"000000010000000000000002", "000000010000000000000003"}
+    assert restore.wal_in_backup(str(tmp_path / "tar-backup"), {}) == set()
+    needed = ["000000010000000000000002", "000000010000000000000003", "000000010000000000000004"]
+    assert restore.missing_wal(needed, [None], restore.wal_in_backup(str(tmp_path), rec)) == needed[2]
+
+
+RECORD = {"label": "nightly", "status": "complete", "system_identifier": "7", "start_lsn": "0/2000028",
+          "start_wal_file": "000000010000000000000002", "stop_lsn": "0/3000100",
+          "stop_wal_file": "000000010000000000000003"}
+
+
+def test_check_wal_at_hand(tmp_path):
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    (archive / "000000010000000000000002").write_text("")
+    with pytest.raises(BackupError, match="The WAL segment 000000010000000000000003, which the backup needs") as exc:
+        restore.check_wal_at_hand({"wal_archive_dir": str(archive)}, str(tmp_path / "b"), RECORD)
+    assert exc.value.facts == {"missing_wal": "000000010000000000000003"}
+    assert "Nothing was restored." in exc.value.msg
+    (archive / "000000010000000000000003").write_text("")
+    restore.check_wal_at_hand({"wal_archive_dir": str(archive)}, str(tmp_path / "b"), RECORD)
+    # A custom restore_command fetches from where only it knows.
+    restore.check_wal_at_hand({"restore_command": "fetch %f %p"}, str(tmp_path / "b"), RECORD)
+
+
+def test_a_restore_without_its_wal_changes_nothing_not_even_with_force(tmp_path):
+    import pwd
+    backup = tmp_path / "backups" / "nightly"
+    write(backup, RECORD)
+    (tmp_path / "archive").mkdir()
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "old file").write_text("keep")
+    params = dict(backup_dir=str(backup), data_directory=str(target), force=True, verify=False, start=False,
+                  owner=pwd.getpwuid(os.geteuid()).pw_name, wal_archive_dir=str(tmp_path / "archive"))
+    with pytest.raises(BackupError, match="The WAL segment 000000010000000000000002") as exc:
+        restore.restore_task(params, False)
+    assert sorted(os.listdir(str(tmp_path))) == ["archive", "backups", "target"], "nothing set aside"
+    assert os.listdir(str(target)) == ["old file"]
+    assert exc.value.facts["data_directory"] == str(target) and "set_aside" not in exc.value.facts
+    with pytest.raises(BackupError, match="The WAL segment 000000010000000000000002"):
+        restore.restore_task(params, True)
+
+
+def test_login_role_is_the_owner_unless_login_user_is_given():
+    assert restore.login_role({"login_user": None}, "postgres") == "postgres"
+    assert restore.login_role({}, "pgdata") == "pgdata"
+    assert restore.login_role({"login_user": "restorer"}, "postgres") == "restorer"
+
+
+def test_the_restored_server_is_asked_as_its_owner_with_the_owners_uid(tmp_path):
+    """Peer authentication admits a root-run restore only when it connects with the owner's uid, as the owner's
+    role."""
+    import pwd
+    try:
+        owner = pwd.getpwnam("postgres") if os.geteuid() == 0 else pwd.getpwuid(os.geteuid())
+    except KeyError:
+        pytest.skip("no postgres OS user to act as")
+    (tmp_path / "postmaster.pid").write_text("%d\n%s\n0\n5499\n/run/sock\n" % (os.getpid(), tmp_path))
+    seen = []
+
+    def connect(sock, port, user):
+        seen.append((sock, port, user, os.geteuid(), os.getegid()))
+        raise OSError("not accepting connections yet")
+
+    gid = owner.pw_gid if os.geteuid() == 0 else os.getegid()
+    engine = restore.Restore({}, connect)
+    assert engine._state(str(tmp_path), owner) is None
+    engine.p = {"login_user": "restorer"}
+    engine._state(str(tmp_path), owner)
+    assert seen == [("/run/sock", 5499, owner.pw_name, owner.pw_uid, gid),
+                    ("/run/sock", 5499, "restorer", owner.pw_uid, gid)]
+    assert (os.geteuid(), os.getegid()) == (os.getuid(), os.getgid()), "root is taken back"

@@ -74,7 +74,8 @@ def test_explain_recovery_failure_names_the_missing_segment():
            "LOG:  redo done at 0/6000100\n"
            "FATAL:  recovery ended before configured recovery target was reached\n")
     msg, hint = rt.explain_recovery_failure(log)
-    assert "past the last WAL the archive holds (next segment 000000010000000000000007 not found)" in msg
+    assert msg.startswith("The recovery target is past the last archived WAL: recovery replayed all of it")
+    assert "redo ended at 0/6000100" in msg and "latest" in hint
     assert rt.missing_segments_in_log(log) == ["000000010000000000000007"]
     msg, _hint = rt.explain_recovery_failure(
         "cp: cannot stat '/a/000000010000000000000003': No such file or directory\n"
@@ -83,3 +84,31 @@ def test_explain_recovery_failure_names_the_missing_segment():
     assert "before the end of the backup" in rt.explain_recovery_failure(
         "FATAL:  requested recovery stop point is before consistent recovery point")[0]
     assert rt.explain_recovery_failure("LOG:  something else") is None
+
+
+PAST_THE_ARCHIVE = (
+    '2026-12-06 13:50:01.100 UTC [77] LOG:  restored log file "00000002.history" from archive\n'
+    '2026-12-06 13:50:01.200 UTC [77] LOG:  restored log file "000000010000000000000005" from archive\n'
+    '2026-12-06 13:50:01.300 UTC [77] LOG:  restored log file "000000010000000000000006" from archive\n'
+    "cp: cannot stat '/srv/archive/000000010000000000000007': No such file or directory\n"
+    "2026-12-06 13:50:01.400 UTC [77] LOG:  redo done at 0/6000148 system usage: CPU: user: 0.00 s\n"
+    "2026-12-06 13:50:01.400 UTC [77] LOG:  last completed transaction was at log time 2026-12-06 13:49:00.5+00\n"
+    "2026-12-06 13:50:01.400 UTC [77] FATAL:  recovery ended before configured recovery target was reached\n")
+
+
+def test_replay_end_in_log():
+    assert rt.replay_end_in_log(PAST_THE_ARCHIVE) == {
+        "segment": "000000010000000000000006", "lsn": "0/6000148", "last_commit": "2026-12-06 13:49:00.5+00"}
+    assert rt.replay_end_in_log("LOG:  redo done at 0/3000060\n") == {"lsn": "0/3000060"}, "WAL from pg_wal/"
+    assert rt.replay_end_in_log("") == {}
+
+
+def test_a_target_past_the_archive_names_the_last_segment_replayed_and_what_to_do():
+    msg, hint = rt.explain_recovery_failure(PAST_THE_ARCHIVE)
+    assert msg == ("The recovery target is past the last archived WAL: recovery replayed all of it and ended before "
+                   "reaching the target (the last segment replayed was 000000010000000000000006; redo ended at "
+                   "0/6000148; the last transaction replayed committed at 2026-12-06 13:49:00.5+00).")
+    assert "the WAL after 000000010000000000000006 into the archive" in hint and "force: true" in hint
+    msg, hint = rt.explain_recovery_failure(
+        "FATAL:  recovery ended before configured recovery target was reached\n")
+    assert msg.endswith("ended before reaching the target.") and "the WAL after the last segment replayed into" in hint
