@@ -16,6 +16,7 @@ import collections
 import errno
 import os
 import stat
+import struct
 import subprocess
 import tempfile
 import threading
@@ -24,7 +25,7 @@ import zlib
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_files import is_excluded
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 
-# Parallel gzip: blocks of the tar stream compressed at gzip's default level, one gzip member each.
+# Parallel gzip: blocks of the tar stream deflated at gzip's default level, joined in one gzip member.
 GZIP_BLOCK = 4 << 20
 GZIP_LEVEL = 6
 # Bytes one sendfile call copies at most (Linux stops at 2 GiB anyway).
@@ -56,35 +57,42 @@ def gzip_parallel(argv, output, workers, block=GZIP_BLOCK):
 def pipe_stream(argv, out, gzip_workers=0, block=GZIP_BLOCK):
     """Run ``argv``, which writes a stream to stdout, and write that stream to the binary file object ``out``.
 
-    With ``gzip_workers``, the stream is gzipped in that many threads: each
-    block becomes a gzip member of its own, as pigz does: gzip -d, tar -z and
-    zlib read the members one after the other as a single stream (RFC 1952).
-    zlib does not hold Python's lock while it compresses, so the threads use
-    the cores. A failed write ends ``argv`` and raises its error. Returns
-    ``argv``'s (exit code, stderr) and the bytes written.
+    With ``gzip_workers``, the stream is gzipped in that many threads, as
+    pigz does: each block is deflated on its own and ends on a byte boundary
+    (a sync flush), so the blocks join into one deflate stream inside one
+    gzip member. One member, because PostgreSQL's own readers
+    (pg_verifybackup -F t) stop at the end of the first member of a
+    concatenated gzip file, or loop on it. zlib does not hold Python's lock
+    while it compresses, so the threads use the cores. A failed write ends
+    ``argv`` and raises its error. Returns ``argv``'s (exit code, stderr) and
+    the bytes written.
     """
     written = 0
     with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errors)
         try:
             with proc.stdout:
+                member = _GzipMember() if gzip_workers else None
+                if member:
+                    written += _write(out, member.header())
                 in_flight = collections.deque()
                 while True:
                     data = proc.stdout.read(block)
                     if not data:
                         break
-                    if not gzip_workers:
-                        out.write(data)
-                        written += len(data)
+                    if not member:
+                        written += _write(out, data)
                         continue
+                    member.add(data)
                     # The next block was read while ``gzip_workers`` blocks compressed: tar never waits for zlib.
                     if len(in_flight) >= gzip_workers:
-                        written += _write_member(in_flight.popleft(), out)
-                    member = _GzipMember(data)
-                    member.start()
-                    in_flight.append(member)
+                        written += _write(out, _deflated(in_flight.popleft()))
+                    in_flight.append(_DeflateBlock(data))
+                    in_flight[-1].start()
                 while in_flight:
-                    written += _write_member(in_flight.popleft(), out)
+                    written += _write(out, _deflated(in_flight.popleft()))
+                if member:
+                    written += _write(out, member.trailer())
         except BaseException:
             proc.kill()
             proc.wait()
@@ -94,24 +102,49 @@ def pipe_stream(argv, out, gzip_workers=0, block=GZIP_BLOCK):
         return rc, errors.read().decode("utf-8", "replace"), written
 
 
-class _GzipMember(threading.Thread):
+def _write(out, data):
+    out.write(data)
+    return len(data)
+
+
+class _GzipMember(object):
+    """The header and trailer (RFC 1952) around the deflated blocks; the CRC is taken over the blocks in order."""
+
+    def __init__(self):
+        self.crc = 0
+        self.size = 0
+
+    @staticmethod
+    def header():
+        # deflate, no flags, no time, unknown extra flags, OS Unix
+        return b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03"
+
+    def add(self, data):
+        self.crc = zlib.crc32(data, self.crc)
+        self.size += len(data)
+
+    def trailer(self):
+        final = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -15).flush(zlib.Z_FINISH)   # an empty last block
+        return final + struct.pack("<II", self.crc & 0xffffffff, self.size & 0xffffffff)
+
+
+class _DeflateBlock(threading.Thread):
     def __init__(self, data):
         threading.Thread.__init__(self)
         self.data = data
         self.result = None
 
     def run(self):
-        compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)   # 31: gzip header and trailer
-        self.result = compressor.compress(self.data) + compressor.flush()
+        compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -15)   # -15: raw deflate, no header
+        self.result = compressor.compress(self.data) + compressor.flush(zlib.Z_SYNC_FLUSH)
         self.data = None
 
 
-def _write_member(member, out):
-    member.join()
-    if member.result is None:
+def _deflated(block):
+    block.join()
+    if block.result is None:
         raise OSError("compressing a block failed (see the module's stderr)")
-    out.write(member.result)
-    return len(member.result)
+    return block.result
 
 
 def copy_tree(source, target, extra=(), prefix="", workers=1, cancel=None):

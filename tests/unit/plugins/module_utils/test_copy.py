@@ -252,6 +252,23 @@ def test_parallel_gzip_small_blocks_and_tar_failure(tmp_path):
     assert rc == 2 and "missing" in err
 
 
+
+@pytest.mark.parametrize("size,block", [(0, 1000), (999, 1000), (1000, 1000), (250000, 1000), (3 << 20, 1 << 20)])
+def test_parallel_gzip_writes_one_member_that_ends_where_the_file_ends(tmp_path, size, block):
+    """pg_verifybackup -F t reads a .tar.gz as one gzip member: whatever follows the first is never read."""
+    import zlib
+    payload = (os.urandom(size // 2) + b"pgx" * size)[:size]
+    source = tmp_path / "payload"
+    source.write_bytes(payload)
+    out = tmp_path / "o.gz"
+    rc, _err = cio.gzip_parallel(["cat", str(source)], str(out), 3, block=block)
+    raw = out.read_bytes()
+    one = zlib.decompressobj(31)
+    assert rc == 0 and one.decompress(raw) == payload and one.eof and one.unused_data == b""
+    assert subprocess.run(["gzip", "-t", str(out)]).returncode == 0
+    assert int.from_bytes(raw[-4:], "little") == size and int.from_bytes(raw[-8:-4], "little") == zlib.crc32(payload)
+
+
 def copied_data_dir(out, method, tmp_path):
     """The copy as a directory: data/ as it is, a tar backup extracted."""
     if method != "tar":
