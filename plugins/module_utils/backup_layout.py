@@ -5,11 +5,14 @@
 """Names of what a backup directory ``<dest>/<label>/`` holds.
 
     always:   backup.json          the record, written last (RECORD_FILE)
-              backup_manifest      PostgreSQL's manifest format (MANIFEST_FILE)
+              backup_manifest      PostgreSQL's manifest format (MANIFEST_FILE): tar, rsync, copy
+                                   into this directory (not to a repository)
               backup_label.restorable  the label a restore uses (RESTORABLE_LABEL_FILE)
 
     tar:      base.tar[.gz|.zst]   the data directory
               <oid>.tar[.gz|.zst]  one per tablespace (as pg_basebackup names them)
+              pg_wal.tar[.gz|.zst] the WAL (include_wal)
+              These are the names pg_verifybackup 18 reads a tar-format backup by.
     rsync,
     copy:     data/                the data directory; pg_tblspc/<oid> stay symbolic
                                    links, pointing at ../../tablespaces/<oid>
@@ -23,6 +26,8 @@ imports the copy to learn where things are.
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
+
+import os
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 
@@ -53,3 +58,20 @@ def tar_name(name, compression):
     if compression not in COMPRESSIONS:
         raise BackupError("Unknown compression %r." % compression, "Use one of %s." % ", ".join(COMPRESSIONS))
     return name + TAR_SUFFIX[compression]
+
+
+def tar_archive(name):
+    """('base' | '<oid>' | 'pg_wal', compression) for a file name of the tar layout; None for any other name."""
+    for compression, suffix in TAR_SUFFIX.items():
+        stem = name[:-len(suffix)] if name.endswith(suffix) else None
+        if stem in ("base", "pg_wal") or (stem and stem.isdigit()):
+            return stem, compression
+    return None
+
+
+def copy_format(backup_dir):
+    """'plain' (data/), 'tar' (base.tar[.gz|.zst]), or None: no copy of the data directory here."""
+    if os.path.isdir(os.path.join(backup_dir, DATA_SUBDIR)):
+        return "plain"
+    names = os.listdir(backup_dir) if os.path.isdir(backup_dir) else []
+    return "tar" if any((tar_archive(name) or ("",))[0] == "base" for name in names) else None

@@ -19,7 +19,7 @@ import os
 
 from ansible.module_utils.parsing.convert_bool import boolean
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout import DATA_SUBDIR, RECORD_FILE
+from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout import RECORD_FILE, copy_format
 from ansible_collections.pgexclusive.backup.plugins.module_utils.durable import atomic_write, fsync_path, fsync_tree
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.pgexclusive.backup.plugins.module_utils.manifest import write_manifest
@@ -54,6 +54,7 @@ SCHEMA = (
     ("copy_duration", (("copy", "duration"),)),
     ("bytes", (("copy", "bytes"),)),
     ("outputs", (("copy", "outputs"),)),
+    ("output_bytes", (("copy", "output_bytes"),)),
     ("tablespaces", (("copy", "tablespaces"),)),
     ("label_fixed", (("copy", "label_fixed"),)),
     ("restore_hint", (("copy", "restore_hint"),)),
@@ -207,14 +208,16 @@ def record_backup(params, check_mode):
 
 
 def _make_durable(backup_dir, facts, with_manifest):
-    """Write the manifest of a plain copy, then fsync every file and directory of the backup.
+    """Write the manifest of a plain or tar copy, then fsync every file and directory of the backup.
 
-    With a remote rsync target the copy is not here: the walk covers what is
-    (the record's own directory), the remote side is rsync's to make durable.
+    With a repository on another host the copy is not here: the walk covers
+    what is (the record's own directory), the remote side is rsync's or ssh's
+    to make durable. This runs after the stop, so reading a tar copy back
+    for its checksums keeps no server in backup mode.
     """
     manifest = None
     try:
-        if with_manifest and os.path.isdir(os.path.join(backup_dir, DATA_SUBDIR)):
+        if with_manifest and copy_format(backup_dir):
             missing = [k for k in ("timeline", "start_lsn", "stop_lsn") if not facts.get(k)]
             if missing:
                 raise BackupError("The manifest needs %s in facts." % ", ".join(missing),

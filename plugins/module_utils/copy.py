@@ -253,6 +253,7 @@ class Copier(object):
         if self.method == "command":
             result["restore_hint"] = restore_hint(self.fix_label)
         result["bytes"] = method.size()
+        result["output_bytes"] = method.output_bytes()
         return result
 
     def _prepare_remote(self):

@@ -156,6 +156,10 @@ class CopyMethod(object):
     def size(self):
         return _size_of(self.context.backup_dir)
 
+    def output_bytes(self):
+        """Each output file's bytes by name, for a restore to check them by; None where the outputs are directories."""
+        return None
+
     def targets(self):
         """Where data/ and tablespaces/ go: the repository (remote or a local directory), or backup_dir."""
         ctx = self.context
@@ -175,6 +179,7 @@ class TarMethod(CopyMethod):
         CopyMethod.__init__(self, context)
         # Bytes of the tar streams sent to a repository.
         self.streamed = 0
+        self.sizes = {}
 
     def run(self, staging, tablespaces):
         ctx = self.context
@@ -194,6 +199,9 @@ class TarMethod(CopyMethod):
     def size(self):
         return self.streamed if self.context.remote else CopyMethod.size(self)
 
+    def output_bytes(self):
+        return dict(self.sizes)
+
     def _tar(self, command, output):
         """One tar. gzip is done here with zlib, not by GNU gzip: zlib compresses about 1.4x faster
         (docs/benchmarks.md), and in ``parallel`` threads."""
@@ -207,6 +215,7 @@ class TarMethod(CopyMethod):
             argv = command(output, ctx.compression)
             rc, _out, err = ctx.run(argv)
         ctx.check("tar", argv, rc, err)
+        self.sizes[os.path.basename(output)] = os.path.getsize(output)
 
     def _tar_to_repository(self, command, output):
         """One tar streamed into ``output`` on the repository host: tar | (gzip here) | ssh 'cat > output'.
@@ -223,6 +232,7 @@ class TarMethod(CopyMethod):
         ctx.commands.append({"argv": ssh_argv, "rc": 0})
         ctx.check("tar", argv, rc, err)
         self.streamed += size
+        self.sizes[os.path.basename(output)] = size
 
 
 class RsyncMethod(CopyMethod):

@@ -2,10 +2,13 @@
 # Copyright: pgexclusive.backup maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""backup_manifest in PostgreSQL's own JSON format (version 1), for plain-format copies.
+"""backup_manifest in PostgreSQL's own JSON format (version 1), for plain and tar copies.
 
-pg_verifybackup (PostgreSQL 13+) checks a copy against it. Version 1 carries
-no system identifier, so the 15, 16 and 18 tools all accept it. The
+pg_verifybackup (PostgreSQL 13+) checks a plain copy against it, and from 18
+on a tar copy too. Version 1 carries no system identifier, so the 15, 16 and
+18 tools all accept it. A tar copy's entries describe the bytes inside its
+archives, read back after they were written: files of <oid>.tar are listed as
+pg_tblspc/<oid>/<path>, as pg_verifybackup 18 looks them up. The
 Manifest-Checksum is the SHA256 of every byte before the line that holds it,
 up to and including the newline that ends the WAL-Ranges section: that is what
 pg_verifybackup recomputes.
@@ -14,12 +17,19 @@ pg_verifybackup recomputes.
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import gzip
 import hashlib
 import json
 import os
+import posixpath
+import subprocess
+import tarfile
+import tempfile
 import time
+import zlib
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout import DATA_SUBDIR, MANIFEST_FILE
+from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout import (
+    DATA_SUBDIR, MANIFEST_FILE, RECORD_FILE, copy_format, tar_archive)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.durable import atomic_write
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 
@@ -55,14 +65,21 @@ def render(files, wal_ranges):
     return body + '"Manifest-Checksum": "%s"}\n' % checksum
 
 
-def sha256_file(path, chunk=1 << 20):
-    digest = hashlib.sha256()
+CHUNK = 1 << 20
+
+
+def sha256_file(path):
     with open(path, "rb") as handle:
-        while True:
-            block = handle.read(chunk)
-            if not block:
-                break
-            digest.update(block)
+        return sha256_stream(handle)
+
+
+def sha256_stream(handle):
+    digest = hashlib.sha256()
+    while True:
+        block = handle.read(CHUNK)
+        if not block:
+            break
+        digest.update(block)
     return digest.hexdigest()
 
 
@@ -107,16 +124,148 @@ def _raise(error):
     raise error
 
 
-def write_manifest(backup_dir, timeline, start_lsn, end_lsn):
-    """Write <backup_dir>/backup_manifest for the plain copy in <backup_dir>/data, atomically.
+def member_path(name, prefix=""):
+    """A tar member's name as the manifest lists it: './base/1/112' -> 'base/1/112', with ``prefix`` before it.
 
-    Returns path, files, bytes and the pg_verifybackup command that checks the copy.
+    None for a name the manifest never lists: the archive's top directory, and
+    in base.tar what a plain manifest leaves out too (NOT_LISTED_TOP).
     """
-    data_dir = os.path.join(backup_dir, DATA_SUBDIR)
-    entries = walk_copy(data_dir, backup_dir)
+    path = posixpath.normpath("/" + name).lstrip("/")
+    if not path or path == ".":
+        return None
+    if not prefix and path.split("/", 1)[0] in NOT_LISTED_TOP:
+        return None
+    return prefix + path
+
+
+def tablespace_prefix(oid):
+    return "pg_tblspc/%s/" % oid
+
+
+def archive_entries(stream, prefix=""):
+    """Manifest entries for the regular files of the uncompressed tar ``stream``, read once, in archive order.
+
+    Directories and symbolic links (pg_tblspc/<oid> in base.tar) are not
+    files to pg_verifybackup either: never listed. tarfile ends quietly at a
+    header cut short, so the archive's end is checked here: a manifest of a
+    truncated archive would vouch for a backup that lacks files.
+    """
+    counted = _Counted(stream)
+    entries = []
+    # Reads of CHUNK, not tarfile's default 10 KiB: fewer calls in Python per byte hashed.
+    with tarfile.open(fileobj=counted, mode="r|", bufsize=CHUNK) as tar:
+        for member in tar:
+            path = member_path(member.name, prefix)
+            if path is None or not member.isreg():
+                continue
+            entries.append(file_entry(path, member.size, member.mtime, sha256_stream(tar.extractfile(member))))
+        end = tar.offset
+    # The end-of-archive blocks and tar's padding, read to the end (and a decompressing process ends of itself).
+    while counted.read(CHUNK):
+        pass
+    if counted.bytes % tarfile.BLOCKSIZE or counted.bytes < end + 2 * tarfile.BLOCKSIZE:
+        raise tarfile.ReadError("it ends after %d bytes, without tar's end-of-archive blocks: it was cut short"
+                                % counted.bytes)
+    return entries
+
+
+class _Counted(object):
+    """A binary stream that counts the bytes read from it."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.bytes = 0
+
+    def read(self, size=-1):
+        data = self.stream.read(size)
+        self.bytes += len(data)
+        return data
+
+
+def read_archive(path, compression, prefix=""):
+    """archive_entries of the archive ``path``, decompressed as a stream.
+
+    gzip is read with Python's gzip module, not tarfile's 'r|gz': the copy
+    writes one gzip member per block (copy_io.pipe_stream), and 'r|gz' stops
+    after the first. zstd is read through ``zstd -dc`` in a process of its own.
+    """
+    try:
+        if compression == "zstd":
+            return _read_zstd(path, prefix)
+        opener = gzip.open if compression == "gzip" else open
+        with opener(path, "rb") as stream:
+            return archive_entries(stream, prefix)
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        raise unreadable(path, exc)
+
+
+def _read_zstd(path, prefix):
+    with tempfile.TemporaryFile() as errors:
+        try:
+            proc = subprocess.Popen(["zstd", "-dcq", path], stdout=subprocess.PIPE, stderr=errors)
+        except OSError as exc:
+            raise unreadable(path, "zstd could not run: %s" % exc)
+        try:
+            with proc.stdout:
+                entries = archive_entries(proc.stdout, prefix)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        if proc.wait() != 0:
+            errors.seek(0)
+            raise unreadable(path, "zstd exited with %d: %s" % (
+                proc.returncode, errors.read().decode("utf-8", "replace").strip()[-2000:]))
+    return entries
+
+
+def unreadable(path, why):
+    return BackupError("%s could not be read back for the backup_manifest: %s" % (path, why),
+                       "The archive the copy wrote is damaged or zstd is missing on the database host: "
+                       "install zstd for zstd compression, check the destination's disk, and take a new backup.")
+
+
+def walk_archives(backup_dir):
+    """Manifest entries for a tar copy: base.tar's files, then each <oid>.tar's, by oid (pg_wal.tar is WAL)."""
+    archives = []
+    for name in os.listdir(backup_dir):
+        kind = tar_archive(name)
+        if kind and kind[0] != "pg_wal":
+            archives.append((kind[0] != "base", int(kind[0]) if kind[0].isdigit() else 0, name, kind))
+    entries = []
+    for _tablespace, _oid, name, (stem, compression) in sorted(archives):
+        prefix = "" if stem == "base" else tablespace_prefix(stem)
+        entries.extend(read_archive(os.path.join(backup_dir, name), compression, prefix))
+    return entries
+
+
+def write_manifest(backup_dir, timeline, start_lsn, end_lsn):
+    """Write <backup_dir>/backup_manifest for the copy there (plain: data/; tar: base.tar...), atomically.
+
+    Returns path, files, bytes, the pg_verifybackup command that checks the copy and the seconds it took.
+    """
+    started = time.monotonic()
+    fmt = copy_format(backup_dir)
+    if fmt is None:
+        raise BackupError("%s holds neither data/ nor base.tar: there is no copy here to write a backup_manifest for."
+                          % backup_dir, "Write the manifest on the host that holds the copy, after the copy.")
+    if fmt == "plain":
+        data_dir = os.path.join(backup_dir, DATA_SUBDIR)
+        entries = walk_copy(data_dir, backup_dir)
+    else:
+        entries = walk_archives(backup_dir)
     text = render(entries, [{"timeline": timeline, "start_lsn": start_lsn, "end_lsn": end_lsn}])
     path = atomic_write(os.path.join(backup_dir, MANIFEST_FILE), text, 0o644)
-    # Without the WAL in data/pg_wal, pg_verifybackup must be told not to look for it (-n).
-    wal_inside = bool(os.listdir(os.path.join(data_dir, "pg_wal")))
-    return {"path": path, "files": len(entries), "bytes": sum(e["Size"] for e in entries),
-            "verify": "pg_verifybackup -m %s %s%s" % (path, data_dir, "" if wal_inside else " -n")}
+    if fmt == "plain":
+        # Without the WAL in data/pg_wal, pg_verifybackup must be told not to look for it (-n).
+        wal_inside = bool(os.listdir(os.path.join(data_dir, "pg_wal")))
+        verify = "pg_verifybackup -m %s %s%s" % (path, data_dir, "" if wal_inside else " -n")
+    else:
+        verify = verify_tar_command(path, backup_dir)
+    return {"path": path, "files": len(entries), "bytes": sum(e["Size"] for e in entries), "verify": verify,
+            "format": fmt, "duration": round(time.monotonic() - started, 3)}
+
+
+def verify_tar_command(path, backup_dir):
+    """pg_verifybackup 18+ on a tar copy: -n, since it reads no WAL from an archive; backup.json is ours, not PostgreSQL's."""
+    return "pg_verifybackup -F t -n -i %s -m %s %s" % (RECORD_FILE, path, backup_dir)

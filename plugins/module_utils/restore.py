@@ -265,7 +265,7 @@ class Restore(object):
             raise before_backup_end_error(why)
         if p.get("verify", True):
             self.result["verified"] = self._timed("verify", verify_backup, backup_dir, record,
-                                                  _find_tool(p.get("bindir"), "pg_verifybackup"))
+                                                  _find_tool(p.get("bindir"), "pg_verifybackup"), p.get("timeout") or 3600)
         owner = _owner(p.get("owner") or "postgres")
         pg_ctl = _pg_ctl(p.get("bindir")) if p.get("start", True) else None
         data = p["data_directory"].rstrip("/") or "/"

@@ -20,7 +20,7 @@ import tarfile
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import parse_tablespace_map
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout import (
-    DATA_SUBDIR, TABLESPACES_SUBDIR, TAR_SUFFIX)
+    DATA_SUBDIR, TABLESPACES_SUBDIR, TAR_SUFFIX, copy_format)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 
 
@@ -124,13 +124,6 @@ def cannot_extract(archive, err):
                        "keep the backup aside and take a new one.")
 
 
-def backup_format(backup_dir):
-    """'plain' (data/), 'tar' (base.tar[.gz|.zst]), or None: nothing this collection can restore."""
-    if os.path.isdir(os.path.join(backup_dir, DATA_SUBDIR)):
-        return "plain"
-    return "tar" if base_tar(backup_dir) else None
-
-
 def base_tar(backup_dir):
     names = os.listdir(backup_dir) if os.path.isdir(backup_dir) else []
     found = [n for n in names if n in ["base" + s for s in TAR_SUFFIX.values()]]
@@ -172,7 +165,7 @@ def lay_out(backup_dir, data, tablespace_dir):
     The copy's pg_wal is made a real directory (a link to the live WAL is
     removed as a link) holding the backup's own WAL, if any.
     """
-    fmt = backup_format(backup_dir)
+    fmt = copy_format(backup_dir)
     if fmt is None:
         raise BackupError("%s holds neither data/ nor base.tar, nothing that can be restored." % backup_dir,
                           "Restore a backup of the tar, rsync or copy method; the command method's snapshot is "

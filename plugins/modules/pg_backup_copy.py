@@ -222,6 +222,13 @@ data_directory:
   returned: success
   type: str
   sample: /var/lib/postgresql/15/main
+output_bytes:
+  description:
+    - For O(method=tar), each archive's size in bytes by name (the bytes sent, for a repository on another host);
+      a restore checks them when it cannot use pg_verifybackup. Null for the other methods.
+  returned: success
+  type: dict
+  sample: {"base.tar.gz": 5138253, "16384.tar.gz": 8121}
 bytes:
   description:
     - Size of the backup directory after the copy; for O(method=tar) to a repository on another host, the bytes sent.

@@ -41,7 +41,7 @@ options:
     type: dict
     required: true
   manifest:
-    description: Write C(backup_manifest) for a plain copy (see M(pgexclusive.backup.pg_backup_record)).
+    description: Write C(backup_manifest) for a plain or tar copy (see M(pgexclusive.backup.pg_backup_record)).
     type: bool
     default: false
   include_wal:
@@ -154,7 +154,7 @@ path:
   returned: when written
   type: str
 manifest:
-  description: The manifest written (C(path), C(files), C(bytes), C(verify)); null without one.
+  description: The manifest written (C(path), C(files), C(bytes), C(verify), C(format), C(duration)); null without one.
   returned: success
   type: dict
 wal_files:

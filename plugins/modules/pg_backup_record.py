@@ -25,6 +25,11 @@ description:
     C(pg_verifybackup -m <backup_dir>/backup_manifest <backup_dir>/data) checks the copy. Add C(-n)
     when the WAL is not in C(data/pg_wal/), or C(--wal-directory=<archive>). A symbolic link in the copy
     that leads out of the backup directory (a live tablespace, the live C(pg_wal)) fails the record.
+  - With O(manifest) and a tar copy (C(base.tar[.gz|.zst]) in the backup directory), the manifest lists the
+    files inside C(base.tar) and each C(<oid>.tar) (as C(pg_tblspc/<oid>/<path>)), read back from the archives;
+    C(pg_wal.tar) is WAL and not listed. PostgreSQL 18's
+    C(pg_verifybackup -F t -n -i backup.json -m <backup_dir>/backup_manifest <backup_dir>) checks it (its build
+    must support the archives' compression). An archive that cannot be read to its end fails the record.
 version_added: 0.1.0
 author: pgexclusive.backup maintainers (@pgexclusive)
 options:
@@ -57,7 +62,9 @@ options:
     type: dict
     default: {}
   manifest:
-    description: Write C(backup_manifest) for a plain copy. Needs C(timeline), C(start_lsn) and C(stop_lsn) in O(facts).
+    description:
+      - Write C(backup_manifest) for a plain or tar copy in the backup directory. Needs C(timeline), C(start_lsn) and
+        C(stop_lsn) in O(facts).
     type: bool
     default: false
 notes:
@@ -93,7 +100,9 @@ path:
   returned: when written
   type: str
 manifest:
-  description: The manifest written, with C(path), C(files), C(bytes) and C(verify) (the pg_verifybackup command); null without one.
+  description:
+    - The manifest written, with C(path), C(files), C(bytes), C(verify) (the pg_verifybackup command), C(format)
+      (V(plain) or V(tar)) and C(duration) (seconds spent reading the copy and writing the manifest); null without one.
   returned: success
   type: dict
 '''

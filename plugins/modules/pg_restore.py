@@ -55,8 +55,9 @@ options:
   verify:
     description:
       - Check the backup before restoring it. A plain copy with its C(backup_manifest) is checked with
-        C(pg_verifybackup -n) when O(bindir) (or the PATH) has it; otherwise every output C(backup.json) lists must
-        be there.
+        C(pg_verifybackup -n) when O(bindir) (or the PATH) has it, a tar copy with its C(backup_manifest) with
+        C(pg_verifybackup -F t -n) when that is PostgreSQL 18 or later and its build reads the archives' compression;
+        otherwise every output C(backup.json) lists must be there, with the size it records (C(output_bytes)).
     type: bool
     default: true
   data_directory:
@@ -205,7 +206,9 @@ backup_label:
   returned: success
   type: dict
 verified:
-  description: How the backup was checked (C(method) V(pg_verifybackup) with its C(command), or V(file list)).
+  description:
+    - How the backup was checked, C(method) V(pg_verifybackup) with its C(command), or V(file list) with the C(outputs)
+      found, the names whose sizes were checked (C(sizes_checked)) and the C(reason) pg_verifybackup was not used.
   returned: success, with O(verify)
   type: dict
 set_aside:

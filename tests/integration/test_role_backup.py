@@ -145,7 +145,7 @@ def test_tar_zstd_with_tablespace_self_contained(pg, db, scratch, restore):
         record = json.loads((backup_dir / "backup.json").read_text())
         oid = str(record["tablespaces"][0]["oid"])
         names = sorted(p.name for p in backup_dir.iterdir())
-        assert names == sorted(["backup.json", "base.tar.zst", f"{oid}.tar.zst", "pg_wal.tar.zst"]), names
+        assert names == sorted(["backup.json", "backup_manifest", "base.tar.zst", f"{oid}.tar.zst", "pg_wal.tar.zst"]), names
         assert record["verify_restore"]["ok"] is True
         # Restore here without any archive: only what the backup holds.
         copy, tablespaces = materialize(backup_dir, scratch / "restore")

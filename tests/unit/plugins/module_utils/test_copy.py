@@ -140,10 +140,13 @@ def test_tar_tool_failure_is_a_failure_but_exit_1_is_a_warning(tmp_path):
     def fake(rc):
         def run(argv, env=None):
             calls.append(argv)
+            with open(argv[argv.index("-cf") + 1], "w") as out:
+                out.write("x" * len(calls))
             return rc, "", "tar: file changed as we read it"
         return run
     result = c.Copier(str(data), str(tmp_path / "b"), "run-1", run=fake(1)).copy()
     assert result["warnings"] and len(calls) == 2   # base + one tablespace
+    assert result["output_bytes"] == dict(zip(result["outputs"], (1, 2)))
     with pytest.raises(BackupError, match="tar exited with 2"):
         c.Copier(str(data), str(tmp_path / "b2"), "run-1", run=fake(2)).copy()
 
@@ -250,7 +253,6 @@ def test_parallel_gzip_small_blocks_and_tar_failure(tmp_path):
     assert rc == 0 and len(gzip.open(str(out)).read()) % 512 == 0
     rc, err = cio.gzip_parallel(["tar", "-C", str(tmp_path / "missing"), "-cf", "-", "."], str(out), 2)
     assert rc == 2 and "missing" in err
-
 
 
 @pytest.mark.parametrize("size,block", [(0, 1000), (999, 1000), (1000, 1000), (250000, 1000), (3 << 20, 1 << 20)])

@@ -1,11 +1,15 @@
 import hashlib
 import json
 import os
+import shutil
 import stat
+import subprocess
 
 import pytest
 
+from ansible_collections.pgexclusive.backup.plugins.module_utils import backup_layout as layout
 from ansible_collections.pgexclusive.backup.plugins.module_utils import manifest as m
+from ansible_collections.pgexclusive.backup.plugins.module_utils.copy_io import gzip_parallel
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 
 
@@ -59,8 +63,139 @@ def test_write_manifest(tmp_path):
     (data / "PG_VERSION").write_text("15\n")
     written = m.write_manifest(str(tmp_path), 1, "0/1", "0/2")
     path = str(tmp_path / "backup_manifest")
-    assert written == {"path": path, "files": 1, "bytes": 3, "verify": "pg_verifybackup -m %s %s -n" % (path, data)}
+    assert written.pop("duration") >= 0
+    assert written == {"path": path, "files": 1, "bytes": 3, "verify": "pg_verifybackup -m %s %s -n" % (path, data),
+                       "format": "plain"}
     doc = json.loads((tmp_path / "backup_manifest").read_text())
     assert doc["Files"][0]["Checksum"] == hashlib.sha256(b"15\n").hexdigest()
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
     assert sorted(os.listdir(tmp_path)) == ["backup_manifest", "data"], "no temporary file is left"
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("base.tar", ("base", "none")), ("base.tar.gz", ("base", "gzip")), ("base.tar.zst", ("base", "zstd")),
+    ("16384.tar", ("16384", "none")), ("16384.tar.zst", ("16384", "zstd")), ("pg_wal.tar.gz", ("pg_wal", "gzip")),
+    ("base.tgz", None), ("base.tar.lz4", None), ("backup.json", None), ("x16384.tar", None), (".tar", None),
+])
+def test_tar_names_are_those_pg_verifybackup_18_reads(name, expected):
+    assert layout.tar_archive(name) == expected
+
+
+def test_copy_format(tmp_path):
+    assert layout.copy_format(str(tmp_path / "missing")) is None
+    assert layout.copy_format(str(tmp_path)) is None
+    (tmp_path / "16384.tar").write_text("")
+    assert layout.copy_format(str(tmp_path)) is None, "a tablespace without base.tar is no copy"
+    (tmp_path / "base.tar.zst").write_text("")
+    assert layout.copy_format(str(tmp_path)) == "tar"
+    (tmp_path / "data").mkdir()
+    assert layout.copy_format(str(tmp_path)) == "plain"
+
+
+@pytest.mark.parametrize("name, prefix, expected", [
+    ("./base/1/112", "", "base/1/112"),
+    ("backup_label", "", "backup_label"),
+    (".", "", None),
+    ("./", "", None),
+    ("./pg_wal/000000010000000000000002", "", None),
+    ("backup_manifest", "", None),
+    ("/abs/file", "", "abs/file"),
+    ("./sub/../base/x", "", "base/x"),
+    ("./PG_15_202209061/16385/16386", "pg_tblspc/16384/", "pg_tblspc/16384/PG_15_202209061/16385/16386"),
+    ("./pg_wal", "pg_tblspc/16384/", "pg_tblspc/16384/pg_wal"),
+])
+def test_member_path_as_pg_verifybackup_looks_it_up(name, prefix, expected):
+    assert m.member_path(name, prefix) == expected
+
+
+def tar_backup(tmp_path, compression):
+    """A tar backup as the copy writes it: GNU tar of ./ (members './...'), gzip in members of 4 KiB blocks."""
+    data = tmp_path / "live"
+    (data / "base" / "1").mkdir(parents=True)
+    (data / "pg_wal").mkdir()
+    (data / "pg_tblspc").mkdir()
+    (data / "PG_VERSION").write_text("15\n")
+    (data / "backup_label").write_text("BACKUP METHOD: streamed\n")
+    (data / "base" / "1" / "112").write_bytes(os.urandom(50000))
+    (data / "pg_tblspc" / "16384").symlink_to("/elsewhere/ts")
+    ts = tmp_path / "ts"
+    (ts / "PG_15_202209061" / "5").mkdir(parents=True)
+    (ts / "PG_15_202209061" / "5" / "16390").write_bytes(b"t" * 9000)
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    for source, stem in ((data, "base"), (ts, "16384")):
+        out = str(backup / layout.tar_name(stem, compression))
+        if compression == "gzip":
+            assert gzip_parallel(["tar", "-C", str(source), "-cf", "-", "."], out, 2, block=4096)[0] == 0
+        else:
+            subprocess.check_call(["tar", "-C", str(source), "-cf", out] + layout.TAR_COMPRESS_ARG[compression] + ["."])
+    (backup / layout.tar_name("pg_wal", compression)).write_text("not read: the WAL is no file of the manifest")
+    (backup / "backup.json").write_text("{}")
+    return backup, data, ts
+
+
+COMPRESSIONS = [c if c != "zstd" or shutil.which("zstd") else pytest.param(c, marks=pytest.mark.skip("no zstd"))
+                for c in layout.COMPRESSIONS]
+
+
+@pytest.mark.parametrize("compression", COMPRESSIONS)
+def test_tar_manifest_describes_the_bytes_inside_the_archives(tmp_path, compression):
+    backup, data, ts = tar_backup(tmp_path, compression)
+    written = m.write_manifest(str(backup), 1, "0/2000028", "0/2000100")
+    path = str(backup / "backup_manifest")
+    assert written["verify"] == "pg_verifybackup -F t -n -i backup.json -m %s %s" % (path, backup)
+    assert written["format"] == "tar" and written["files"] == 4 and written["bytes"] == 3 + 24 + 50000 + 9000
+    doc = json.loads((backup / "backup_manifest").read_text())
+    files = dict((f["Path"], f) for f in doc["Files"])
+    assert sorted(files) == ["PG_VERSION", "backup_label", "base/1/112", "pg_tblspc/16384/PG_15_202209061/5/16390"]
+    assert [f["Path"] for f in doc["Files"]][-1].startswith("pg_tblspc/"), "base.tar first, then the tablespaces"
+    for rel, source in (("base/1/112", data / "base/1/112"),
+                        ("pg_tblspc/16384/PG_15_202209061/5/16390", ts / "PG_15_202209061/5/16390")):
+        content = source.read_bytes()
+        assert files[rel]["Size"] == len(content)
+        assert files[rel]["Checksum"] == hashlib.sha256(content).hexdigest()
+        assert files[rel]["Last-Modified"] == m.last_modified(source.stat().st_mtime)
+    assert doc["WAL-Ranges"] == [{"Timeline": 1, "Start-LSN": "0/2000028", "End-LSN": "0/2000100"}]
+
+
+def test_gzip_members_after_the_first_are_read(tmp_path):
+    """Older releases (and pigz) wrote one gzip member per block: a reader that stops after the first would miss
+    most files."""
+    import gzip
+    backup, data, _ts = tar_backup(tmp_path, "gzip")
+    archive = backup / "base.tar.gz"
+    tar = gzip.decompress(archive.read_bytes())
+    archive.write_bytes(b"".join(gzip.compress(tar[at:at + 1024]) for at in range(0, len(tar), 1024)))
+    assert archive.read_bytes().count(b"\x1f\x8b\x08") > 3
+    paths = [e["Path"] for e in m.read_archive(str(archive), "gzip")]
+    assert sorted(paths) == ["PG_VERSION", "backup_label", "base/1/112"]
+
+
+@pytest.mark.parametrize("cut", ["in a header", "at a block boundary"])
+def test_a_tar_cut_short_fails_the_manifest(tmp_path, cut):
+    """tarfile ends quietly at a missing header: the manifest must not describe what is left as the backup."""
+    backup, _data, _ts = tar_backup(tmp_path, "none")
+    archive = backup / "base.tar"
+    content = archive.read_bytes()
+    end = -(-len(content.rstrip(b"\0")) // 512) * 512
+    archive.write_bytes(content[:2000] if cut == "in a header" else content[:end])
+    with pytest.raises(BackupError, match="base.tar could not be read back .* it was cut short"):
+        m.write_manifest(str(backup), 1, "0/1", "0/2")
+
+
+@pytest.mark.parametrize("compression", COMPRESSIONS)
+def test_a_damaged_archive_fails_the_manifest_naming_it(tmp_path, compression):
+    backup, _data, _ts = tar_backup(tmp_path, compression)
+    name = layout.tar_name("base", compression)
+    archive = backup / name
+    archive.write_bytes(archive.read_bytes()[:2000])
+    with pytest.raises(BackupError, match="could not be read back for the backup_manifest") as exc:
+        m.write_manifest(str(backup), 1, "0/1", "0/2")
+    assert name in exc.value.msg
+    assert not (backup / "backup_manifest").exists()
+
+
+def test_no_copy_no_manifest(tmp_path):
+    (tmp_path / "backup.json").write_text("{}")
+    with pytest.raises(BackupError, match="holds neither data/ nor base.tar"):
+        m.write_manifest(str(tmp_path), 1, "0/1", "0/2")

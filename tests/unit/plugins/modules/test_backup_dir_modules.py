@@ -145,6 +145,43 @@ def test_manifest_of_a_plain_copy_with_its_tablespace_inside(tmp_path):
     assert json.loads((backup_dir / "backup_manifest").read_text())["Files"][1]["Path"] == "pg_tblspc/16384/f"
 
 
+def tar_copy(tmp_path):
+    """A tar backup as the tar method leaves it: base.tar and 16384.tar of './'-named members."""
+    backup_dir = tmp_path / "nightly"
+    backup_dir.mkdir()
+    data, ts = tmp_path / "live", tmp_path / "ts"
+    (data / "pg_wal").mkdir(parents=True)
+    (data / "PG_VERSION").write_text("15\n")
+    (ts / "PG_15_202209061").mkdir(parents=True)
+    (ts / "PG_15_202209061" / "f").write_text("x")
+    subprocess.check_call(["tar", "-C", str(data), "-cf", str(backup_dir / "base.tar"), "."])
+    subprocess.check_call(["tar", "-C", str(ts), "-cf", str(backup_dir / "16384.tar"), "."])
+    return backup_dir
+
+
+def test_manifest_of_a_tar_copy_lists_the_files_inside_its_archives(tmp_path):
+    backup_dir = tar_copy(tmp_path)
+    result = run_module("pg_backup_record", tmp_path, backup_dir=str(backup_dir), status="complete",
+                        manifest=True, facts=FACTS)
+    assert not result.get("failed"), result
+    assert result["manifest"]["format"] == "tar" and result["manifest"]["verify"].startswith("pg_verifybackup -F t -n ")
+    record = record_of(backup_dir)
+    assert record["status"] == "complete" and record["manifest"]["files"] == 2
+    paths = [f["Path"] for f in json.loads((backup_dir / "backup_manifest").read_text())["Files"]]
+    assert paths == ["PG_VERSION", "pg_tblspc/16384/PG_15_202209061/f"]
+
+
+def test_a_tar_copy_cut_short_is_recorded_failed_without_a_manifest(tmp_path):
+    backup_dir = tar_copy(tmp_path)
+    archive = backup_dir / "16384.tar"
+    archive.write_bytes(archive.read_bytes()[:700])
+    result = run_module("pg_backup_record", tmp_path, backup_dir=str(backup_dir), status="complete",
+                        manifest=True, facts=FACTS)
+    assert result["failed"] and "16384.tar could not be read back for the backup_manifest" in result["msg"]
+    assert not (backup_dir / "backup_manifest").exists()
+    assert record_of(backup_dir)["status"] == "failed"
+
+
 # -- pg_backup_wal ------------------------------------------------------------
 
 @pytest.fixture
