@@ -224,6 +224,18 @@ def check_wal_at_hand(params, backup_dir, record):
             "taken with include_wal.", missing_wal=missing)
 
 
+# libpq's words for a server that is up but will not let this role in; before consistency it says
+# "the database system is starting up" / "not yet accepting connections" instead, which is waited out.
+REFUSED_LOGIN = ("authentication failed", "no pg_hba.conf entry", "does not exist", "permission denied",
+                 "password authentication", "no password supplied")
+
+
+def refused_login(message):
+    """True when a connection error says the server refuses this login, not that it is still starting."""
+    text = (message or "").lower()
+    return any(words in text for words in REFUSED_LOGIN)
+
+
 def login_role(params, owner_name):
     """The role the restore connects to the restored server as: login_user, else the OS user that owns the
     restored data directory. initdb names the bootstrap superuser after the OS user that ran it, and peer
@@ -243,6 +255,8 @@ class Restore(object):
         self.result = {"changed": False}
         # The step running, or the one that failed: a caller tells a failure before the server started from one after.
         self.step = None
+        # Why the restored server could not be asked where it is, the last time it could not.
+        self.last_error = None
 
     def _timed(self, step, func, *args):
         self.step = step
@@ -443,8 +457,9 @@ class Restore(object):
                     self._report(state)
                     return None
             if time.time() > deadline:
-                raise BackupError("The restored server did not reach its recovery target in %ss.%s"
-                                  % (timeout, log_tail(log)),
+                raise BackupError("The restored server did not reach its recovery target in %ss.%s%s"
+                                  % (timeout, log_tail(log), "\nThe last connection attempt: %s" % self.last_error
+                                     if self.last_error else ""),
                                   "It is still running (PID %s) and replaying: raise timeout, or stop it with pg_ctl "
                                   "-D %s stop and check that the WAL up to the target is available." % (pid, data),
                                   timed_out=True)
@@ -465,10 +480,19 @@ class Restore(object):
         sock, port = listening(data)
         if not port:
             return None
+        role = login_role(self.p, owner.pw_name)
         try:
             with acting_as(_Owner(owner)):
-                conn = self.connect(sock or "127.0.0.1", port, login_role(self.p, owner.pw_name))
-        except Exception:   # still starting or replaying before consistency: psycopg2 raises OperationalError
+                conn = self.connect(sock or "127.0.0.1", port, role)
+        except Exception as exc:   # still starting or replaying before consistency: psycopg2 raises OperationalError
+            self.last_error = str(exc).strip()
+            if refused_login(self.last_error):
+                raise BackupError(
+                    "The restored server runs but refused the restore's connection as role %s (through %s, port %s, "
+                    "as OS user %s): %s" % (role, sock or "127.0.0.1", port, owner.pw_name, self.last_error),
+                    "Set login_user (the role: restore_login_user) to a role that the restored pg_hba.conf admits "
+                    "over the Unix socket from OS user %s. The server is left running: stop it with pg_ctl -D %s "
+                    "stop, or connect yourself to see where it is." % (owner.pw_name, data), login_refused=True)
             return None
         try:
             cur = conn.cursor()

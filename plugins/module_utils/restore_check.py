@@ -139,6 +139,9 @@ def recovery_error(exc, log, timeout):
     if reason:
         return cannot_run("the throwaway server could not start on this host (%s)" % reason,
                           "Check the host: a socket directory under /tmp, shared memory, a free port.")
+    if exc.facts.get("login_refused"):
+        return cannot_run("the throwaway server refused the drill's login (%s)" % exc.msg,
+                          "Set login_user to a role of the backed-up cluster that connects over its Unix socket.")
     if exc.facts.get("timed_out"):
         return BackupError("The restored copy did not finish recovery in %ss.%s" % (timeout, log_tail(log)),
                            "Raise the timeout, or check that the WAL up to the backup's stop is available.",

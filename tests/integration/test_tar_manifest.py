@@ -79,7 +79,7 @@ def decompressed_beside(backup_dir, where, compression):
     where.mkdir()
     for path in backup_dir.iterdir():
         if path.name.endswith(SUFFIX[compression]):
-            with open(where / path.name[:-len(SUFFIX[compression])] + ".tar", "wb") as out:
+            with open(where / (path.name[:-len(SUFFIX[compression])] + ".tar"), "wb") as out:
                 subprocess.run(["zstd", "-dcq", str(path)], stdout=out, check=True)
         else:
             shutil.copy(path, where / path.name)
@@ -116,7 +116,7 @@ def tar_backup(request, clusters, testbed_dir):
             b.cluster, b.db, b.compression, b.writer, b.scratch = pg, db, compression, writer, scratch
             b.dir = scratch / "backups" / run.result["label"]
             b.record = json.loads((b.dir / "backup.json").read_text())
-            b.oid = b.record["tablespaces"][0]["oid"]
+            b.oid = str(b.record["tablespaces"][0]["oid"])
             b.manifest = json.loads((b.dir / "backup_manifest").read_text())
             b.seconds = run.seconds
             yield b

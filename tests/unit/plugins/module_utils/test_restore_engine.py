@@ -168,3 +168,31 @@ def test_the_restored_server_is_asked_as_its_owner_with_the_owners_uid(tmp_path)
     assert seen == [("/run/sock", 5499, owner.pw_name, owner.pw_uid, gid),
                     ("/run/sock", 5499, "restorer", owner.pw_uid, gid)]
     assert (os.geteuid(), os.getegid()) == (os.getuid(), os.getgid()), "root is taken back"
+
+
+@pytest.mark.parametrize("message,refused", [
+    ('connection to server on socket "/s/.s.PGSQL.5499" failed: FATAL:  the database system is starting up', False),
+    ('connection to server on socket "/s/.s.PGSQL.5499" failed: FATAL:  the database system is not yet accepting '
+     'connections\nDETAIL:  Consistent recovery state has not been yet reached.', False),
+    ('connection to server on socket "/s/.s.PGSQL.5499" failed: No such file or directory', False),
+    ('connection to server on socket "/s/.s.PGSQL.5499" failed: FATAL:  Peer authentication failed for user "x"', True),
+    ('connection to server on socket "/s/.s.PGSQL.5499" failed: FATAL:  role "restorer" does not exist', True),
+    ('FATAL:  no pg_hba.conf entry for host "[local]", user "x", database "postgres", no encryption', True),
+    ('connection to server on socket "/s/.s.PGSQL.5499" failed: Permission denied', True),
+])
+def test_a_refused_login_is_told_from_a_server_still_starting(message, refused):
+    assert restore.refused_login(message) is refused
+
+
+def test_a_refused_login_fails_at_once_naming_the_role_instead_of_waiting_for_the_timeout(tmp_path):
+    import pwd
+    owner = pwd.getpwuid(os.geteuid())
+    (tmp_path / "postmaster.pid").write_text("%d\n%s\n0\n5499\n/run/sock\n" % (os.getpid(), tmp_path))
+
+    def connect(sock, port, user):
+        raise OSError('FATAL:  role "%s" does not exist' % user)
+
+    engine = restore.Restore({"login_user": "restorer"}, connect)
+    with pytest.raises(BackupError, match='refused the restore.s connection as role restorer .*role "restorer" does not exist') as raised:
+        engine._state(str(tmp_path), owner)
+    assert raised.value.facts["login_refused"] and "restore_login_user" in raised.value.hint
