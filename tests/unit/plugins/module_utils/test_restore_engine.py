@@ -196,3 +196,23 @@ def test_a_refused_login_fails_at_once_naming_the_role_instead_of_waiting_for_th
     with pytest.raises(BackupError, match='refused the restore.s connection as role restorer .*role "restorer" does not exist') as raised:
         engine._state(str(tmp_path), owner)
     assert raised.value.facts["login_refused"] and "restore_login_user" in raised.value.hint
+
+
+def test_a_socket_the_os_refuses_the_owner_is_reached_with_the_modules_own_uid(tmp_path):
+    import pwd
+    if os.geteuid() != 0:
+        pytest.skip("acting as another user needs root")
+    owner = pwd.getpwnam("postgres")
+    seen = []
+
+    def connect(sock, port, user):
+        seen.append(os.geteuid())
+        if os.geteuid() != 0:
+            raise OSError('connection to server on socket "%s/.s.PGSQL.%d" failed: Permission denied' % (sock, port))
+        return "connection"
+
+    engine = restore.Restore({}, connect)
+    assert engine._connect("/run/sock", 5499, "postgres", owner) == "connection"
+    assert engine._connect("/run/sock", 5499, "postgres", owner) == "connection"
+    assert seen == [owner.pw_uid, 0, 0], "the owner's uid is tried once, then the module's own"
+    assert restore.socket_refused('failed: FATAL:  permission denied for database "x"') is False
