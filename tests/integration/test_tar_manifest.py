@@ -22,19 +22,18 @@ import json
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
+from restore_helpers import stop_restored
 from restore_proof import Writer, add_rows_after, check_rows_against_stop, create_table
 from runner import run_role, run_tasks, task
 from testbed import free_port, provide
 from testbed.fixtures import SELECTED, handed_out
-from testbed.osuser import as_postgres, chown_postgres, open_to_postgres
+from testbed.osuser import chown_postgres, open_to_postgres
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
-from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_server import alive, postmaster_pid
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_verify import verify_backup
 
 COMPRESSIONS = ("none", "gzip", "zstd")
@@ -214,17 +213,6 @@ def test_without_pg_verifybackup_18_the_record_is_checked(tar_backup, verifyback
     with pytest.raises(BackupError, match=f"does not match its backup.json: {archive.name} has {size - 100} bytes, "
                                           f"not {size}"):
         verify_backup(str(backup), b.record, verifybackup15)
-
-
-def stop_restored(data_dir, inst):
-    pid = postmaster_pid(str(data_dir))
-    if not pid or not alive(pid):
-        return
-    subprocess.run(as_postgres([inst.tool("pg_ctl"), "-D", str(data_dir), "-m", "fast", "-w", "-t", "60", "stop"]),
-                   capture_output=True, check=False)
-    deadline = time.monotonic() + 10
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
 
 
 def test_pg_restore_checks_and_restores_the_tar_backup(tar_backup):
