@@ -267,7 +267,7 @@ def test_parallel_gzip_writes_one_member_that_ends_where_the_file_ends(tmp_path,
     raw = out.read_bytes()
     one = zlib.decompressobj(31)
     assert rc == 0 and one.decompress(raw) == payload and one.eof and one.unused_data == b""
-    assert subprocess.run(["gzip", "-t", str(out)]).returncode == 0
+    assert subprocess.run(["gzip", "-t", str(out)], check=False).returncode == 0
     assert int.from_bytes(raw[-4:], "little") == size and int.from_bytes(raw[-8:-4], "little") == zlib.crc32(payload)
 
 
