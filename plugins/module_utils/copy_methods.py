@@ -24,7 +24,8 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout i
 from ansible_collections.pgexclusive.backup.plugins.module_utils.copy_io import (
     FAILED_HINT, chown_like, copy_tree, gzip_parallel)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
-from ansible_collections.pgexclusive.backup.plugins.module_utils.repository import REMOTE_HINT, stream_to_repository
+from ansible_collections.pgexclusive.backup.plugins.module_utils.repository import (
+    REMOTE_HINT, rsync_shell_args, stream_to_repository)
 
 # Exit codes that mean "the live cluster changed under us", which is normal:
 # GNU tar 1 = "some files differ" (changed while read), rsync 24 = "some
@@ -71,7 +72,7 @@ def rsync_data_command(data_directory, target, extra=(), mkpath=False, rsh=None)
     afterwards. Symbolic links are kept as links (-a implies -l), so
     pg_tblspc/<oid> is not followed.
     """
-    args = ["rsync", "-a", "--delete", "--delete-excluded"] + (["--mkpath"] if mkpath else []) + _rsh_args(rsh)
+    args = ["rsync", "-a", "--delete", "--delete-excluded"] + (["--mkpath"] if mkpath else []) + rsync_shell_args(rsh)
     args += rsync_exclude_args(extra, staged=True)
     return args + [data_directory.rstrip("/") + "/", target.rstrip("/") + "/"]
 
@@ -82,19 +83,14 @@ def rsync_staged_command(staging, target, rsh=None):
     Named one by one, not as staging/, so that the copy's own top directory
     keeps the data directory's owner and mode.
     """
-    return (["rsync", "-a"] + _rsh_args(rsh) + [os.path.join(staging, name) for name in STAGED_FILES + EMPTY_DIRS]
+    return (["rsync", "-a"] + rsync_shell_args(rsh) + [os.path.join(staging, name) for name in STAGED_FILES + EMPTY_DIRS]
             + [target.rstrip("/") + "/"])
 
 
 def rsync_tablespace_command(location, target, extra=(), mkpath=False, rsh=None):
-    args = (["rsync", "-a", "--delete"] + (["--mkpath"] if mkpath else []) + _rsh_args(rsh)
+    args = (["rsync", "-a", "--delete"] + (["--mkpath"] if mkpath else []) + rsync_shell_args(rsh)
             + rsync_exclude_args(extra, top=False))
     return args + [location.rstrip("/") + "/", target.rstrip("/") + "/"]
-
-
-def _rsh_args(rsh):
-    """rsync's -e: the ssh command as one string, which rsync splits again (it honours quotes)."""
-    return ["-e", " ".join(shlex.quote(arg) for arg in rsh)] if rsh else []
 
 
 class CopyContext(object):

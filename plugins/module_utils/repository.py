@@ -39,6 +39,11 @@ SSH_DEFAULTS = ("-o", "BatchMode=yes", "-o", "ConnectTimeout=30", "-o", "ServerA
                 "-o", "ServerAliveCountMax=4")
 
 
+def rsync_shell_args(ssh_argv):
+    """rsync's -e: the ssh command as one string, which rsync splits again (it honours quotes); none without one."""
+    return ["-e", " ".join(shlex.quote(arg) for arg in ssh_argv)] if ssh_argv else []
+
+
 class Repository(object):
     """A directory on another host, reached over SSH: ``[user@]host:/path`` with a user, key and options.
 
@@ -79,8 +84,7 @@ class Repository(object):
         return argv + (["-l", self.user] if self.user else [])
 
     def rsync_shell(self):
-        """rsync's -e: ssh_argv as one string, which rsync splits again (it honours quotes)."""
-        return ["-e", " ".join(shlex.quote(arg) for arg in self.ssh_argv())]
+        return rsync_shell_args(self.ssh_argv())
 
     def rsync_target(self, path):
         """``host:path`` for rsync; the user travels in ssh_argv's -l."""
