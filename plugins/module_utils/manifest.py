@@ -147,19 +147,31 @@ def archive_entries(stream, prefix=""):
     """Manifest entries for the regular files of the uncompressed tar ``stream``, read once, in archive order.
 
     Directories and symbolic links (pg_tblspc/<oid> in base.tar) are not
-    files to pg_verifybackup either: never listed. tarfile ends quietly at a
-    header cut short, so the archive's end is checked here: a manifest of a
-    truncated archive would vouch for a backup that lacks files.
+    files to pg_verifybackup either: never listed.
+    """
+    entries = []
+
+    def visit(tar, member):
+        path = member_path(member.name, prefix)
+        if path is not None and member.isreg():
+            entries.append(file_entry(path, member.size, member.mtime, sha256_stream(tar.extractfile(member))))
+
+    read_members(stream, visit)
+    return entries
+
+
+def read_members(stream, visit):
+    """Call ``visit(tar, member)`` for each member of the uncompressed tar ``stream``, read once, in archive order.
+
+    tarfile ends quietly at a header cut short, so the archive's end is
+    checked here: a manifest of a truncated archive would vouch for a backup
+    that lacks files, and a restore of one would lay out part of a copy.
     """
     counted = _Counted(stream)
-    entries = []
     # Reads of CHUNK, not tarfile's default 10 KiB: fewer calls in Python per byte hashed.
     with tarfile.open(fileobj=counted, mode="r|", bufsize=CHUNK) as tar:
         for member in tar:
-            path = member_path(member.name, prefix)
-            if path is None or not member.isreg():
-                continue
-            entries.append(file_entry(path, member.size, member.mtime, sha256_stream(tar.extractfile(member))))
+            visit(tar, member)
         end = tar.offset
     # The end-of-archive blocks and tar's padding, read to the end (and a decompressing process ends of itself).
     while counted.read(CHUNK):
@@ -167,7 +179,6 @@ def archive_entries(stream, prefix=""):
     if counted.bytes % tarfile.BLOCKSIZE or counted.bytes < end + 2 * tarfile.BLOCKSIZE:
         raise tarfile.ReadError("it ends after %d bytes, without tar's end-of-archive blocks: it was cut short"
                                 % counted.bytes)
-    return entries
 
 
 class _Counted(object):

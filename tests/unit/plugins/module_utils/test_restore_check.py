@@ -134,9 +134,7 @@ def plain_backup(tmp_path, live_wal):
     (backup / "tablespaces" / "16384").mkdir(parents=True)
     (backup / "tablespaces" / "16384" / "PG_15_1").write_text("pages")
     (data / "tablespace_map").write_text("16384 %s\n" % (tmp_path / "live-ts"))
-    live_conf = tmp_path / "etc-postgresql.conf"
-    live_conf.write_text("include 'live.conf'\n")
-    (data / "postgresql.conf").symlink_to(live_conf)
+    (data / "postgresql.conf").write_text("include 'live.conf'\n")
     (data / "postgresql.auto.conf").write_text("archive_command = 'cp %p /srv/archive/%f'\n")
     return backup
 
@@ -168,8 +166,7 @@ def test_the_drill_leaves_no_way_out_of_its_scratch_directory(tmp_path, live_wal
     assert (data / "recovery.signal").exists()
     # The server reads only the configuration written for it; the live one is set aside, untouched.
     assert (work / "live-config" / "postgresql.auto.conf").read_text().startswith("archive_command")
-    assert os.readlink(str(work / "live-config" / "postgresql.conf")) == str(tmp_path / "etc-postgresql.conf")
-    assert (tmp_path / "etc-postgresql.conf").read_text() == "include 'live.conf'\n"
+    assert (work / "live-config" / "postgresql.conf").read_text() == "include 'live.conf'\n"
     assert (data / "postgresql.auto.conf").read_text() == ""
     assert (work / "pg_hba.conf").read_text() == "local all all trust\n"
     assert settings((data / "postgresql.conf").read_text()) == {
@@ -191,6 +188,20 @@ def test_the_drill_leaves_no_way_out_of_its_scratch_directory(tmp_path, live_wal
         "hba_file": quote(str(work / "pg_hba.conf")),
         "ident_file": quote(str(work / "pg_ident.conf")),
     }
+
+
+def test_the_drill_refuses_a_configuration_linked_out_of_the_copy(tmp_path, live_wal):
+    """postgresql.conf a link to /etc: a restore follows no link out of its target but pg_wal's and pg_tblspc's."""
+    backup = plain_backup(tmp_path, live_wal)
+    live_conf = tmp_path / "etc-postgresql.conf"
+    live_conf.write_text("include 'live.conf'\n")
+    (backup / "data" / "postgresql.conf").unlink()
+    (backup / "data" / "postgresql.conf").symlink_to(live_conf)
+    engine, _params = lay_out_drill(backup, tmp_path / "work")
+    with pytest.raises(BackupError, match="holds data/postgresql.conf, which the restore refuses: a symbolic link to"):
+        engine.run()
+    assert not os.path.lexists(str(tmp_path / "work" / "data" / "postgresql.conf"))
+    assert live_conf.read_text() == "include 'live.conf'\n"
 
 
 def test_the_drill_refuses_a_tablespace_map_entry_without_a_copy(tmp_path, live_wal):
