@@ -20,7 +20,6 @@ __metaclass__ = type
 
 import errno
 import os
-import posixpath
 import stat
 import tarfile
 import zlib

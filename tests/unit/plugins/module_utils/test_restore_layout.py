@@ -1,9 +1,13 @@
 """restore_layout: what a backup says of itself, and how it is laid out, with the backup taken as untrusted input."""
 
+import gzip
+import io
 import os
 import re
 import shutil
+import stat
 import subprocess
+import tarfile
 
 import pytest
 
@@ -67,11 +71,6 @@ def test_no_pg_control_in_base_tar(tmp_path):
 
 
 # -- the lay-out takes a backup as untrusted input -------------------------------------------------------------
-
-import gzip  # noqa: E402
-import io  # noqa: E402
-import stat  # noqa: E402
-import tarfile  # noqa: E402
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="ownership is handed over by root")
 
