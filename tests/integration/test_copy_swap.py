@@ -40,7 +40,7 @@ KEY = "pgx-root-only-key-" + uuid.uuid4().hex
 TS_ROWS = 500
 # Bytes of a file added to the data directory for the case: base.tar (or data/) takes this long to write, the window
 # in which the swap lands. Well above what the test needs to swap (a few milliseconds) on a busy machine.
-BALLAST = 96 << 20
+BALLAST = 192 << 20
 
 # Runs as postgres: a line "swap" renames the tablespace's directory away and puts a link to the root-only
 # directory under its name; "back" undoes it. Each line is answered once done.
