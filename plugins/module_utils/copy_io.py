@@ -72,12 +72,23 @@ class SourceRoot(object):
 def open_root(path):
     """The directory ``path`` as a SourceRoot; OSError as open(2) gives it, ELOOP when a link is there now."""
     try:
-        return SourceRoot(path, os.open(path, ROOT_FLAGS))
+        root = SourceRoot(path, os.open(path, ROOT_FLAGS))
     except OSError as exc:
         # With O_DIRECTORY, Linux refuses a link with ENOTDIR: say that it was a link.
         if exc.errno == errno.ENOTDIR and os.path.islink(path):
             raise OSError(errno.ELOOP, "a symbolic link", path)
         raise
+    try:
+        through = os.stat(root.source)
+    except OSError:
+        through = None
+    if through is None or (through.st_dev, through.st_ino) != (root.stat.st_dev, root.stat.st_ino):
+        root.close()
+        # Without /proc the tools would read nothing, or something else, under that name.
+        raise BackupError("%s does not lead to the directory opened as %s: the copy reads through /proc/self/fd, "
+                          "which this host does not provide. Nothing was copied." % (root.source, path),
+                          "Mount /proc (procfs) where the copy runs, then take the backup again.")
+    return root
 
 
 def run_argv(argv, env=None, pass_fds=()):

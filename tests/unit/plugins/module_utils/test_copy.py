@@ -531,6 +531,21 @@ def test_an_external_tool_reads_the_opened_directory_only_when_it_is_passed_the_
         assert sorted(tar.getnames()) == [".", "./f"]
 
 
+def test_without_proc_the_copy_refuses_before_anything_is_copied(tmp_path, monkeypatch):
+    """A tool given /proc/self/fd/<n> without /proc would read nothing, or what another mount has there."""
+    real = cio.SourceRoot
+
+    class WithoutProc(real):
+        def __init__(self, path, fd):
+            real.__init__(self, path, fd)
+            self.source = str(tmp_path / "no-proc" / str(fd))
+    monkeypatch.setattr(cio, "SourceRoot", WithoutProc)
+    data = make_data_dir(tmp_path)
+    with pytest.raises(BackupError, match="the copy reads through /proc/self/fd, which this host does not provide"):
+        c.Copier(str(data), str(tmp_path / "b"), "run-1").copy()
+    assert not (tmp_path / "b").exists()
+
+
 def as_unprivileged(func):
     """func() as a user whom file modes bind: nobody when the tests run as root (root ignores modes).
 
