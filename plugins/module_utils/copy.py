@@ -6,7 +6,9 @@
 
 Copier checks the options, the live backup_label and the tablespaces, stages
 what the copy gets in place of the live entries, runs the method
-(copy_methods) and reports. The backup directory's layout is backup_layout's;
+(copy_methods) and reports. The data directory and each tablespace are opened
+once, where they are checked (open_sources), and every method reads them
+through those descriptors, never by name again. The backup directory's layout is backup_layout's;
 a repository on another host is repository's; the in-process file copy and
 the threaded gzip are copy_io's.
 
@@ -20,6 +22,7 @@ are new, real, empty directories in every copy, whatever the live ones are.
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import errno
 import os
 import pwd
 import shlex
@@ -31,9 +34,9 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label im
     LABEL_FILE, parse_backup_label, restorable_label, tablespace)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout import (
     COMPRESSIONS, RECORD_FILE, RESTORABLE_LABEL_FILE, STAGING_SUBDIR)
-from ansible_collections.pgexclusive.backup.plugins.module_utils.copy_io import chown_like, run_argv
+from ansible_collections.pgexclusive.backup.plugins.module_utils.copy_io import chown_like, open_root, run_argv
 from ansible_collections.pgexclusive.backup.plugins.module_utils.copy_methods import (
-    METHOD_CLASSES, CopyContext, make_empty_dirs)
+    METHOD_CLASSES, CopyContext, Sources, make_empty_dirs)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.data_directory import system_identifier, tablespace_links
 from ansible_collections.pgexclusive.backup.plugins.module_utils.durable import atomic_write
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
@@ -95,37 +98,79 @@ def _copy_backup(p, check_mode):
     return dict(result, changed=True)
 
 
-def tablespaces_of(data_directory):
-    """The tablespaces linked from pg_tblspc/, each ``location`` the link's target resolved once.
+def open_sources(data_directory):
+    """The data directory and every tablespace linked from it, each opened once and checked on its descriptor.
+
+    The copy reads them as root, and only through these descriptors
+    (copy_methods.Sources): the server's OS user can swap any of them for a
+    link at any time, and a swap after this check changes nothing, since the
+    names are never looked up again; a swap before it is refused here.
+    """
+    sources = Sources(_open_data_directory(data_directory))
+    try:
+        _open_tablespaces(sources)
+    except BaseException:
+        sources.close()
+        raise
+    return sources
+
+
+def _open_data_directory(data_directory):
+    """The data directory, its path's links (the administrator's) resolved once.
+
+    What proves it the server's is this run's backup_label, read through the
+    same descriptor (Copier.live_label); its owner is the one its tablespaces must have.
+    """
+    path = os.path.realpath(data_directory)
+    try:
+        return open_root(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _swapped("The data directory", path)
+        raise BackupError("The data directory %s cannot be read: %s. Nothing was copied." % (path, exc.strerror),
+                          "Check data_directory (the server's data_directory setting); run the copy as root or as "
+                          "the server's OS user (become: true).")
+
+
+def _open_tablespaces(sources):
+    """Each tablespace linked from pg_tblspc/, its ``location`` the link's target resolved once, added to ``sources``.
 
     The copy follows these links by design, as root. A tablespace always
     belongs to the server's OS user (CREATE TABLESPACE requires it), so a link
     to a directory someone else owns was not made by PostgreSQL: copying it
     would let whoever changed the link read that directory from the backup.
-    It is refused before anything is copied. The copy then uses the resolved
-    target, so a link changed afterwards is not followed again.
+    It is refused before anything is copied, on the descriptor the copy then reads.
     """
-    owner = os.stat(data_directory).st_uid
-    found = []
-    for linked in tablespace_links(data_directory):
-        link = os.path.join(data_directory, "pg_tblspc", str(linked["oid"]))
-        path = os.path.realpath(link)
+    data = sources.data
+    owner = data.stat.st_uid
+    for linked in tablespace_links(data.source):
+        link = os.path.join(data.path, "pg_tblspc", str(linked["oid"]))
+        path = os.path.realpath(os.path.join(data.path, "pg_tblspc", linked["location"]))
         try:
-            uid = os.stat(path).st_uid
+            root = open_root(path)
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise _swapped("Tablespace %s (%s)" % (linked["oid"], link), path)
             raise BackupError("Tablespace %s: %s leads to %s, which cannot be read: %s. Nothing was copied."
                               % (linked["oid"], link, path, exc.strerror),
                               "Check the link against tablespace_map and the tablespace's directory, then take the "
                               "backup again.")
-        if uid != owner:
+        sources.tablespaces.append((tablespace(linked["oid"], path), root))
+        if root.stat.st_uid != owner:
             raise BackupError(
                 "Tablespace %s: %s leads to %s, owned by %s, but the data directory %s is owned by %s. "
-                "Nothing was copied." % (linked["oid"], link, path, _user(uid), data_directory, _user(owner)),
+                "Nothing was copied." % (linked["oid"], link, path, _user(root.stat.st_uid), data.path, _user(owner)),
                 "A tablespace's directory belongs to the server's OS user, so this link was changed outside "
                 "PostgreSQL. Compare it with tablespace_map (ls -l %s), put the right link back, then take the "
                 "backup again." % link)
-        found.append(tablespace(linked["oid"], path))
-    return found
+
+
+def _swapped(what, path):
+    return BackupError(
+        "%s: %s is a symbolic link now, not the directory it was resolved to: it was swapped during the backup. "
+        "It was not followed; nothing was copied." % (what, path),
+        "Something renamed the directory and put a link in its place (PostgreSQL does not): find out what, put the "
+        "directory back, then take the backup again.")
 
 
 def _user(uid):
@@ -196,10 +241,11 @@ class Copier(object):
                                    list(exclude or ()), command, repository, remote, parallel, run or run_argv,
                                    self.cancel)
 
-    def live_label(self):
-        path = os.path.join(self.context.data_directory, LABEL_FILE)
+    def live_label(self, data):
+        """The backup_label of the data directory opened as ``data`` (a SourceRoot), never through a link."""
         try:
-            with open(path) as handle:
+            fd = os.open(LABEL_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=data.fd)
+            with os.fdopen(fd) as handle:
                 return handle.read()
         except (IOError, OSError):
             raise BackupError(
@@ -207,12 +253,15 @@ class Copier(object):
                 "Start the backup first (pg_start_backup); a copy without backup_label is not a backup.")
 
     def copy(self):
-        ctx = self.context
         started = time.time()
-        text = self.live_label()
+        with open_sources(self.context.data_directory) as sources:
+            return self._copy(sources, started)
+
+    def _copy(self, sources, started):
+        ctx = self.context
+        text = self.live_label(sources.data)
         fields = check_label(text, ctx.label)
-        tablespaces = tablespaces_of(ctx.data_directory)
-        owner = os.stat(ctx.data_directory)
+        owner = sources.data.stat
         if not os.path.isdir(ctx.backup_dir):
             os.makedirs(ctx.backup_dir, 0o700)
         staging = os.path.join(ctx.backup_dir, STAGING_SUBDIR)
@@ -230,7 +279,7 @@ class Copier(object):
             _write(os.path.join(ctx.backup_dir, RESTORABLE_LABEL_FILE), copy_text, None, 0o644)
         method = dict(zip(METHODS, METHOD_CLASSES))[self.method](ctx)
         try:
-            outputs = method.run(staging, tablespaces)
+            outputs = method.run(staging, sources)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         result = {
@@ -238,11 +287,11 @@ class Copier(object):
             "compression": ctx.compression,
             "label": ctx.label,
             # Which cluster this is a backup of: retention must never mix clusters.
-            "system_identifier": system_identifier(ctx.data_directory),
-            "data_directory": os.path.realpath(ctx.data_directory),
+            "system_identifier": system_identifier(sources.data.source),
+            "data_directory": sources.data.path,
             "start_wal_file": fields.get("start_wal_file"),
             "label_fixed": self.fix_label and self.method != "command",
-            "tablespaces": tablespaces,
+            "tablespaces": sources.records(),
             "outputs": outputs,
             "commands": ctx.commands,
             "started_at": round(started, 3),

@@ -2,11 +2,13 @@
 # Copyright: pgexclusive.backup maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""The copy's own I/O: a file tree copied without following links, and streams gzipped in threads.
+"""The copy's own I/O: the roots it reads, a file tree copied without following links, and streams gzipped in threads.
 
-Both run as root over a live data directory that the server's OS user can
-change while it is read; both use several threads where the work leaves
-Python's lock (sendfile, zlib), so that one stream's waits overlap another's.
+All run as root over a live data directory that the server's OS user can
+change while it is read. Each root (the data directory, a tablespace) is
+opened once, where it is checked, and read only through that descriptor
+(SourceRoot). The tree copy and the gzip use several threads where the work
+leaves Python's lock (sendfile, zlib), so that one stream's waits overlap another's.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -33,28 +35,83 @@ SEND_CHUNK = 64 << 20
 # What an entry of the source must still be when the copy opens it.
 KINDS = {"file": stat.S_ISREG, "directory": stat.S_ISDIR}
 FAILED_HINT = "Fix the cause (space, permissions, the destination) and run the backup again."
+# A root of the copy: a directory, never a link in its place; closed when this process runs another program.
+ROOT_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def run_argv(argv, env=None):
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+class SourceRoot(object):
+    """A directory the copy reads (the data directory, a tablespace), open from its check to the copy's end.
+
+    The server's OS user can rename the directory and put a link in its place
+    at any time, so its name is resolved once: the checks look at ``stat``
+    (fstat of the descriptor), the tree copy descends from ``fd``, and an
+    external tool reads ``source``, /proc/self/fd/<fd>, with the descriptor
+    passed to it (pass_fds): that path leads to the directory opened, whatever
+    its name leads to by then. ``path`` is the name it was opened by, for
+    messages and the record.
+    """
+
+    def __init__(self, path, fd):
+        self.path = path
+        self.fd = fd
+        self.stat = os.fstat(fd)
+        self.source = "/proc/self/fd/%d" % fd
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def open_root(path):
+    """The directory ``path`` as a SourceRoot; OSError as open(2) gives it, ELOOP when a link is there now."""
+    try:
+        root = SourceRoot(path, os.open(path, ROOT_FLAGS))
+    except OSError as exc:
+        # With O_DIRECTORY, Linux refuses a link with ENOTDIR: say that it was a link.
+        if exc.errno == errno.ENOTDIR and os.path.islink(path):
+            raise OSError(errno.ELOOP, "a symbolic link", path)
+        raise
+    try:
+        through = os.stat(root.source)
+    except OSError:
+        through = None
+    if through is None or (through.st_dev, through.st_ino) != (root.stat.st_dev, root.stat.st_ino):
+        root.close()
+        # Without /proc the tools would read nothing, or something else, under that name.
+        raise BackupError("%s does not lead to the directory opened as %s: the copy reads through /proc/self/fd, "
+                          "which this host does not provide. Nothing was copied." % (root.source, path),
+                          "Mount /proc (procfs) where the copy runs, then take the backup again.")
+    return root
+
+
+def run_argv(argv, env=None, pass_fds=()):
+    """Run ``argv``; ``pass_fds`` are the SourceRoot descriptors it reads through their ``source``."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, pass_fds=pass_fds)
     out, err = proc.communicate()
     return proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
 
 
-def gzip_parallel(argv, output, workers, block=GZIP_BLOCK):
+def gzip_parallel(argv, output, workers, block=GZIP_BLOCK, pass_fds=()):
     """Run ``argv``, which writes a tar stream to stdout, and gzip that stream into ``output`` with ``workers`` threads.
 
     Returns tar's (exit code, stderr); see pipe_stream.
     """
     try:
         with open(output, "wb") as out:
-            rc, err, _size = pipe_stream(argv, out, workers, block)
+            rc, err, _size = pipe_stream(argv, out, workers, block, pass_fds)
     except (IOError, OSError) as exc:
         raise BackupError("The copy failed on %s: %s" % (output, exc), FAILED_HINT)
     return rc, err
 
 
-def pipe_stream(argv, out, gzip_workers=0, block=GZIP_BLOCK):
+def pipe_stream(argv, out, gzip_workers=0, block=GZIP_BLOCK, pass_fds=()):
     """Run ``argv``, which writes a stream to stdout, and write that stream to the binary file object ``out``.
 
     With ``gzip_workers``, the stream is gzipped in that many threads, as
@@ -64,12 +121,12 @@ def pipe_stream(argv, out, gzip_workers=0, block=GZIP_BLOCK):
     (pg_verifybackup -F t) stop at the end of the first member of a
     concatenated gzip file, or loop on it. zlib does not hold Python's lock
     while it compresses, so the threads use the cores. A failed write ends
-    ``argv`` and raises its error. Returns ``argv``'s (exit code, stderr) and
-    the bytes written.
+    ``argv`` and raises its error. ``pass_fds`` as for run_argv. Returns
+    ``argv``'s (exit code, stderr) and the bytes written.
     """
     written = 0
     with tempfile.TemporaryFile() as errors:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errors)
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errors, pass_fds=pass_fds)
         try:
             with proc.stdout:
                 member = _GzipMember() if gzip_workers else None
@@ -147,13 +204,13 @@ def _deflated(block):
     return block.result
 
 
-def copy_tree(source, target, extra=(), prefix="", workers=1, cancel=None):
-    """Copy ``source`` into the new directory ``target``, leaving out what backup_files excludes.
+def copy_tree(root, target, extra=(), prefix="", workers=1, cancel=None):
+    """Copy the SourceRoot ``root`` into the new directory ``target``, leaving out what backup_files excludes.
 
     The copy runs as root in a tree the server's OS user can change while it
-    is read, so no symbolic link below ``source`` is ever followed: each
-    directory and file is opened relative to its parent's descriptor with
-    O_NOFOLLOW. A link seen by the walk is copied as a link; an entry that
+    is read, so no symbolic link below ``root`` is ever followed: each
+    directory and file is opened relative to its parent's descriptor, from
+    ``root.fd`` down, with O_NOFOLLOW. A link seen by the walk is copied as a link; an entry that
     became a link afterwards fails the copy, since following it would copy
     its target, with the original file's owner and mode, into the backup.
     Files that vanish are skipped: normal on a live cluster (WAL replay
@@ -167,25 +224,18 @@ def copy_tree(source, target, extra=(), prefix="", workers=1, cancel=None):
     Returns how many files were copied.
     """
     cancel = cancel or threading.Event()
+    source = root.path
+    jobs = []
     try:
-        # The top itself may be reached through links: the data directory's path is the administrator's.
-        root_fd = os.open(source, os.O_RDONLY | os.O_DIRECTORY)
+        os.makedirs(target, 0o700)
+        _copy_meta(root.stat, target)
+        # Errors reading the source are BackupErrors already: what is left is about the destination.
+        _walk(root.fd, source, (), target, extra, prefix, jobs)
     except OSError as exc:
-        raise _read_error(source, exc)
-    try:
-        jobs = []
-        try:
-            os.makedirs(target, 0o700)
-            _copy_meta(os.fstat(root_fd), target)
-            # Errors reading the source are BackupErrors already: what is left is about the destination.
-            _walk(root_fd, source, (), target, extra, prefix, jobs)
-        except OSError as exc:
-            raise BackupError("The copy into %s failed: %s" % (target, exc), FAILED_HINT)
-        if workers <= 1 or len(jobs) < 2:
-            return copy_files(root_fd, source, jobs, cancel)
-        return _copy_in_parallel(root_fd, source, balanced(jobs, workers), cancel)
-    finally:
-        os.close(root_fd)
+        raise BackupError("The copy into %s failed: %s" % (target, exc), FAILED_HINT)
+    if workers <= 1 or len(jobs) < 2:
+        return copy_files(root.fd, source, jobs, cancel)
+    return _copy_in_parallel(root.fd, source, balanced(jobs, workers), cancel)
 
 
 def _walk(dir_fd, source, parts, target, extra, prefix, jobs):

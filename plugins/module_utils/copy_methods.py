@@ -98,8 +98,8 @@ class CopyContext(object):
 
     ``remote`` is the Repository on another host, None for a copy on the
     database host; ``repository`` is the option as given, which may also be
-    a local directory for rsync. ``run`` executes argv lists and returns (rc,
-    stdout, stderr). ``cancel`` is the Copier's: set, the copy stops between files.
+    a local directory for rsync. ``run(argv, env=None, pass_fds=())`` executes
+    an argv list and returns (rc, stdout, stderr). ``cancel`` is the Copier's: set, the copy stops between files.
     """
 
     def __init__(self, data_directory, backup_dir, label, compression, exclude, command, repository, remote,
@@ -137,16 +137,40 @@ class CopyContext(object):
                                  % (tool, rc, (err or "").strip().splitlines()[-1:] or ""))
 
 
+class Sources(object):
+    """What the copy reads, each root opened and checked once (copy.open_sources): ``data``, the data
+    directory's SourceRoot, and ``tablespaces``, a list of (tablespace, SourceRoot). The methods read
+    only through these: the tree copy from ``fd``, a tool from ``source`` with ``fd`` passed to it."""
+
+    def __init__(self, data):
+        self.data = data
+        self.tablespaces = []
+
+    def records(self):
+        return [record for record, _root in self.tablespaces]
+
+    def close(self):
+        for _record, root in self.tablespaces:
+            root.close()
+        self.data.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 class CopyMethod(object):
-    """One way to copy. ``run(staging, tablespaces)`` copies and returns the outputs' names; ``size()`` is
-    the copy's bytes, None where they are not on the database host to measure."""
+    """One way to copy. ``run(staging, sources)`` copies the Sources and returns the outputs' names; ``size()``
+    is the copy's bytes, None where they are not on the database host to measure."""
 
     name = None
 
     def __init__(self, context):
         self.context = context
 
-    def run(self, staging, tablespaces):
+    def run(self, staging, sources):
         raise NotImplementedError
 
     def size(self):
@@ -177,18 +201,18 @@ class TarMethod(CopyMethod):
         self.streamed = 0
         self.sizes = {}
 
-    def run(self, staging, tablespaces):
+    def run(self, staging, sources):
         ctx = self.context
         outputs = []
         where = ctx.remote_dir() if ctx.remote else ctx.backup_dir
         base = os.path.join(where, tar_name("base", ctx.compression))
         self._tar(lambda output, compression: tar_data_command(
-            ctx.data_directory, staging, output, compression, ctx.exclude, ctx.parallel), base)
+            sources.data.source, staging, output, compression, ctx.exclude, ctx.parallel), base, sources.data)
         outputs.append(os.path.basename(base))
-        for tblspc in tablespaces:
+        for tblspc, root in sources.tablespaces:
             out = os.path.join(where, tar_name(str(tblspc["oid"]), ctx.compression))
-            self._tar(lambda output, compression, path=tblspc["location"]: tar_tablespace_command(
-                path, output, compression, ctx.exclude, ctx.parallel), out)
+            self._tar(lambda output, compression, root=root: tar_tablespace_command(
+                root.source, output, compression, ctx.exclude, ctx.parallel), out, root)
             outputs.append(os.path.basename(out))
         return outputs
 
@@ -198,22 +222,22 @@ class TarMethod(CopyMethod):
     def output_bytes(self):
         return dict(self.sizes)
 
-    def _tar(self, command, output):
-        """One tar. gzip is done here with zlib, not by GNU gzip: zlib compresses about 1.4x faster
-        (docs/benchmarks.md), and in ``parallel`` threads."""
+    def _tar(self, command, output, root):
+        """One tar of the SourceRoot ``root``. gzip is done here with zlib, not by GNU gzip: zlib compresses
+        about 1.4x faster (docs/benchmarks.md), and in ``parallel`` threads."""
         ctx = self.context
         if ctx.remote:
-            return self._tar_to_repository(command, output)
+            return self._tar_to_repository(command, output, root)
         if ctx.compression == "gzip":
             argv = command("-", "none")
-            rc, err = gzip_parallel(argv, output, ctx.parallel)
+            rc, err = gzip_parallel(argv, output, ctx.parallel, pass_fds=(root.fd,))
         else:
             argv = command(output, ctx.compression)
-            rc, _out, err = ctx.run(argv)
+            rc, _out, err = ctx.run(argv, pass_fds=(root.fd,))
         ctx.check("tar", argv, rc, err)
         self.sizes[os.path.basename(output)] = os.path.getsize(output)
 
-    def _tar_to_repository(self, command, output):
+    def _tar_to_repository(self, command, output, root):
         """One tar streamed into ``output`` on the repository host: tar | (gzip here) | ssh 'cat > output'.
 
         The stream passes through this process, which counts it and, for
@@ -224,7 +248,7 @@ class TarMethod(CopyMethod):
         argv = command("-", "none" if gzip else ctx.compression)
         rc, err, size, ssh_argv = stream_to_repository(
             ctx.remote, "umask 077 && cat > %s" % shlex.quote(output), argv, ctx.remote.location(output),
-            ctx.parallel if gzip else 0)
+            ctx.parallel if gzip else 0, pass_fds=(root.fd,))
         ctx.commands.append({"argv": ssh_argv, "rc": 0})
         ctx.check("tar", argv, rc, err)
         self.streamed += size
@@ -234,7 +258,7 @@ class TarMethod(CopyMethod):
 class RsyncMethod(CopyMethod):
     name = "rsync"
 
-    def run(self, staging, tablespaces):
+    def run(self, staging, sources):
         ctx = self.context
         data_target, tblspc_target = self.targets()
         local = not ctx.repository
@@ -242,25 +266,25 @@ class RsyncMethod(CopyMethod):
         if local and not os.path.isdir(data_target):
             os.makedirs(data_target)
         # A target's <label>/ (or, remote, tablespaces/) does not exist yet: --mkpath (rsync 3.2.3+) creates it.
-        argv = rsync_data_command(ctx.data_directory, data_target, ctx.exclude, mkpath=not local, rsh=rsh)
-        rc, _out, err = ctx.run(argv)
+        argv = rsync_data_command(sources.data.source, data_target, ctx.exclude, mkpath=not local, rsh=rsh)
+        rc, _out, err = ctx.run(argv, pass_fds=(sources.data.fd,))
         ctx.check("rsync", argv, rc, err)
         argv = rsync_staged_command(staging, data_target, rsh=rsh)
         rc, _out, err = ctx.run(argv)
         ctx.check("rsync", argv, rc, err)
-        for tblspc in tablespaces:
+        for tblspc, root in sources.tablespaces:
             target = "%s/%s" % (tblspc_target, tblspc["oid"])
             if local and not os.path.isdir(target):
                 os.makedirs(target)
-            argv = rsync_tablespace_command(tblspc["location"], target, ctx.exclude, mkpath=not local, rsh=rsh)
-            rc, _out, err = ctx.run(argv)
+            argv = rsync_tablespace_command(root.source, target, ctx.exclude, mkpath=not local, rsh=rsh)
+            rc, _out, err = ctx.run(argv, pass_fds=(root.fd,))
             ctx.check("rsync", argv, rc, err)
         if local:
-            relink_tablespaces(data_target, tablespaces)
-        elif tablespaces:
+            relink_tablespaces(data_target, sources.records())
+        elif sources.tablespaces:
             ctx.warnings.append("The remote copy's pg_tblspc links still point at the original locations; "
                                 "tablespace_map names them; the tablespaces' contents are in %s." % tblspc_target)
-        return [DATA_SUBDIR] + ([TABLESPACES_SUBDIR] if tablespaces else [])
+        return [DATA_SUBDIR] + ([TABLESPACES_SUBDIR] if sources.tablespaces else [])
 
     def size(self):
         # Files on another host: not measured here.
@@ -272,22 +296,23 @@ class FileCopyMethod(CopyMethod):
 
     name = "copy"
 
-    def run(self, staging, tablespaces):
+    def run(self, staging, sources):
         ctx = self.context
+        tablespaces = sources.records()
         data_target, tblspc_target = self.targets()
         targets = [data_target] + [os.path.join(tblspc_target, str(t["oid"])) for t in tablespaces]
         present = [path for path in targets if os.path.lexists(path)]
         if present:
             raise BackupError("%s already exist: the copy method writes new directories only." % ", ".join(present),
                               "Remove them, or copy into a new backup directory (the role makes one per label).")
-        owner = os.stat(ctx.data_directory)
-        copy_tree(ctx.data_directory, data_target, ctx.exclude, prefix="", workers=ctx.parallel, cancel=ctx.cancel)
+        owner = sources.data.stat
+        copy_tree(sources.data, data_target, ctx.exclude, prefix="", workers=ctx.parallel, cancel=ctx.cancel)
         make_empty_dirs(data_target, owner)
         for name in STAGED_FILES:
             shutil.copy2(os.path.join(staging, name), os.path.join(data_target, name))
             chown_like(os.path.join(data_target, name), owner)
-        for tblspc in tablespaces:
-            copy_tree(tblspc["location"], os.path.join(tblspc_target, str(tblspc["oid"])), ctx.exclude,
+        for tblspc, root in sources.tablespaces:
+            copy_tree(root, os.path.join(tblspc_target, str(tblspc["oid"])), ctx.exclude,
                       prefix="pg_tblspc/%s/" % tblspc["oid"], workers=ctx.parallel, cancel=ctx.cancel)
         relink_tablespaces(data_target, tablespaces)
         ctx.commands.append({"argv": ["copy", ctx.data_directory, data_target], "rc": 0})
@@ -299,12 +324,12 @@ class CommandMethod(CopyMethod):
 
     name = "command"
 
-    def run(self, staging, tablespaces):
+    def run(self, staging, sources):
         ctx = self.context
         env = dict(os.environ)
         env.update({
             "PGX_DATA_DIRECTORY": ctx.data_directory,
-            "PGX_TABLESPACES": " ".join("%s=%s" % (t["oid"], t["location"]) for t in tablespaces),
+            "PGX_TABLESPACES": " ".join("%s=%s" % (t["oid"], t["location"]) for t in sources.records()),
             "PGX_BACKUP_DIR": ctx.backup_dir,
             "PGX_LABEL": ctx.label,
             "PGX_BACKUP_LABEL_RESTORABLE": os.path.join(ctx.backup_dir, RESTORABLE_LABEL_FILE),

@@ -102,8 +102,10 @@ class Repository(object):
         return self.ssh_argv() + [self.host.strip("[]"), script]
 
 
-def stream_to_repository(remote, script, argv, location, gzip_workers=0):
+def stream_to_repository(remote, script, argv, location, gzip_workers=0, pass_fds=()):
     """Pipe what ``argv`` writes (gzipped in ``gzip_workers`` threads, or as it is) into ``script`` on the repository.
+
+    ``pass_fds`` are the descriptors ``argv`` reads through (copy_io.SourceRoot.source).
 
     Raises when ssh or the remote command fails, with ssh's message: when the
     link or the remote side breaks, that message says why, not the broken pipe
@@ -114,7 +116,7 @@ def stream_to_repository(remote, script, argv, location, gzip_workers=0):
     with tempfile.TemporaryFile() as ssh_errors:
         ssh = subprocess.Popen(ssh_argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=ssh_errors)
         try:
-            rc, err, size = pipe_stream(argv, ssh.stdin, gzip_workers)
+            rc, err, size = pipe_stream(argv, ssh.stdin, gzip_workers, pass_fds=pass_fds)
         except (IOError, OSError) as exc:
             write_error = exc
         finally:

@@ -23,7 +23,10 @@ description:
     C(pg_wal) is a symbolic link to another disk (C(initdb --waldir)): nothing written into the copy later
     (the WAL the role includes, a restore check) reaches the live server."
   - Tablespace links are followed by design; one that leads to a directory the data directory's owner does
-    not own is refused before anything is copied. The V(copy) method follows no other symbolic link; links
+    not own is refused before anything is copied. The data directory and each tablespace's directory are
+    opened once, where they are checked, and every method reads them through that descriptor (GNU tar and
+    rsync through C(/proc/self/fd/<n>)), so a directory swapped for a link after the check is never followed
+    and one swapped before it is refused. The V(copy) method follows no other symbolic link; links
     are copied as links, and a file or directory replaced by a link while the copy runs fails the task.
   - GNU tar's exit code 1 and rsync's 24 (files changed or vanished while read) are normal on a live
     cluster and reported as warnings; any other failure fails the task. A file or directory that cannot

@@ -5,6 +5,7 @@ import shutil
 import stat
 import struct
 import subprocess
+import tarfile
 import tempfile
 from pathlib import Path
 
@@ -138,7 +139,7 @@ def test_tar_tool_failure_is_a_failure_but_exit_1_is_a_warning(tmp_path):
     calls = []
 
     def fake(rc):
-        def run(argv, env=None):
+        def run(argv, env=None, pass_fds=()):
             calls.append(argv)
             with open(argv[argv.index("-cf") + 1], "w") as out:
                 out.write("x" * len(calls))
@@ -155,7 +156,7 @@ def test_command_method_gets_environment_and_restorable_label(tmp_path):
     data = make_data_dir(tmp_path)
     seen = {}
 
-    def run(argv, env=None):
+    def run(argv, env=None, pass_fds=()):
         seen.update(env)
         return 0, "", ""
     out = tmp_path / "b"
@@ -316,12 +317,18 @@ def test_rsync_target_gets_a_real_empty_pg_wal_and_a_second_run_keeps_it_so(tmp_
     assert stat.S_IMODE(os.stat(str(target / "run-1" / "data")).st_mode) == stat.S_IMODE(os.stat(str(data)).st_mode)
 
 
+def tree_copy(source, target, **kwargs):
+    """cio.copy_tree of the directory ``source``, opened as the Copier opens its roots."""
+    with cio.open_root(str(source)) as root:
+        return cio.copy_tree(root, target, **kwargs)
+
+
 def test_copy_tree_copies_links_as_links_and_never_their_targets(tmp_path):
     data = make_data_dir(tmp_path)
     (tmp_path / "secret").write_text("secret")
     os.symlink(str(tmp_path / "secret"), str(data / "base/1/link"))
     os.symlink(str(tmp_path), str(data / "base/dirlink"))
-    cio.copy_tree(str(data), str(tmp_path / "copy"))
+    tree_copy(data, str(tmp_path / "copy"))
     copy = tmp_path / "copy"
     assert os.readlink(str(copy / "base/1/link")) == str(tmp_path / "secret")
     assert os.readlink(str(copy / "base/dirlink")) == str(tmp_path)
@@ -334,7 +341,7 @@ def test_copy_tree_keeps_mode_owner_and_content(tmp_path):
     os.chmod(str(src), 0o640)
     if os.geteuid() == 0:
         os.chown(str(src), NOBODY.pw_uid, NOBODY.pw_gid)
-    cio.copy_tree(str(data), str(tmp_path / "copy"), workers=2)
+    tree_copy(data, str(tmp_path / "copy"), workers=2)
     copied = tmp_path / "copy/base/1/1259"
     st, orig = os.stat(str(copied)), os.stat(str(src))
     assert copied.read_bytes() == src.read_bytes() and stat.S_IMODE(st.st_mode) == 0o640
@@ -364,7 +371,7 @@ def test_a_file_swapped_for_a_link_after_the_walk_fails_the_copy(tmp_path, monke
         os.replace(str(link), str(victim))
     swap(monkeypatch, action)
     with pytest.raises(BackupError, match="base/1/1259 became a symbolic link during the copy.*take the backup again"):
-        cio.copy_tree(str(data), str(tmp_path / "copy"), workers=workers)
+        tree_copy(data, str(tmp_path / "copy"), workers=workers)
     assert not any(b"secret" in p.read_bytes() for p in (tmp_path / "copy").rglob("*") if p.is_file())
 
 
@@ -379,14 +386,14 @@ def test_a_directory_swapped_for_a_link_after_the_walk_fails_the_copy(tmp_path, 
             os.symlink(str(tmp_path / "elsewhere"), str(data / "base/1"))
     swap(monkeypatch, action)
     with pytest.raises(BackupError, match="base/1 became a symbolic link during the copy"):
-        cio.copy_tree(str(data), str(tmp_path / "copy"))
+        tree_copy(data, str(tmp_path / "copy"))
     assert not (tmp_path / "copy/base/1/1259").exists()
 
 
 def test_files_that_vanish_are_skipped(tmp_path, monkeypatch):
     data = make_data_dir(tmp_path)
     swap(monkeypatch, lambda: shutil.rmtree(str(data / "base/1"), ignore_errors=True))
-    assert cio.copy_tree(str(data), str(tmp_path / "copy")) == 3
+    assert tree_copy(data, str(tmp_path / "copy")) == 3
     assert sorted(p.name for p in (tmp_path / "copy").rglob("*") if p.is_file()) == [
         "PG_VERSION", "pg_control", "tablespace_map"]
 
@@ -405,7 +412,8 @@ def test_tablespace_links_are_resolved_once(tmp_path):
     os.symlink("../../ts-link", str(data / "pg_tblspc/16384"))
     (data / "pg_tblspc/16390").mkdir()   # in place: copied with the data directory
     real = os.path.realpath(str(tmp_path / "ts"))
-    assert c.tablespaces_of(str(data)) == [{"oid": 16384, "name": None, "location": real, "path": real}]
+    with c.open_sources(str(data)) as sources:
+        assert sources.records() == [{"oid": 16384, "name": None, "location": real, "path": real}]
 
 
 @pytest.mark.parametrize("method", ["tar", "copy", "command"])
@@ -425,6 +433,117 @@ def test_a_tablespace_link_to_a_directory_of_another_owner_is_refused_before_any
     assert "leads to %s, owned by uid %d" % (foreign, os.stat(foreign).st_uid) in message
     assert "owned by uid %d" % os.getuid() in message and "take the backup again" in message
     assert not (tmp_path / "b").exists(), "refused before anything is copied"
+
+
+def swap_for_link(path, target):
+    """What the server's OS user can do to a directory it owns the parent of: rename it away, put a link in its place."""
+    os.rename(str(path), str(path) + ".moved")
+    os.symlink(str(target), str(path))
+
+
+def elsewhere(tmp_path):
+    """A directory the copy must never read, holding a file named like the tablespace's and data directory's."""
+    other = tmp_path / "elsewhere"
+    (other / "PG_15_1").mkdir(parents=True)
+    (other / "PG_15_1/f").write_text("elsewhere")
+    (other / "backup_label").write_text(LABEL)
+    (other / "secret").write_text("elsewhere")
+    return other
+
+
+def swap_after_the_check(monkeypatch, action):
+    """Run ``action`` right after the Copier opened and checked its sources, before any method reads them."""
+    real = c.open_sources
+
+    def opened(data_directory):
+        sources = real(data_directory)
+        action()
+        return sources
+    monkeypatch.setattr(c, "open_sources", opened)
+
+
+def copied_files(out):
+    """{name relative to its root: content} of what a copy wrote, plain or tar."""
+    found = {}
+    for path in sorted(out.rglob("*")):
+        if path.is_file() and not path.is_symlink() and path.name.endswith(".tar"):
+            with tarfile.open(str(path)) as tar:
+                for member in tar.getmembers():
+                    if member.isfile():
+                        found[path.name + ":" + os.path.normpath(member.name)] = tar.extractfile(member).read()
+        elif path.is_file() and not path.is_symlink():
+            found[str(path.relative_to(out))] = path.read_bytes()
+    return found
+
+
+@pytest.mark.parametrize("method", ["tar", "copy", "rsync"])
+def test_a_tablespace_swapped_for_a_link_after_the_check_is_copied_as_checked(tmp_path, monkeypatch, method):
+    data = make_data_dir(tmp_path)
+    other = elsewhere(tmp_path)
+    swap_after_the_check(monkeypatch, lambda: swap_for_link(tmp_path / "ts", other))
+    result = c.Copier(str(data), str(tmp_path / "b"), "run-1", method=method).copy()
+    files = copied_files(tmp_path / "b")
+    assert b"elsewhere" not in b"".join(files.values()), "the copy read the link's target"
+    assert b"ts" in [content for name, content in files.items() if name.endswith("PG_15_1/f")], files
+    assert result["tablespaces"][0]["location"] == str(tmp_path / "ts"), "the record names the path as checked"
+
+
+@pytest.mark.parametrize("method", ["tar", "copy", "rsync"])
+def test_the_data_directory_swapped_for_a_link_after_the_check_is_copied_as_checked(tmp_path, monkeypatch, method):
+    data = make_data_dir(tmp_path)
+    other = elsewhere(tmp_path)
+    swap_after_the_check(monkeypatch, lambda: swap_for_link(data, other))
+    c.Copier(str(data), str(tmp_path / "b"), "run-1", method=method).copy()
+    files = copied_files(tmp_path / "b")
+    assert not [name for name in files if name.endswith("secret")], "the copy read the link's target"
+    assert [name for name in files if name.endswith("base/1/1259")], files
+
+
+@pytest.mark.parametrize("which", ["data", "ts"])
+def test_a_root_swapped_for_a_link_between_its_resolution_and_its_open_is_refused(tmp_path, monkeypatch, which):
+    data = make_data_dir(tmp_path)
+    other = elsewhere(tmp_path)
+    real = os.path.realpath
+
+    def resolve_then_swap(path):
+        resolved = real(path)
+        if resolved == str(tmp_path / which) and not os.path.islink(resolved):
+            swap_for_link(tmp_path / which, other)
+        return resolved
+    monkeypatch.setattr(c.os.path, "realpath", resolve_then_swap)
+    with pytest.raises(BackupError, match="%s is a symbolic link now, not the directory it was resolved to: it was "
+                       "swapped during the backup. It was not followed; nothing was copied" % (tmp_path / which)):
+        c.Copier(str(data), str(tmp_path / "b"), "run-1", method="tar").copy()
+    assert not (tmp_path / "b").exists()
+
+
+def test_an_external_tool_reads_the_opened_directory_only_when_it_is_passed_the_descriptor(tmp_path):
+    """The /proc/self/fd path is the descriptor's: without pass_fds the tool finds no such directory."""
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d/f").write_text("d")
+    with cio.open_root(str(tmp_path / "d")) as root:
+        swap_for_link(tmp_path / "d", elsewhere(tmp_path))
+        rc, _out, _err = cio.run_argv(["tar", "-C", root.source, "-cf", str(tmp_path / "d.tar"), "."],
+                                      pass_fds=(root.fd,))
+        assert rc == 0
+        assert cio.run_argv(["tar", "-C", root.source, "-cf", str(tmp_path / "x.tar"), "."])[0] != 0
+    with tarfile.open(str(tmp_path / "d.tar")) as tar:
+        assert sorted(tar.getnames()) == [".", "./f"]
+
+
+def test_without_proc_the_copy_refuses_before_anything_is_copied(tmp_path, monkeypatch):
+    """A tool given /proc/self/fd/<n> without /proc would read nothing, or what another mount has there."""
+    real = cio.SourceRoot
+
+    class WithoutProc(real):
+        def __init__(self, path, fd):
+            real.__init__(self, path, fd)
+            self.source = str(tmp_path / "no-proc" / str(fd))
+    monkeypatch.setattr(cio, "SourceRoot", WithoutProc)
+    data = make_data_dir(tmp_path)
+    with pytest.raises(BackupError, match="the copy reads through /proc/self/fd, which this host does not provide"):
+        c.Copier(str(data), str(tmp_path / "b"), "run-1").copy()
+    assert not (tmp_path / "b").exists()
 
 
 def as_unprivileged(func):
@@ -488,9 +607,9 @@ def test_an_unreadable_directory_or_file_fails_the_copy(shared_tmp, entry):
     data, target = unreadable_tree(shared_tmp, entry)
     with pytest.raises(BackupError, match="Could not read %s: Permission denied.*as root or as the server's OS user"
                        % (data / entry)):
-        as_unprivileged(lambda: cio.copy_tree(str(data), str(target)))
+        as_unprivileged(lambda: tree_copy(data, str(target)))
     os.chmod(str(data / entry), 0o700)
-    as_unprivileged(lambda: cio.copy_tree(str(data), str(target) + "2"))
+    as_unprivileged(lambda: tree_copy(data, str(target) + "2"))
 
 
 def test_the_result_names_the_cluster(tmp_path):
@@ -506,7 +625,7 @@ def test_command_method_writes_the_restorable_label_before_the_command_runs(tmp_
     data = make_data_dir(tmp_path)
     out = tmp_path / "b"
 
-    def run(argv, env=None):
+    def run(argv, env=None, pass_fds=()):
         assert "streamed" in open(env["PGX_BACKUP_LABEL_RESTORABLE"]).read()
         return 0, "", ""
     c.Copier(str(data), str(out), "run-1", method="command", command="snap", fix_label=True, run=run).copy()

@@ -5,7 +5,7 @@ import struct
 import pytest
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import parse_tablespace_map
-from ansible_collections.pgexclusive.backup.plugins.module_utils.copy import tablespaces_of
+from ansible_collections.pgexclusive.backup.plugins.module_utils.copy import open_sources
 from ansible_collections.pgexclusive.backup.plugins.module_utils.data_directory import (
     advice, age_offline, read_data_directory, read_postmaster_pid, system_identifier)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
@@ -92,4 +92,5 @@ def test_one_tablespace_shape_from_the_links_the_map_and_the_copy(datadir, tmp_p
     (datadir / "pg_tblspc" / "16392").symlink_to(tmp_path / "ts")
     facts, _backup = read_data_directory(str(datadir))
     from_map = parse_tablespace_map("16392 %s\n" % (tmp_path / "ts"))
-    assert facts["tablespaces"] == from_map == tablespaces_of(str(datadir))
+    with open_sources(str(datadir)) as sources:
+        assert facts["tablespaces"] == from_map == sources.records()

@@ -13,7 +13,7 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_lea
     BY_HEARTBEAT, BY_MAX_DURATION, ENDED, RENEWED, end_lease, lease_end, lease_lost, lease_path, lease_renewed_at,
     renew_command, renew_interval, renewal_outcome, start_lease)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_records import EXPIRED_STOPPED, RUNNING, update_record, write_record
-from ansible_collections.pgexclusive.backup.plugins.module_utils.copy_io import copy_tree
+from ansible_collections.pgexclusive.backup.plugins.module_utils.copy_io import copy_tree, open_root
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 
 
@@ -154,7 +154,8 @@ def test_a_cancelled_tree_copy_starts_no_further_file(tmp_path):
     cancel = threading.Event()
     cancel.set()
     with pytest.raises(BackupError, match="was cancelled"):
-        copy_tree(str(source), str(tmp_path / "dst"), cancel=cancel)
+        with open_root(str(source)) as root:
+            copy_tree(root, str(tmp_path / "dst"), cancel=cancel)
     assert not [p for p in (tmp_path / "dst").iterdir() if p.is_file()]
 
 
