@@ -64,7 +64,7 @@ options:
   archive_timeout:
     description:
       - Seconds to wait for the archive before failing. The backup is stopped either way.
-      - Also the time limit (C(statement_timeout), at least one second) of the stop statement itself:
+      - Also the time limit (C(statement_timeout), at least one second) of the stop statement itself, because
         the pg_exclusive_backup extension's C(pg_stop_backup()) ends the backup and then waits in the
         server until the WAL is archived, without end while archiving fails. When the limit cuts that wait
         short, the module checks that the backup ended (same label and start LSN), reads the stop LSN from
