@@ -10,8 +10,8 @@ it is installed ('extension'). Anything else is 'none'.
 
 pg_stop_backup and the safety stop's watchdog both stop through guarded_stop
 under stop_lock, within a time limit: the extension's stop waits for the WAL
-archive, without end while archiving fails. Standard library only: the watchdog process runs this file's
-source outside Ansible (see safety_stop_watchdog.py), so the statements run
+archive, without end while archiving fails. Standard library only: the
+watchdog process runs this file's source outside Ansible (see safety_stop_watchdog.py), so the statements run
 through a ``value(sql, args)`` callable each caller brings.
 """
 
@@ -117,7 +117,7 @@ def guarded_stop_args(label, start_lsn=None):
 
 
 # Whether this very backup (label and start LSN, as the guarded stop checks them) is still in progress:
-# true, false (another backup), or NULL (none).
+# true, or NULL when no backup or another one is.
 THIS_BACKUP_IN_PROGRESS_SQL = _GUARDED_STOP % "true"
 
 # The extension's pg_stop_backup() waits for the WAL archive after ending the backup, without end
@@ -164,8 +164,8 @@ def guarded_stop(value, api, label, start_lsn, seconds, errors):
     ``value(sql, args)`` runs one statement and returns its single value;
     ``errors``: what a failed statement raises. The stop statement gets
     ``seconds`` (statement_timeout); when they run out, StopCutShort says
-    whether this backup had ended by then. The stop lock makes that answer
-    this stop's: only a stop of this collection could have ended it meanwhile.
+    whether this backup had ended by then: the caller read it in progress
+    under the stop lock just before, so what ended it was this statement.
     """
     args = guarded_stop_args(label, start_lsn)
     previous = value(TIMEOUT_SETTING_SQL, None)
