@@ -171,3 +171,12 @@ def test_guarded_stop_statement_checks_the_start_lsn(pg):
             assert cur.fetchone()[0] and not pg.in_backup()
     finally:
         conn.close()
+
+
+def test_check_mode_shows_the_bounded_stop_and_stops_nothing(pg):
+    label = "check-%s" % uuid.uuid4()
+    pg.start_backup(label)
+    would, = run_tasks([task("pg_stop_backup", label=label, archive_timeout=7, **connection(pg))], check=True)
+    assert would["changed"] is True and not would.get("failed") and pg.in_backup()
+    assert any("set_config('statement_timeout', '7000ms', false)" in q for q in would["queries"]), would["queries"]
+    assert any("pg_stop_backup" in q for q in would["queries"])
