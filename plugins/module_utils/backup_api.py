@@ -9,8 +9,9 @@ pg_exclusive_backup extension brings it back, but only in the database where
 it is installed ('extension'). Anything else is 'none'.
 
 pg_stop_backup and the safety stop's watchdog both stop through guarded_stop
-under stop_lock. Standard library only: the watchdog process runs this file's
-source outside Ansible (see safety_stop_watchdog.py), so the statements run
+under stop_lock, within a time limit: the extension's stop waits for the WAL
+archive, without end while archiving fails. Standard library only: the
+watchdog process runs this file's source outside Ansible (see safety_stop_watchdog.py), so the statements run
 through a ``value(sql, args)`` callable each caller brings.
 """
 
@@ -115,6 +116,39 @@ def guarded_stop_args(label, start_lsn=None):
     return {"label": label, "start_lsn": start_lsn}
 
 
+# Whether this very backup (label and start LSN, as the guarded stop checks them) is still in progress:
+# true, or NULL when no backup or another one is.
+THIS_BACKUP_IN_PROGRESS_SQL = _GUARDED_STOP % "true"
+
+# The extension's pg_stop_backup() waits for the WAL archive after ending the backup, without end
+# while archiving fails; so every stop runs under a statement_timeout, and a cancelled stop is
+# then judged by backup_label. The limit is never below one second: the stop itself needs a moment.
+TIMEOUT_SETTING_SQL = "SELECT pg_catalog.current_setting('statement_timeout')"
+SET_TIMEOUT_SQL = "SELECT pg_catalog.set_config('statement_timeout', %s, false)"
+MIN_STOP_LIMIT_MS = 1000
+QUERY_CANCELED = "57014"
+
+
+class StopCutShort(Exception):
+    """The stop statement ran out of time; ``ended``: this backup had ended by then (the archive wait was cut)."""
+
+    def __init__(self, ended, seconds):
+        super(StopCutShort, self).__init__(
+            "the stop statement did not return within %s seconds; the backup had %s" % (
+                seconds, "ended, and its stop was waiting for the WAL archive" if ended else "not ended"))
+        self.ended = ended
+        self.seconds = seconds
+
+
+def stop_limit_ms(seconds):
+    return max(MIN_STOP_LIMIT_MS, int(seconds * 1000))
+
+
+def _sqlstate(exc):
+    """SQLSTATE of a statement error: connection.py's DatabaseError says sqlstate, psycopg2 pgcode."""
+    return getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+
+
 # Every stop of this collection (the module's and the watchdog's) holds this
 # advisory lock from reading the label to recording the outcome, so a stop
 # never acts on a label another stop has just ended. Session-level: a client
@@ -124,12 +158,50 @@ LOCK_SQL = "SELECT pg_catalog.pg_advisory_lock(%s)"
 UNLOCK_SQL = "SELECT pg_catalog.pg_advisory_unlock(%s)"
 
 
-def guarded_stop(value, api, label, start_lsn=None):
+def guarded_stop(value, api, label, start_lsn, seconds, errors):
     """Stop the backup in progress only if it is this one; its stop LSN, or None when nothing was stopped.
 
-    ``value(sql, args)`` runs one statement and returns its single value.
+    ``value(sql, args)`` runs one statement and returns its single value;
+    ``errors``: what a failed statement raises. The stop statement gets
+    ``seconds`` (statement_timeout); when they run out, StopCutShort says
+    whether this backup had ended by then: the caller read it in progress
+    under the stop lock just before, so what ended it was this statement.
     """
-    return value(GUARDED_STOP_SQL[api], guarded_stop_args(label, start_lsn))
+    args = guarded_stop_args(label, start_lsn)
+    previous = value(TIMEOUT_SETTING_SQL, None)
+    value(SET_TIMEOUT_SQL, ("%dms" % stop_limit_ms(seconds),))
+    try:
+        return value(GUARDED_STOP_SQL[api], args)
+    except errors as exc:
+        if _sqlstate(exc) != QUERY_CANCELED:
+            raise
+    finally:
+        value(SET_TIMEOUT_SQL, (previous,))
+    raise StopCutShort(value(THIS_BACKUP_IN_PROGRESS_SQL, args) is not True, seconds)
+
+
+def would_stop(would_run, api, label, start_lsn, seconds):
+    """Record, in check mode, the statements guarded_stop sends."""
+    would_run(SET_TIMEOUT_SQL, ("%dms" % stop_limit_ms(seconds),))
+    would_run(GUARDED_STOP_SQL[api], guarded_stop_args(label, start_lsn))
+
+
+# A stop whose only task is to end the backup (the watchdog's, a failed start's undo) gives the archive this long.
+ENDING_LIMIT = 10
+
+
+def end_this_backup(value, api, label, start_lsn, errors):
+    """Stop this backup when only its end matters: (ended, stop LSN or None when the archive wait was cut).
+
+    StopCutShort when it had not even ended within ENDING_LIMIT seconds.
+    """
+    try:
+        stop_lsn = guarded_stop(value, api, label, start_lsn, ENDING_LIMIT, errors)
+    except StopCutShort as cut:
+        if not cut.ended:
+            raise
+        return True, None
+    return stop_lsn is not None, stop_lsn
 
 
 def label_in_progress(value):

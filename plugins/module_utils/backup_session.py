@@ -12,6 +12,8 @@ through SQL (pg_read_file) so that labels can be checked from any host.
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import time
+
 from ansible_collections.pgexclusive.backup.plugins.module_utils import backup_api
 from ansible_collections.pgexclusive.backup.plugins.module_utils import safety_stop
 from ansible_collections.pgexclusive.backup.plugins.module_utils.wal_archiving import wait_until_archived
@@ -40,6 +42,7 @@ FACT_NAMES = ("version_num", "version", "in_recovery", "wal_level", "archive_mod
 MISSING_PRIVILEGES_QUERY = (
     "SELECT f FROM pg_catalog.unnest(%s::text[]) AS f WHERE NOT pg_catalog.has_function_privilege(f, 'EXECUTE')")
 READ_FILES_QUERY = "SELECT pg_catalog.pg_read_file(%s, 0, %s, true), pg_catalog.pg_read_file(%s, 0, %s, true)"
+READ_FILE_QUERY = "SELECT pg_catalog.pg_read_file(%s, 0, %s, true)"
 READ_LIMIT = 1024 * 1024
 SECONDS_SINCE_QUERY = "SELECT extract(epoch FROM pg_catalog.clock_timestamp() - %s::timestamptz)::float8"
 DEFAULT_ARCHIVE_TIMEOUT = 300
@@ -240,7 +243,7 @@ def start_backup(server, params, check_mode):
     started = server.read_backup()
     if started is None or started.get("label") != label:
         # The label-guarded stop ends this run's backup if it is still there, and nobody else's.
-        stopped_again = _stop_again(server, api, label) is not None
+        stopped_again = _stop_again(server, api, label)
         raise BackupError(
             "pg_start_backup succeeded, but backup_label now reads %s%s."
             % (describe_backup(started) if started else "nothing",
@@ -271,9 +274,9 @@ def _report_earlier_failures(server, params, result, keeps_records):
 
 
 def _stop_again(server, api, label):
-    """Stop this run's backup again at once, label-guarded; its stop LSN, or None when nothing was stopped."""
+    """Stop this run's backup again at once, label-guarded; True when it was stopped."""
     with stop_lock(server.session):
-        return backup_api.guarded_stop(server.session.value, api, label)
+        return backup_api.end_this_backup(server.session.value, api, label, None, DatabaseError)[0]
 
 
 def stop_lock(session):
@@ -305,11 +308,13 @@ def stop_backup(server, params, check_mode):
     server.require_privileges((backup_api.STOP_FUNCTION[server.api], backup_api.READ_FILE_FUNCTION), "stop a backup")
     if check_mode:
         return _stop(server, params, label, check_mode)
+    # The stop statement and the wait for the archive after it share archive_timeout.
+    deadline = time.monotonic() + params["archive_timeout"]
     with stop_lock(server.session):
         result = _stop(server, params, label, check_mode)
     if not result["changed"]:
         return result
-    return _wait_for_archive(server, params, result)
+    return _wait_for_archive(server, params, result, deadline)
 
 
 def _stop(server, params, label, check_mode):
@@ -345,13 +350,22 @@ def _stop(server, params, label, check_mode):
         result["warnings"].append("force: true stopped the backup %s%s." % (
             describe_backup(running), "" if label is None else ", which is not '%s'" % label))
     if check_mode:
-        backup_api.guarded_stop(server.session.would_run, server.api, running.get("label"), running.get("start_lsn"))
+        backup_api.would_stop(server.session.would_run, server.api, running.get("label"), running.get("start_lsn"),
+                              params["archive_timeout"])
         result.update(changed=True)
         return result
     # The backup is checked again by the stop statement itself: a client outside this
     # collection may have stopped it, and another started one, since the read above.
-    stop_lsn = backup_api.guarded_stop(server.session.value, server.api, running.get("label"), running.get("start_lsn"))
-    if stop_lsn is None:
+    try:
+        stop_lsn = backup_api.guarded_stop(server.session.value, server.api, running.get("label"),
+                                           running.get("start_lsn"), params["archive_timeout"], DatabaseError)
+    except backup_api.StopCutShort as cut:
+        if not cut.ended:
+            _refuse_unended(running, params["archive_timeout"])
+        # The backup ended; the extension's stop was still waiting for the archive, which the wait after reports.
+        stop_lsn = _stop_lsn_of(server, running)
+        result["archive_wait_cut"] = True
+    if stop_lsn is None and not result["archive_wait_cut"]:
         if not forced:
             _ended_without_stop(path, record, label, running.get("start_lsn"), check_mode,
                                 "another client stopped it a moment before this stop")
@@ -363,6 +377,23 @@ def _stop(server, params, label, check_mode):
     result["watchdog_ended"] = safety_stop.disarm(path, record, stop_lsn)
     result.update(_finished_facts(server, running, stop_lsn), changed=True, in_backup=False)
     return result
+
+
+def _refuse_unended(running, seconds):
+    raise BackupError(
+        "The stop of the backup %s did not return within archive_timeout (%s seconds), and the backup is still "
+        "in progress: the stop statement was cancelled before it ended the backup." % (describe_backup(running), seconds),
+        "Find what held the stop on the server (pg_stat_activity, pg_locks), then stop the backup with "
+        "pg_stop_backup label: '%s'. A safety stop, if this backup has one, ends it when its lease runs out."
+        % running.get("label"),
+        in_backup=True, changed=False, label=running.get("label"))
+
+
+def _stop_lsn_of(server, running):
+    """The stop LSN of a backup whose stop was cut short in its archive wait, from its history file in pg_wal; or None."""
+    name = backup_history_file(running["start_wal_file"], running["start_lsn"], server.wal_segment_size)
+    text = server.session.value(READ_FILE_QUERY, ("pg_wal/" + name, READ_LIMIT))
+    return parse_backup_label(text).get("stop_lsn") if text else None
 
 
 def _ended_without_stop(path, record, label, start_lsn, check_mode, what):
@@ -379,8 +410,9 @@ def _ended_without_stop(path, record, label, start_lsn, check_mode, what):
         label=label, ended_without_stop=True, watchdog_ended=watchdog_ended, in_backup=False, changed=False)
 
 
-def _wait_for_archive(server, params, result):
-    wal_files = [result["backup_history_file"], result["stop_wal_file"]]
+def _wait_for_archive(server, params, result, deadline):
+    # Without a stop LSN (a cut stop whose history file is gone) only the history file is known.
+    wal_files = [name for name in (result["backup_history_file"], result["stop_wal_file"]) if name]
     if not params["wait_for_archive"] or server.archive_mode == "off":
         reason = "archive_mode is off" if server.archive_mode == "off" else "wait_for_archive is false"
         result["warnings"].append(
@@ -389,7 +421,7 @@ def _wait_for_archive(server, params, result):
             % (reason, result["start_wal_file"], result["stop_wal_file"]))
         return result
     try:
-        wait_until_archived(server.session, wal_files, params["archive_timeout"])
+        wait_until_archived(server.session, wal_files, params["archive_timeout"], deadline)
     except BackupError as exc:
         exc.facts.update(result)
         exc.facts.pop("warnings")
@@ -400,13 +432,13 @@ def _wait_for_archive(server, params, result):
 
 def _stop_facts(label):
     return dict(label=label, stop_lsn=None, stop_wal_file=None, backup_history_file=None,
-                archived=False, duration=None)
+                archived=False, duration=None, archive_wait_cut=False)
 
 
 def _finished_facts(server, running, stop_lsn):
     return dict(
         stop_lsn=stop_lsn,
-        stop_wal_file=last_segment_before(running["timeline"], stop_lsn, server.wal_segment_size),
+        stop_wal_file=last_segment_before(running["timeline"], stop_lsn, server.wal_segment_size) if stop_lsn else None,
         backup_history_file=backup_history_file(running["start_wal_file"], running["start_lsn"],
                                                 server.wal_segment_size),
         duration=server.seconds_since(running.get("start_time")),

@@ -49,8 +49,11 @@ WHAT_TO_DO = {
                      "stopped renewing it (ansible-playbook killed, AWX job cancelled, or the SSH connection "
                      "lost): check that run's output. With expired_by max_duration the copy took longer than "
                      "the lease: give max_duration more room.",
-    EXPIRED_NOT_IN_PROGRESS: "The lease expired, but the backup was no longer in progress (stopped by "
-                             "something other than this collection's stop): check that run's output.",
+    EXPIRED_NOT_IN_PROGRESS: "The lease expired, but the backup was no longer in progress and no stop of it "
+                             "had been recorded: a stop ended it but its run ended before recording it "
+                             "(ansible-playbook killed during the stop), or a restart or another client ended "
+                             "it. Any copy taken under this label is not usable: check that run's output and the "
+                             "server log.",
     EXPIRED_OTHER_LABEL: "The lease expired while another label's backup was in progress; that backup "
                          "was left alone. This run's backup had already ended by other means.",
     EXPIRED_UNREACHABLE: "The lease expired but the server did not answer: if it is down with backup_label "

@@ -27,7 +27,9 @@ The watchdog is detached from everything Ansible owns:
 At expiry it takes the collection's advisory lock (the stop module takes it
 too, so the two never interleave), re-reads the state record (a normal stop
 marks it stopped), and stops the backup in one statement that checks the
-label in backup_label and stops only if it is this backup's. What it did goes
+label in backup_label and stops only if it is this backup's, within
+backup_api.ENDING_LIMIT seconds (the extension's stop would otherwise wait
+for the WAL archive without end while archiving fails). What it did goes
 into the state record. The start arms it and the stop disarms it through
 safety_stop.py.
 """
@@ -45,7 +47,7 @@ import time
 # Imported by name from the modules themselves: in the watchdog process only
 # those modules are registered (see _BOOTSTRAP), not the packages above them.
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_api import (
-    guarded_stop, label_in_progress, stop_lock)
+    end_this_backup, label_in_progress, stop_lock)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.durable import atomic_write
 from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_lease import (
     end_lease, lease_end, lease_renewed_at)
@@ -54,7 +56,7 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_rec
     is_watchdog_of, now_iso, read_record, update_record, write_record)
 
 # Every module_utils file the watchdog imports, named by one of its functions, each after those it imports.
-_CARRIED = (atomic_write, guarded_stop, now_iso, lease_end)
+_CARRIED = (atomic_write, end_this_backup, now_iso, lease_end)
 
 # Connection attempts at expiry go on for this long at most, in seconds, but
 # never longer than the lease itself: a server restarting must get its chance.
@@ -207,9 +209,11 @@ def decide(config, cursor):
     if record is None or record.get("outcome") != RUNNING:
         return None
     value = _value_of(cursor)
-    stop_lsn = guarded_stop(value, config["api"], config["record"]["label"], config["record"]["start_lsn"])
-    if stop_lsn is not None:
-        return dict(outcome=EXPIRED_STOPPED, stop_lsn=stop_lsn)
+    # Bounded: the extension's stop would wait for the WAL archive without end while archiving fails.
+    ended, stop_lsn = end_this_backup(value, config["api"], config["record"]["label"], config["record"]["start_lsn"],
+                                      _driver().Error)
+    if ended:
+        return dict(outcome=EXPIRED_STOPPED, stop_lsn=stop_lsn, archive_wait_cut=stop_lsn is None)
     other = label_in_progress(value)
     if other is None:
         return dict(outcome=EXPIRED_NOT_IN_PROGRESS)

@@ -4,8 +4,10 @@
 
 """WAL archiving: is it healthy, has a file reached the archive, waiting for it, and pg_archive_check's check.
 
-Waiting happens here and only here: the extension's pg_stop_backup() does not
-wait, and the native one is called without waiting so both APIs behave alike.
+The collection's own waiting happens here: the native pg_stop_backup() is
+called without waiting, and the extension's, which waits in the server until
+the last segment is archived, runs under a time limit (backup_api.py); the
+wait here then takes what is left of archive_timeout.
 
 Before a backup starts, verify_archiving checks archiving passively (settings,
 pg_stat_archiver) or actively: a restore point first, so the WAL switch that
@@ -89,14 +91,16 @@ def read_archive_settings(session):
     return dict((name, found.get(name)) for name in SETTINGS)
 
 
-def wait_until_archived(session, wal_files, timeout):
+def wait_until_archived(session, wal_files, timeout, deadline=None):
     """Poll until every file of ``wal_files`` is archived; return the archiver's last state.
 
     Raises BackupError naming what is missing and the archiver's last failure
-    when ``timeout`` seconds pass first.
+    when ``timeout`` seconds pass first, or when ``deadline`` (time.monotonic(),
+    of a wait that began earlier) passes: then the files are looked at once.
     """
     may_list = session.value(STATUS_DIR_ALLOWED)
-    deadline = time.monotonic() + timeout
+    if deadline is None:
+        deadline = time.monotonic() + timeout
     while True:
         archiver = read_archiver(session)
         done = [row[0] for row in session.rows(STATUS_DIR_QUERY, ([n + ".done" for n in wal_files],))] if may_list else []

@@ -64,6 +64,14 @@ options:
   archive_timeout:
     description:
       - Seconds to wait for the archive before failing. The backup is stopped either way.
+      - Also the time limit (C(statement_timeout), at least one second) of the stop statement itself, because
+        the pg_exclusive_backup extension's C(pg_stop_backup()) ends the backup and then waits in the
+        server until the WAL is archived, without end while archiving fails. When the limit cuts that wait
+        short, the module checks that the backup ended (same label and start LSN), reads the stop LSN from
+        the backup history file in C(pg_wal), and reports the WAL that is not archived, as for any timeout.
+        The wait for the archive after the statement gets what is left of the same seconds.
+      - With the extension and O(wait_for_archive=false) the statement still waits in the server, up to
+        this limit.
     type: int
     default: 300
   state_dir:
@@ -138,6 +146,12 @@ start_wal_file:
   returned: when a backup was in progress
   type: str
   sample: "000000010000000000000002"
+archive_wait_cut:
+  description:
+    - True when the stop statement reached its time limit (O(archive_timeout)) while the extension's
+      C(pg_stop_backup()) waited for the archive, after the backup had ended.
+  returned: always
+  type: bool
 archived:
   description: True when RV(stop_wal_file) and RV(backup_history_file) are known to be archived.
   returned: always

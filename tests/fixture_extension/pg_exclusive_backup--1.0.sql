@@ -7,7 +7,8 @@ RETURNS pg_lsn
 AS 'MODULE_PATHNAME', 'pg_start_backup'
 LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE;
 
--- No wait_for_archive parameter: callers wait for the archive themselves.
+-- No wait_for_archive parameter, as documented; the stop still waits for the
+-- WAL archive, without end while archiving fails (see the C source).
 CREATE FUNCTION pg_stop_backup()
 RETURNS pg_lsn
 AS 'MODULE_PATHNAME', 'pg_stop_backup'

@@ -497,11 +497,18 @@ pg_stop_backup(PG_FUNCTION_ARGS)
 	remove_if_exists(TABLESPACE_MAP, WARNING);
 
 	/*
-	 * waitforarchive = false: the callers (the Ansible modules) wait for the
-	 * archive themselves, with their own timeout and error reporting.
+	 * waitforarchive = true, as the documented extension behaves: its SQL
+	 * declares no wait_for_archive parameter, yet its stop waits until the
+	 * history file and the last segment are archived, without end while
+	 * archiving fails (wait event BackupWaitWalArchive; after 60 s the
+	 * warning "still waiting for all required WAL segments to be archived").
+	 * The backup has ended by then: backup_label is gone and the running
+	 * backups counter is decremented before the wait.  A statement_timeout
+	 * or pg_cancel_backend() ends the wait; the lock above is released with
+	 * the aborted transaction.
 	 */
 #if PG_VERSION_NUM >= 160000
-	do_pg_backup_stop(state, false);
+	do_pg_backup_stop(state, true);
 	stoppoint = state->stoppoint;
 #else
 
@@ -509,7 +516,7 @@ pg_stop_backup(PG_FUNCTION_ARGS)
 	 * 15 parses START WAL LOCATION itself and copies the remaining lines of
 	 * the label, our BACKUP METHOD included, into the backup history file.
 	 */
-	stoppoint = do_pg_backup_stop(content, false, &stoptli);
+	stoppoint = do_pg_backup_stop(content, true, &stoptli);
 #endif
 
 	PG_RETURN_LSN(stoppoint);

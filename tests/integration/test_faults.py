@@ -1,7 +1,9 @@
 """The fault suite: the role and the modules on real servers when things go wrong.
 
 Majors: the kills run on 14 (native API) and 15 (extension), because they
-prove the watchdog, whose stop statement differs per API; every other fault
+prove the watchdog, whose stop statement differs per API; archiving that
+breaks during the copy runs on every major, because the stop waits for the
+archive differently per API (the extension's in the server); every other fault
 runs on 15 only: it exercises the collection's handling (role, copy, archive
 wait, state records), which is the same on every major, and 15 is the first
 major that needs the extension. Leases are a few seconds and the copy is
@@ -244,3 +246,78 @@ def _failure_line(output):
     """The last failure message of a run, for the measured table."""
     found = re.findall(r'"msg": "((?:[^"\\]|\\.)*)"', output)
     return found[-1][:400] if found else output.strip().splitlines()[-1][:400]
+
+
+# -- archiving breaks during the copy: every stop is bounded ----------------------------------------
+
+ARCHIVE_TIMEOUT = 10
+# From the copy's start to the end of the run: the copy (1 s), the stop, the failure's record and report, on shared CPUs.
+STOP_OVERHEAD = 20
+
+
+@pytest.fixture
+def breakable_archiving(pg, scratch):
+    """An archive_command that fails while a flag file exists; the test's copy command creates the flag.
+
+    Returns the flag's path. The fixture's teardown (handed_out) resets archive_command.
+    """
+    flag = scratch / "archiving-broken"
+    pg.sql("ALTER SYSTEM SET archive_command = %s",
+           (f"test ! -f {flag} && test ! -f {pg.archive_dir}/%f && cp %p {pg.archive_dir}/%f.part"
+            f" && mv {pg.archive_dir}/%f.part {pg.archive_dir}/%f",))
+    pg.reload()
+    pg.archiving_broken = True
+    yield flag
+    flag.unlink(missing_ok=True)
+
+
+def missing_segments(error):
+    """The WAL files an archive timeout names as missing (not those it names as last archived or failed)."""
+    missing = error.split("did not reach the WAL archive", 1)[0]
+    return set(re.findall(r"\b[0-9A-F]{24}(?:\.[0-9A-F]{8}\.backup)?\b", missing))
+
+
+def test_archive_breaking_during_the_copy_ends_the_run_within_archive_timeout(pg, breakable_archiving, runs):
+    """Defect: the extension's stop waited for the archive without end, and the next run blamed another client."""
+    label = label_for("archive-wait", pg)
+    run = runs(pg, exclusive_backup_label=label, exclusive_backup_archive_timeout=ARCHIVE_TIMEOUT,
+               exclusive_backup_max_duration=120, exclusive_backup_method="command",
+               exclusive_backup_command=f"touch {breakable_archiving} && sleep 1")
+    run.wait(ARCHIVE_TIMEOUT + STOP_OVERHEAD + 90)
+    # The copy command created the flag: the run's end, counted from the copy's start.
+    after_copy = time.time() - breakable_archiving.stat().st_mtime
+    print("\nMEASURED pg%d archive broken during the copy: the run failed %.1f s after the copy began, %.1f s in all "
+          "(archive_timeout %d s); %s" % (pg.major, after_copy, run.seconds, ARCHIVE_TIMEOUT, _failure_line(run.output)))
+    assert run.rc != 0 and after_copy < ARCHIVE_TIMEOUT + STOP_OVERHEAD, run.output[-3000:]
+    assert not pg.in_backup() and not pg.sql("SELECT pid FROM pg_stat_activity WHERE wait_event = 'BackupWaitWalArchive'")
+    saved = json.loads((runs.state_dir.parent / "backups" / label / "backup.json").read_text())
+    assert saved["status"] == "failed" and "did not reach the WAL archive" in saved["error"], saved
+    missing = missing_segments(saved["error"])
+    assert missing, saved["error"]
+    for name in missing:
+        assert (pg.wal_dir / "archive_status" / f"{name}.ready").exists() and not (pg.archive_dir / name).exists()
+    assert record(runs.state_dir, label)["outcome"] == "stopped", "the run's own stop ended it and said so"
+
+    breakable_archiving.unlink()
+    for name in missing:
+        pg.wait_archived(name)
+    nxt = runs(pg, "next", exclusive_backup_archive_timeout=60).wait()
+    assert nxt.rc == 0 and nxt.result["status"] == "complete", nxt.output[-3000:]
+    assert "something other than" not in nxt.output and "another client" not in nxt.output, nxt.output[-3000:]
+    assert f"An earlier backup '{label}'" not in nxt.output, "its own stop ended it: nothing ended badly"
+
+
+def test_safety_stop_of_a_waiting_stop_is_bounded(one_ext_pg, state_dir):
+    """The watchdog's stop ends the backup even while archiving fails, instead of waiting with it."""
+    pg = one_ext_pg
+    label = label_for("watchdog-wait", pg)
+    conn = dict(connection(pg), state_dir=str(state_dir))
+    run_tasks([task("pg_start_backup", label=label, fast=True, max_duration=3, **conn)])
+    pg.break_archiving()
+    began = time.monotonic()
+    wait_for(lambda: record(state_dir, label)["outcome"] != "running", 3 + 10 + 20)
+    ended = record(state_dir, label)
+    print("\nMEASURED pg%d safety stop with archiving broken: recorded %s %.1f s after archiving broke (lease 3 s)"
+          % (pg.major, ended["outcome"], time.monotonic() - began))
+    assert ended["outcome"] == "expired-stopped" and ended.get("archive_wait_cut") is True, ended
+    assert not pg.in_backup() and not pg.sql("SELECT pid FROM pg_stat_activity WHERE wait_event = 'BackupWaitWalArchive'")

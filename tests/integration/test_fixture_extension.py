@@ -170,3 +170,109 @@ def test_two_racing_starts_exactly_one_wins(ext_pg, xdb):
     loser = ({"racer a", "racer b"} - set(winners)).pop()
     assert "exclusive backup is already in progress" in outcomes[loser]
     assert parse_backup_label(ext_pg.backup_label())["label"] == winners[0]
+
+
+# -- the stop waits for the archive, as the documented extension's does (DESIGN.md) ------------------
+
+WAITING = "SELECT pid FROM pg_stat_activity WHERE wait_event = 'BackupWaitWalArchive'"
+
+
+class Stop(threading.Thread):
+    """SELECT pg_stop_backup() in a session of its own, in the background; ``error`` and ``notices`` once it ends."""
+
+    def __init__(self, pg, db, setup=None):
+        super().__init__(daemon=True)
+        self.conn = pg.connect(db)
+        self.pid = self.conn.get_backend_pid()
+        self.setup, self.error, self.stop_lsn = setup, None, None
+
+    def run(self):
+        try:
+            with self.conn.cursor() as cur:
+                if self.setup:
+                    cur.execute(self.setup)
+                cur.execute("SELECT pg_stop_backup()::text")
+                self.stop_lsn = cur.fetchone()[0]
+        except psycopg2.Error as exc:
+            self.error = exc
+        finally:
+            self.notices = list(self.conn.notices)
+            self.conn.close()
+
+
+def waiting_pids(pg):
+    return {row[0] for row in pg.sql(WAITING)}
+
+
+def history_file_of(label):
+    offset = int(label["start_lsn"].split("/")[1], 16) % (16 * 1024 * 1024)
+    return f"{label['start_wal_file']}.{offset:08X}.backup"
+
+
+def test_stop_ends_the_backup_then_waits_for_the_archive_without_end(ext_pg, xdb):
+    call(ext_pg, xdb, "SELECT pg_start_backup('waits', true)")
+    label = parse_backup_label(ext_pg.backup_label())
+    ext_pg.break_archiving()
+    stop = Stop(ext_pg, xdb)
+    stop.start()
+    stop.join(4)
+    assert stop.is_alive(), f"the stop returned while archiving fails: {stop.error or stop.stop_lsn}"
+    assert stop.pid in waiting_pids(ext_pg), "the stop waits in BackupWaitWalArchive"
+    # The backup has already ended: backup_label gone, out of backup mode for every session.
+    assert not ext_pg.in_backup() and call(ext_pg, xdb, "SELECT pg_is_in_backup()") is False
+    history = history_file_of(label)
+    assert (ext_pg.wal_dir / history).is_file() and (ext_pg.wal_dir / "archive_status" / f"{history}.ready").is_file()
+    assert not (ext_pg.archive_dir / history).exists()
+    assert parse_backup_label((ext_pg.wal_dir / history).read_text())["label"] == "waits"
+    assert call(ext_pg, xdb, "SELECT pg_cancel_backend(%s)", (stop.pid,))
+    stop.join(10)
+    assert not stop.is_alive() and isinstance(stop.error, psycopg2.errors.QueryCanceled), stop.error
+    assert stop.pid not in waiting_pids(ext_pg)
+    # The cancelled stop left nothing held: the next backup starts and, archiving repaired, stops at once.
+    ext_pg.repair_archiving()
+    call(ext_pg, xdb, "SELECT pg_start_backup('after the cancel', true)")
+    assert call(ext_pg, xdb, "SELECT pg_stop_backup()::text")
+    ext_pg.wait_archived(history)
+
+
+def test_statement_timeout_ends_the_archive_wait(ext_pg, xdb):
+    call(ext_pg, xdb, "SELECT pg_start_backup('timeout', true)")
+    ext_pg.break_archiving()
+    stop = Stop(ext_pg, xdb, setup="SET statement_timeout = '2s'")
+    stop.start()
+    stop.join(20)
+    assert not stop.is_alive(), "statement_timeout must end the wait"
+    assert isinstance(stop.error, psycopg2.errors.QueryCanceled) and "statement timeout" in str(stop.error)
+    assert not ext_pg.in_backup() and not waiting_pids(ext_pg)
+
+
+def test_stop_does_not_wait_for_a_working_archive(ext_pg, xdb):
+    call(ext_pg, xdb, "SELECT pg_start_backup('archived', true)")
+    label = parse_backup_label(ext_pg.backup_label())
+    stop = Stop(ext_pg, xdb)
+    stop.start()
+    stop.join(30)
+    assert not stop.is_alive() and stop.error is None and stop.stop_lsn
+    # Returned only once both are in the archive: no waiting by the test.
+    assert (ext_pg.archive_dir / history_file_of(label)).is_file()
+    assert (ext_pg.archive_dir / ext_pg.walfile(stop.stop_lsn)).is_file()
+
+
+def test_waiting_stop_notices_and_logs_still_waiting(one_ext_pg):
+    """PostgreSQL's own wait: a notice after about 5 s, the warning in the server log after 60 s."""
+    pg = one_ext_pg
+    db = pg.backup_db
+    call(pg, db, "SELECT pg_start_backup('still waiting', true)")
+    pg.break_archiving()
+    warning = "still waiting for all required WAL segments to be archived (60 seconds elapsed)"
+    logged_before = pg.log_file.read_text().count(warning)
+    stop = Stop(pg, db)
+    stop.start()
+    stop.join(66)
+    try:
+        assert stop.is_alive() and stop.pid in waiting_pids(pg)
+        assert pg.log_file.read_text().count(warning) > logged_before, pg.log_tail()
+    finally:
+        pg.value("SELECT pg_cancel_backend(%s)", (stop.pid,))
+        stop.join(10)
+    assert any("waiting for required WAL segments to be archived" in notice for notice in stop.notices), stop.notices

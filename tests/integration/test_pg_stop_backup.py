@@ -1,5 +1,6 @@
 """pg_stop_backup through ansible-playbook against real servers."""
 
+import time
 import uuid
 
 import psycopg2
@@ -53,18 +54,42 @@ def test_stop_guarded_by_label_and_force(pg):
     assert not pg.in_backup()
 
 
+WAITING = "SELECT pid FROM pg_stat_activity WHERE wait_event = 'BackupWaitWalArchive'"
+
+
 def test_archive_timeout_stops_and_names_the_missing_segment(pg):
+    """The extension's stop waits in the server: archive_timeout bounds that statement, and the wait after it."""
     label = "timeout-%s" % uuid.uuid4()
     pg.start_backup(label)
     pg.break_archiving()
     conn = connection(pg)
+    began = time.monotonic()
     stopped, = run_tasks([task("pg_stop_backup", label=label, archive_timeout=3, **conn)])
+    took = time.monotonic() - began
     assert stopped["failed"] and stopped["changed"] is True
     assert not pg.in_backup(), "the backup is stopped even though its WAL is not archived"
+    assert not pg.sql(WAITING), "no stop is left waiting for the archive"
+    assert stopped["archive_wait_cut"] is (pg.api == "extension")
+    # The stop LSN of a cut stop comes from its history file: the same one the server computes.
+    assert stopped["stop_lsn"] and stopped["stop_wal_file"] == pg.walfile(stopped["stop_lsn"])
     assert stopped["stop_wal_file"] in stopped["missing_wal_files"]
-    assert stopped["stop_wal_file"] in stopped["msg"]
+    assert stopped["stop_wal_file"] in stopped["msg"] and "within 3 seconds" in stopped["msg"]
     assert stopped["last_failed_wal"] and stopped["last_failed_wal"] in stopped["msg"]
     assert stopped["archived"] is False
+    # ansible-playbook's own start and end take a few seconds on top of the 3.
+    assert took < 3 + 15, took
+
+
+def test_wait_for_archive_false_with_a_waiting_extension_is_bounded_too(ext_pg):
+    label = "nowait-broken-%s" % uuid.uuid4()
+    ext_pg.start_backup(label)
+    ext_pg.break_archiving()
+    stopped, = run_tasks([task("pg_stop_backup", label=label, wait_for_archive=False, archive_timeout=2,
+                               **connection(ext_pg))])
+    assert not stopped.get("failed") and stopped["changed"] is True, stopped.get("msg")
+    assert stopped["archive_wait_cut"] is True and stopped["archived"] is False and stopped["stop_lsn"]
+    assert any("wait_for_archive is false" in warning for warning in stopped["warnings"])
+    assert not ext_pg.in_backup() and not ext_pg.sql(WAITING)
 
 
 def test_wait_for_archive_false_warns(pg):
@@ -146,3 +171,12 @@ def test_guarded_stop_statement_checks_the_start_lsn(pg):
             assert cur.fetchone()[0] and not pg.in_backup()
     finally:
         conn.close()
+
+
+def test_check_mode_shows_the_bounded_stop_and_stops_nothing(pg):
+    label = "check-%s" % uuid.uuid4()
+    pg.start_backup(label)
+    would, = run_tasks([task("pg_stop_backup", label=label, archive_timeout=7, **connection(pg))], check=True)
+    assert would["changed"] is True and not would.get("failed") and pg.in_backup()
+    assert any("set_config('statement_timeout', '7000ms', false)" in q for q in would["queries"]), would["queries"]
+    assert any("pg_stop_backup" in q for q in would["queries"])

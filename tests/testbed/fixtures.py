@@ -85,9 +85,10 @@ def handed_out(cluster):
     yield cluster
     if cluster.pid is None:
         cluster.start()
-    cluster.end_backup_if_any()
+    # Archiving first: the extension's stop waits for the archive, without end while it fails.
     if cluster.archiving_broken:
         cluster.repair_archiving()
+    cluster.end_backup_if_any()
 
 
 @pytest.fixture(params=SELECTED, ids=lambda m: f"pg{m}")

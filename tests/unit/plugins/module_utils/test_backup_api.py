@@ -32,3 +32,13 @@ def test_concurrent_start_errors_of_both_apis():
 def test_extension_hint_names_both_ways_out():
     hint = backup_api.extension_hint("app")
     assert "CREATE EXTENSION pg_exclusive_backup" in hint and "create_extension: true" in hint and "'app'" in hint
+
+
+def test_stop_limit_is_never_below_a_second():
+    assert backup_api.stop_limit_ms(0) == 1000 and backup_api.stop_limit_ms(300) == 300000
+
+
+def test_this_backup_in_progress_checks_label_and_start_lsn_as_the_stop_does():
+    assert backup_api.THIS_BACKUP_IN_PROGRESS_SQL == backup_api.GUARDED_STOP_SQL["native"].replace(
+        "(SELECT lsn::text FROM pg_catalog.pg_stop_backup(true, false))", "true")
+    assert "pg_stop_backup" not in backup_api.THIS_BACKUP_IN_PROGRESS_SQL

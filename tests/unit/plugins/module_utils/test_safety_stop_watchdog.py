@@ -2,6 +2,9 @@
 
 import ast
 import os
+
+import psycopg2
+import pytest
 import signal
 import sys
 import time
@@ -14,14 +17,27 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_rec
 
 
 class FakeCursor:
+    """Answers the statements in order; an exception as an answer is raised by the statement."""
+
     def __init__(self, answers):
         self.answers, self.sent = list(answers), []
 
     def execute(self, sql, args=None):
         self.sent.append((sql, args))
+        if isinstance(self.answers[0], Exception):
+            raise self.answers.pop(0)
 
     def fetchone(self):
         return (self.answers.pop(0),)
+
+
+def bounded(stop_answer, *after):
+    """The answers of a bounded guarded stop: the current statement_timeout, the limit, the stop, the reset."""
+    return ["0", "10s", stop_answer, "0", *after]
+
+
+class Cancelled(psycopg2.Error):
+    pgcode = backup_api.QUERY_CANCELED
 
 
 def config(tmp_path, outcome=RUNNING, lease=1, heartbeat_timeout=None):
@@ -37,15 +53,41 @@ def config(tmp_path, outcome=RUNNING, lease=1, heartbeat_timeout=None):
 
 
 def test_stops_only_through_the_guarded_statement_with_its_label(tmp_path):
-    cursor = FakeCursor(["0/3000100"])
-    assert safety_stop_watchdog.decide(config(tmp_path), cursor) == {"outcome": EXPIRED_STOPPED, "stop_lsn": "0/3000100"}
-    assert cursor.sent == [(backup_api.GUARDED_STOP_SQL["native"], {"label": "mine", "start_lsn": "0/2000028"})]
+    cursor = FakeCursor(bounded("0/3000100"))
+    assert safety_stop_watchdog.decide(config(tmp_path), cursor) == {
+        "outcome": EXPIRED_STOPPED, "stop_lsn": "0/3000100", "archive_wait_cut": False}
+    assert cursor.sent == [
+        (backup_api.TIMEOUT_SETTING_SQL, None),
+        (backup_api.SET_TIMEOUT_SQL, ("%dms" % (backup_api.ENDING_LIMIT * 1000),)),
+        (backup_api.GUARDED_STOP_SQL["native"], {"label": "mine", "start_lsn": "0/2000028"}),
+        (backup_api.SET_TIMEOUT_SQL, ("0",))]
+
+
+def test_a_stop_cut_short_in_its_archive_wait_ended_the_backup(tmp_path):
+    """The extension's stop waits for the archive after ending the backup: the limit cuts the wait, not the stop."""
+    cursor = FakeCursor(bounded(Cancelled("canceling statement due to statement timeout"), None))
+    assert safety_stop_watchdog.decide(config(tmp_path), cursor) == {
+        "outcome": EXPIRED_STOPPED, "stop_lsn": None, "archive_wait_cut": True}
+    assert cursor.sent[-1] == (backup_api.THIS_BACKUP_IN_PROGRESS_SQL, {"label": "mine", "start_lsn": "0/2000028"})
+
+
+def test_a_stop_cut_short_before_the_backup_ended_is_an_error(tmp_path):
+    cursor = FakeCursor(bounded(Cancelled("canceling statement due to statement timeout"), True))
+    with pytest.raises(backup_api.StopCutShort) as cut:
+        safety_stop_watchdog.decide(config(tmp_path), cursor)
+    assert cut.value.ended is False and "had not ended" in str(cut.value)
+
+
+def test_other_errors_of_the_stop_are_not_taken_for_a_cut(tmp_path):
+    with pytest.raises(psycopg2.Error):
+        safety_stop_watchdog.decide(config(tmp_path), FakeCursor(bounded(psycopg2.Error("division by zero"))))
 
 
 def test_reports_another_label_or_nothing(tmp_path):
-    assert safety_stop_watchdog.decide(config(tmp_path), FakeCursor([None, "theirs"])) == {
+    assert safety_stop_watchdog.decide(config(tmp_path), FakeCursor(bounded(None, "theirs"))) == {
         "outcome": EXPIRED_OTHER_LABEL, "other_label": "theirs"}
-    assert safety_stop_watchdog.decide(config(tmp_path), FakeCursor([None, None])) == {"outcome": EXPIRED_NOT_IN_PROGRESS}
+    assert safety_stop_watchdog.decide(config(tmp_path), FakeCursor(bounded(None, None))) == {
+        "outcome": EXPIRED_NOT_IN_PROGRESS}
 
 
 def test_a_normal_stop_recorded_first_wins(tmp_path):
@@ -78,13 +120,13 @@ class RecordingConnection:
 
 def test_the_outcome_is_recorded_before_the_lock_is_released(tmp_path, monkeypatch):
     cfg = config(tmp_path)
-    # Answers in order: the lock, the guarded stop, the unlock.
-    conn = RecordingConnection(cfg, [None, "0/3000100", None])
+    # Answers in order: the lock, the bounded guarded stop, the unlock.
+    conn = RecordingConnection(cfg, [None, *bounded("0/3000100"), None])
     monkeypatch.setattr(safety_stop_watchdog, "connect_retrying", lambda _config: conn)
     safety_stop_watchdog.expire(cfg, {"expired_by": "max_duration"})
     assert conn.at_unlock == EXPIRED_STOPPED, "a stop waiting for the lock must read the outcome"
     assert conn.opened.sent[0] == (backup_api.LOCK_SQL, (backup_api.STOP_LOCK_KEY,))
-    assert conn.opened.sent[1][0] == backup_api.GUARDED_STOP_SQL["native"], "the stop is backup_api's guarded statement"
+    assert conn.opened.sent[3][0] == backup_api.GUARDED_STOP_SQL["native"], "the stop is backup_api's guarded statement"
     assert read_record(cfg["record_path"])["stop_lsn"] == "0/3000100"
 
 
