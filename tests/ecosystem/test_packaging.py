@@ -1,5 +1,9 @@
 """The collection as a package: changelog, execution environment, lint."""
 
+import os
+import shutil
+import subprocess
+
 from tooling import BIN, OUTPUT, REPO, run, shown
 
 
@@ -19,6 +23,33 @@ def test_ansible_lint_production_profile_offline():
     proc = run([BIN / "ansible-lint", "--offline", "--profile", "production", "--nocolor"], cwd=REPO,
                timeout=900)
     assert proc.returncode == 0, shown(proc)
+
+
+def clean_clone(target):
+    """The working tree's files as a fresh clone holds them (tracked and new, nothing ignored), in a git repository."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        source = REPO / name
+        if source.is_file() or source.is_symlink():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name, follow_symlinks=False)
+    subprocess.run(["git", "init", "-q"], cwd=target, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=target, check=True)
+    return target
+
+
+def test_ansible_lint_passes_as_a_contributor_runs_it(tmp_path):
+    """`ansible-lint` at the root of a clean clone, with no collection path or Ansible setting of the test suite's."""
+    clone = clean_clone(tmp_path / "clone")
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith(("ANSIBLE_", "PGX_")) and name != "VIRTUAL_ENV"}
+    env.update(HOME=str(home), PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
+    proc = run([BIN / "ansible-lint", "--nocolor"], cwd=clone, env=env, timeout=900)
+    assert proc.returncode == 0, shown(proc)
+    assert "could not resolve" not in proc.stdout + proc.stderr, shown(proc)
 
 
 def test_ansible_builder_creates_a_build_context():
