@@ -230,7 +230,9 @@ def _role_play(result_file):
         "        - ansible.builtin.copy:\n"
         "            content: \"{{ exclusive_backup_result | default({}) | to_json }}\"\n"
         f"            dest: {result_file}\n"
-        "            mode: '0600'\n")
+        "            mode: '0600'\n"
+        # The test's own file, written under --check too.
+        "          check_mode: false\n")
 
 
 def start_role(cluster, workdir, name="run", playbook=None, env=None, args=(), **role_vars):
