@@ -1,10 +1,8 @@
 """The collection as a package: changelog, execution environment, lint."""
 
 import os
-import shutil
-import subprocess
 
-from tooling import BIN, OUTPUT, REPO, run, shown
+from tooling import BIN, OUTPUT, REPO, copy_working_tree, run, shown
 
 
 def test_changelog_fragments_lint():
@@ -25,23 +23,11 @@ def test_ansible_lint_production_profile_offline():
     assert proc.returncode == 0, shown(proc)
 
 
-def clean_clone(target):
-    """The working tree's files as a fresh clone holds them (tracked and new, nothing ignored), in a git repository."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                            capture_output=True, check=True).stdout.decode().split("\0")
-    for name in filter(None, listed):
-        source = REPO / name
-        if source.is_file() or source.is_symlink():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / name, follow_symlinks=False)
-    subprocess.run(["git", "init", "-q"], cwd=target, check=True)
-    subprocess.run(["git", "add", "-A"], cwd=target, check=True)
-    return target
-
-
 def test_ansible_lint_passes_as_a_contributor_runs_it(tmp_path):
     """`ansible-lint` at the root of a clean clone, with no collection path or Ansible setting of the test suite's."""
-    clone = clean_clone(tmp_path / "clone")
+    clone = copy_working_tree(tmp_path / "clone")
+    # A clone tracks every file.
+    assert run(["git", "add", "-A"], cwd=clone).returncode == 0
     home = tmp_path / "home"
     home.mkdir()
     env = {name: value for name, value in os.environ.items()
