@@ -14,7 +14,9 @@
    role), replaying from the WAL archive: the restored server holds the first
    batch and not the second,
 7. prints where the backup is and what it holds, then stops every server by
-   its PID (--keep leaves the backup directory; the servers are always stopped).
+   its PID and removes the demo's directory, backup included, saying so
+   (--keep leaves the directory and the backup, and says where; the servers
+   are always stopped).
 """
 
 import argparse
@@ -126,7 +128,7 @@ def main(argv=None):
 
     workdir = Path(tempfile.mkdtemp(prefix="pgx-demo-"))
     workdir.chmod(0o755)
-    restored = pitr = None
+    restored = pitr = backup_dir = None
     try:
         say("provisioning PostgreSQL 15 and the pg_exclusive_backup fixture extension")
         inst = provide(15)
@@ -189,8 +191,6 @@ def main(argv=None):
         print(f"Label in the copy says BACKUP METHOD: streamed: {record.get('label_fixed')}")
         print(f"Restore check by the role: {(record.get('verify_restore') or {}).get('ok')}")
         print("Holds:    " + ", ".join(sorted(p.name for p in backup_dir.iterdir())))
-        if args.keep:
-            print(f"Kept:     {workdir} (remove it when done)")
         return 0
     except TestbedError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -202,6 +202,20 @@ def main(argv=None):
         stop_all()
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
+        print(farewell(workdir, backup_dir, args.keep, workdir.exists()))
+
+
+def farewell(workdir, backup_dir, keep, still_there):
+    """The last line: what became of the backup just shown, as it now is on disk."""
+    if keep:
+        what = f"the backup {backup_dir}, in {workdir}" if backup_dir else str(workdir)
+        return (f"Kept:     {what}, with the stopped servers' directories and the WAL archive; "
+                f"remove {workdir} when done.")
+    if still_there:
+        return f"Left:     {workdir} could not be removed entirely: remove it yourself."
+    what = f" and the backup {backup_dir} in it" if backup_dir else ""
+    return (f"Removed:  {workdir}{what}, now that the servers are stopped "
+            "(python -m tests.demo --keep keeps them).")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout i
 from ansible_collections.pgexclusive.backup.plugins.module_utils.durable import atomic_write
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 
+# What the recorded tar check command needs, said in the command itself.
+TAR_VERIFY_NEEDS = "  # needs pg_verifybackup of PostgreSQL 18 or later (older ones read plain copies only), for any major"
 # Paths pg_verifybackup ignores on disk by default; never listed.
 NOT_LISTED_TOP = (MANIFEST_FILE, "pg_wal")
 
@@ -287,8 +289,12 @@ def write_manifest(backup_dir, timeline, start_lsn, end_lsn):
 
 
 def verify_tar_command(path, backup_dir):
-    """pg_verifybackup 18+ on a tar copy: -n, since it reads no WAL from an archive; backup.json is ours, not PostgreSQL's."""
-    return "pg_verifybackup -F t -n -i %s -m %s %s" % (RECORD_FILE, path, backup_dir)
+    """pg_verifybackup 18+ on a tar copy: -n, since it reads no WAL from an archive; backup.json is ours, not PostgreSQL's.
+
+    Older pg_verifybackup reads plain copies only (15's says "invalid option -- 'F'"), so the command says, as a
+    shell comment that leaves it runnable as recorded, that it needs 18's, which checks a tar backup of any major.
+    """
+    return "pg_verifybackup -F t -n -i %s -m %s %s%s" % (RECORD_FILE, path, backup_dir, TAR_VERIFY_NEEDS)
 
 
 def copy_entries(backup_dir):

@@ -14,6 +14,15 @@ description:
     fails, the message says what and that nothing was started.
   - The destination - refuses a C(<dest>/<label>) that holds a C(backup.json) already, and a O(dest)
     inside the data directory (symbolic links resolved).
+  - Refuses a O(dest) that the user this module runs as (the user the copy runs as, with the same become)
+    cannot write - it creates and removes a temporary file in C(<dest>/<label>), or its nearest existing
+    parent; in check mode it asks the permission bits only.
+  - With a copy into O(dest) (O(method) C(tar), C(rsync) or C(copy), no O(repository)), refuses a file
+    system without room for the data directory and its tablespaces (the files the copy takes, summed),
+    and warns when a compressed copy may not fit.
+  - Refuses a copy whose programs are not in the PATH - C(tar) for C(tar), C(zstd) for compression
+    C(zstd), C(gzip) for compression C(gzip) with O(include_wal), C(rsync) for C(rsync), C(ssh) for a
+    O(repository) on another host.
   - The server - refuses a standby, and a server without an exclusive backup API unless
     O(create_extension) (M(pgexclusive.backup.pg_start_backup) then creates the extension).
     Refuses a data directory it cannot know (the login may not read C(data_directory) and
@@ -58,6 +67,26 @@ options:
     description: Accept a server without the exclusive API in O(login_db); the start will create the extension.
     type: bool
     default: false
+  method:
+    description: The copy method M(pgexclusive.backup.pg_backup_copy) will use, for its programs and its room.
+    type: str
+    choices: [tar, rsync, copy, command]
+    default: tar
+  compression:
+    description: The copy's compression (C(tar) only).
+    type: str
+    choices: [none, gzip, zstd]
+    default: none
+  repository:
+    description:
+      - The copy's repository, as M(pgexclusive.backup.pg_backup_copy) takes it; one on another host
+        (C([user@]host:/path)) needs C(ssh), and no room is checked in O(dest) for a copy that goes there.
+    type: str
+    default: ''
+  include_wal:
+    description: Whether the finalize step puts the WAL into the backup (a gzip tar copy then needs C(gzip)).
+    type: bool
+    default: false
 extends_documentation_fragment:
   - pgexclusive.backup.connection
 attributes:
@@ -96,6 +125,18 @@ data_directory:
   description: The data directory to copy (O(data_directory), else the server's setting).
   returned: success
   type: str
+room:
+  description:
+    - What the copy needs in O(dest) - C(path) (the directory measured, O(dest) or its nearest existing
+      parent), C(copy_bytes) (the data directory and tablespaces as the copy takes them) and C(free_bytes).
+    - Null when the copy does not land in O(dest) (C(command), a O(repository)).
+  returned: success
+  type: dict
+tools:
+  description: The programs the copy needs, each found in the PATH.
+  returned: success
+  type: list
+  elements: str
 archive_check:
   description:
     - The archive check's result (C(mode), C(healthy), C(reason), C(settings), C(archiver), and for C(active)

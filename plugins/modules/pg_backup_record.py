@@ -29,7 +29,9 @@ description:
     files inside C(base.tar) and each C(<oid>.tar) (as C(pg_tblspc/<oid>/<path>)), read back from the archives;
     C(pg_wal.tar) is WAL and not listed. PostgreSQL 18's
     C(pg_verifybackup -F t -n -i backup.json -m <backup_dir>/backup_manifest <backup_dir>) checks it (its build
-    must support the archives' compression). An archive that cannot be read to its end fails the record.
+    must support the archives' compression); older ones read plain copies only (15's has no C(-F)), and the
+    command recorded in the manifest's C(verify) says so in a shell comment. An archive that cannot be read
+    to its end fails the record.
 version_added: 0.1.0
 author: pgexclusive.backup maintainers (@pgexclusive)
 options:

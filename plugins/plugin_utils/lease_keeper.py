@@ -8,7 +8,8 @@ pg_start_backup's action plugin starts it in the worker that ran the start,
 forked so that it keeps the task's connection and become: each renewal is
 one shell command on the database host (safety_stop_lease.renew_command), not a
 module. It checks every second that the ansible-playbook process that
-started the backup is still there, identified by PID and start time, so a
+started the backup is still running, identified by PID and start time (a
+zombie that its parent has not reaped yet is gone), so a
 killed controller stops renewing at once, even while its orphaned workers
 (which SIGKILL does not reach) go on. It ends too when the database host
 says the lease is ended (stopped, or ended by the watchdog), and once the
@@ -41,14 +42,40 @@ def controller_pid():
     return pid if pid == os.getppid() else None
 
 
-def start_time(pid):
-    """The process's start time from /proc (a reused PID has another), or None where there is no /proc."""
+# States of a process that has ended: a zombie (its parent has not reaped it yet) keeps its PID and start time.
+DEAD_STATES = ("Z", "X", "x")
+
+
+def stat_of(pid):
+    """The text of /proc/<pid>/stat, or None when there is no such process (or no /proc)."""
     try:
         with open("/proc/%d/stat" % pid) as handle:
-            # The command name may hold spaces and parentheses: fields follow the last ')'; starttime is field 22.
-            return handle.read().rsplit(")", 1)[1].split()[19]
-    except (IOError, OSError, IndexError):
+            return handle.read()
+    except (IOError, OSError):
         return None
+
+
+def stat_fields(stat):
+    """(state, start time) from a /proc/<pid>/stat text, or None when it cannot be read as one."""
+    # The command name may hold spaces and parentheses: fields follow the last ')'; state is field 3, starttime 22.
+    fields = stat.rsplit(")", 1)[1].split() if stat and ")" in stat else []
+    return (fields[0], fields[19]) if len(fields) > 19 else None
+
+
+def start_time(pid):
+    """The process's start time from /proc (a reused PID has another), or None where there is no /proc."""
+    fields = stat_fields(stat_of(pid))
+    return fields[1] if fields else None
+
+
+def alive_by_stat(stat, started):
+    """Is the process that started at ``started`` the one /proc describes, and still running?
+
+    A killed controller is dead whether or not its parent reaped it: a zombie, with the same PID and start
+    time, counts as gone, as does a PID now used by another process (another start time).
+    """
+    fields = stat_fields(stat)
+    return fields is not None and fields[1] == started and fields[0] not in DEAD_STATES
 
 
 class Controller(object):
@@ -58,7 +85,7 @@ class Controller(object):
 
     def alive(self):
         if self.started is not None:
-            return start_time(self.pid) == self.started
+            return alive_by_stat(stat_of(self.pid), self.started)
         try:
             os.kill(self.pid, 0)
         except OSError:

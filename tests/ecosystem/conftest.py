@@ -7,7 +7,7 @@ import pytest
 
 from testbed.fixtures import (  # noqa: F401  pylint: disable=unused-import
     clusters, pytest_configure, pytest_unconfigure, scratch, testbed_dir)
-from tooling import OUTPUT, REPO, run, shown
+from tooling import OUTPUT, copy_working_tree
 
 
 @pytest.fixture(scope="session")
@@ -19,19 +19,9 @@ def collection_tree():
     """
     root = OUTPUT / "tree" / "ansible_collections" / "pgexclusive" / "backup"
     shutil.rmtree(root, ignore_errors=True)
-    listed = run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO)
-    assert listed.returncode == 0, shown(listed)
-    for name in filter(None, listed.stdout.split("\0")):
-        source = REPO / name
-        if source.is_file():
-            target = root / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
     # The tree lies inside this repository's ignored tests/output, and ansible-test lists targets
     # with git: without a repository of its own it finds no targets and passes having checked nothing.
-    proc = run(["git", "init", "-q", str(root)])
-    assert proc.returncode == 0, shown(proc)
-    return root
+    return copy_working_tree(root)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,8 @@
 """The collection as a package: changelog, execution environment, lint."""
 
-from tooling import BIN, OUTPUT, REPO, run, shown
+import os
+
+from tooling import BIN, OUTPUT, REPO, copy_working_tree, run, shown
 
 
 def test_changelog_fragments_lint():
@@ -19,6 +21,21 @@ def test_ansible_lint_production_profile_offline():
     proc = run([BIN / "ansible-lint", "--offline", "--profile", "production", "--nocolor"], cwd=REPO,
                timeout=900)
     assert proc.returncode == 0, shown(proc)
+
+
+def test_ansible_lint_passes_as_a_contributor_runs_it(tmp_path):
+    """`ansible-lint` at the root of a clean clone, with no collection path or Ansible setting of the test suite's."""
+    clone = copy_working_tree(tmp_path / "clone")
+    # A clone tracks every file.
+    assert run(["git", "add", "-A"], cwd=clone).returncode == 0
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith(("ANSIBLE_", "PGX_")) and name != "VIRTUAL_ENV"}
+    env.update(HOME=str(home), PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
+    proc = run([BIN / "ansible-lint", "--nocolor"], cwd=clone, env=env, timeout=900)
+    assert proc.returncode == 0, shown(proc)
+    assert "could not resolve" not in proc.stdout + proc.stderr, shown(proc)
 
 
 def test_ansible_builder_creates_a_build_context():

@@ -230,13 +230,16 @@ def _role_play(result_file):
         "        - ansible.builtin.copy:\n"
         "            content: \"{{ exclusive_backup_result | default({}) | to_json }}\"\n"
         f"            dest: {result_file}\n"
-        "            mode: '0600'\n")
+        "            mode: '0600'\n"
+        # The test's own file, written under --check too.
+        "          check_mode: false\n")
 
 
-def start_role(cluster, workdir, name="run", playbook=None, env=None, **role_vars):
+def start_role(cluster, workdir, name="run", playbook=None, env=None, args=(), **role_vars):
     """The role (or ``playbook``) on localhost against ``cluster`` with ``role_vars`` over its connection
-    variables, in the background; wait().result is exclusive_backup_result (None when the play never
-    reached the end of its block, or when ``playbook`` does not write it)."""
+    variables, and ansible-playbook's ``args`` (e.g. --check), in the background; wait().result is
+    exclusive_backup_result (None when the play never reached the end of its block, or when ``playbook``
+    does not write it)."""
     directory = run_dir(workdir, name)
     result_file = directory / "result.json"
     variables = directory / "vars.json"
@@ -244,9 +247,9 @@ def start_role(cluster, workdir, name="run", playbook=None, env=None, **role_var
     if playbook is None:
         playbook = directory / "play.yml"
         playbook.write_text(_role_play(result_file))
-    return Run(playbook, localhost_inventory(directory / "inventory.yml"), directory, args=["-e", f"@{variables}"],
-               env=ansible_env(**ROLE_ENV, **(env or {})), result_file=result_file)
+    return Run(playbook, localhost_inventory(directory / "inventory.yml"), directory,
+               args=["-e", f"@{variables}", *args], env=ansible_env(**ROLE_ENV, **(env or {})), result_file=result_file)
 
 
-def run_role(cluster, workdir, playbook=None, env=None, timeout=600, **role_vars):
-    return start_role(cluster, workdir, playbook=playbook, env=env, **role_vars).wait(timeout)
+def run_role(cluster, workdir, playbook=None, env=None, timeout=600, args=(), **role_vars):
+    return start_role(cluster, workdir, playbook=playbook, env=env, args=args, **role_vars).wait(timeout)

@@ -20,6 +20,14 @@ def record(state_dir, label):
     return records(state_dir).get(label)
 
 
+def process_state(pid):
+    """The state letter of /proc/<pid>/stat ('Z' for a zombie), None once the process is reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
 def watchdog_running(rec):
     """True when the record's watchdog PID runs and names the record in its command line."""
     pid = rec.get("watchdog_pid")

@@ -177,3 +177,66 @@ def test_the_restore_check_starts_the_history_of_checks_in_the_record(tmp_path, 
     assert failure.value.facts["step"] == "verify_restore"
     record = json.loads((other / "backup.json").read_text())
     assert record["status"] == "failed" and record["checks"] == [failed_entry]
+
+
+def test_the_programs_each_method_needs():
+    assert p.tools_needed("tar", "none", "", False) == [("tar", "the tar method")]
+    assert [t for t, _w in p.tools_needed("tar", "zstd", "", True)] == ["tar", "zstd"]
+    # The copy gzips with zlib; only the WAL archive runs gzip.
+    assert [t for t, _w in p.tools_needed("tar", "gzip", "", False)] == ["tar"]
+    assert [t for t, _w in p.tools_needed("tar", "gzip", "", True)] == ["tar", "gzip"]
+    assert [t for t, _w in p.tools_needed("rsync", "none", "backup@repo1:/srv/pg", False)] == ["rsync", "ssh"]
+    assert [t for t, _w in p.tools_needed("rsync", "none", "/mnt/local-target", False)] == ["rsync"]
+    assert p.tools_needed("copy", "none", "", False) == [] and p.tools_needed("command", "none", "", False) == []
+
+
+def test_a_missing_program_is_named_with_what_needs_it_and_its_package():
+    p.refuse_missing_tools([("tar", "the tar method")], which=lambda tool: "/usr/bin/" + tool)
+    with pytest.raises(BackupError) as caught:
+        p.refuse_missing_tools([("rsync", "the rsync method"), ("ssh", "the repository r:/x")],
+                               which=lambda tool: None)
+    assert "The copy needs rsync (the rsync method), ssh (the repository r:/x), not found in the PATH" in caught.value.msg
+    assert caught.value.msg.endswith("Nothing was started.")
+    assert "apt-get install openssh-client rsync" in caught.value.hint
+
+
+def test_room_refuses_a_plain_copy_that_cannot_fit_and_warns_for_a_compressed_one():
+    assert p.room_verdict(100, 100, False) is None
+    text, refuse = p.room_verdict(200 * p.MIB, 100 * p.MIB, False)
+    assert refuse and text == ("100.0 MiB free, and the copy of the data directory and its tablespaces takes "
+                               "about 200.0 MiB.")
+    text, refuse = p.room_verdict(200 * p.MIB, 100 * p.MIB, True)
+    assert not refuse and text.endswith("before compression: it may not fit.")
+
+
+def test_the_copy_size_leaves_out_what_the_copy_leaves_out_and_counts_tablespaces(tmp_path):
+    data = tmp_path / "data"
+    for name, size in (("base/1/1259", 5000), ("global/pg_control", 300), ("pg_wal/000000010000000000000001", 7000),
+                       ("postmaster.pid", 50), ("base/pgsql_tmp/pgsql_tmp1.0", 900)):
+        (data / name).parent.mkdir(parents=True, exist_ok=True)
+        (data / name).write_bytes(b"x" * size)
+    space = tmp_path / "space"
+    (space / "PG_15_1").mkdir(parents=True)
+    (space / "PG_15_1" / "16384").write_bytes(b"x" * 1000)
+    (data / "pg_tblspc").mkdir()
+    (data / "pg_tblspc" / "16500").symlink_to(space)
+    assert p.copy_size(str(data)) == 5000 + 300 + 1000
+
+
+def test_the_writer_is_tried_in_the_nearest_existing_directory(tmp_path):
+    assert p.existing_parent(str(tmp_path / "not" / "yet" / "L")) == str(tmp_path)
+    assert p.refuse_unwritable(str(tmp_path / "L"), False) == str(tmp_path)
+    assert os.listdir(tmp_path) == [], "the probe leaves nothing behind"
+    (tmp_path / "file").write_text("")
+    with pytest.raises(BackupError, match="file is not writable by .*it is not a directory. Nothing was started"):
+        p.refuse_unwritable(str(tmp_path / "file" / "L"), False)
+
+
+def test_the_missing_extension_hint_never_sends_the_user_to_postgres():
+    hint = p.extension_hint("postgres")
+    assert "Do not install it in postgres" in hint and "exclusive_backup_login_db: backupctl" in hint
+    assert "CREATE DATABASE backupctl" in hint
+    assert "Install the pg_exclusive_backup extension in backupctl" in p.extension_hint("backupctl")
+    with pytest.raises(BackupError) as caught:
+        p.refuse_server({"in_recovery": False, "api": "none", "api_reason": None}, False, "postgres")
+    assert "Do not install it in postgres" in caught.value.hint

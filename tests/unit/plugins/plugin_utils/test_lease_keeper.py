@@ -115,3 +115,45 @@ def test_spawn_detaches_a_process_of_its_own(tmp_path):
     assert streams == [os.devnull] * 3, "it must not hold the run's output (a pipe or ansible-runner's terminal)"
     # The session of the child that forked it and exited: no session leader, it never gets a terminal back.
     assert ran_pid == pid and session not in (pid, os.getsid(0)), "a session of its own"
+
+
+def stat(state, starttime="4242", comm="ansible-playbook"):
+    # /proc/<pid>/stat: pid (comm) state ppid ... with starttime as field 22.
+    return "123 (%s) %s 1 " % (comm, state) + " ".join(["0"] * 17) + " %s 0 0\n" % starttime
+
+
+def test_a_running_or_sleeping_controller_with_its_start_time_is_alive():
+    for state in "RSD":
+        assert lease_keeper.alive_by_stat(stat(state), "4242"), state
+
+
+def test_a_zombie_controller_is_gone_although_its_pid_and_start_time_remain():
+    assert lease_keeper.stat_fields(stat("Z")) == ("Z", "4242")
+    assert not lease_keeper.alive_by_stat(stat("Z"), "4242")
+    assert not lease_keeper.alive_by_stat(stat("X"), "4242")
+
+
+def test_a_reused_pid_or_no_process_is_gone():
+    assert not lease_keeper.alive_by_stat(stat("S", starttime="9999"), "4242")
+    assert not lease_keeper.alive_by_stat(None, "4242")
+    assert not lease_keeper.alive_by_stat("", "4242")
+
+
+def test_a_command_name_with_spaces_and_parentheses_is_read_past():
+    assert lease_keeper.alive_by_stat(stat("S", comm="a) Z (b"), "4242")
+    assert not lease_keeper.alive_by_stat(stat("Z", comm="a) S (b"), "4242")
+
+
+def test_a_real_unreaped_child_is_gone():
+    child = os.fork()
+    if child == 0:
+        os._exit(0)
+    try:
+        controller = lease_keeper.Controller(child)
+        deadline = time.time() + 5
+        while lease_keeper.stat_fields(lease_keeper.stat_of(child))[0] != "Z" and time.time() < deadline:
+            time.sleep(0.01)
+        assert controller.started is not None and lease_keeper.start_time(child) == controller.started
+        assert not controller.alive(), "a zombie keeps its PID and start time, and is dead"
+    finally:
+        os.waitpid(child, 0)
