@@ -300,6 +300,8 @@ def test_archive_breaking_during_the_copy_ends_the_run_within_archive_timeout(pg
     for name in missing:
         assert (pg.wal_dir / "archive_status" / f"{name}.ready").exists() and not (pg.archive_dir / name).exists()
     assert record(runs.state_dir, label)["outcome"] == "stopped", "the run's own stop ended it and said so"
+    assert run.result["stopped"] is True and run.result["record_written"] is True, run.result
+    assert "The backup was stopped; " in run.output, "a stop that ended the backup before its archive wait stopped it"
 
     breakable_archiving.unlink()
     for name in missing:
