@@ -73,7 +73,7 @@ def test_explain_recovery_failure_names_the_missing_segment():
     log = ("cp: cannot stat '/srv/archive/000000010000000000000007': No such file or directory\n"
            "LOG:  redo done at 0/6000100\n"
            "FATAL:  recovery ended before configured recovery target was reached\n")
-    msg, hint = rt.explain_recovery_failure(log)
+    msg, hint = rt.explain_recovery_failure(log, LISTED)
     assert msg.startswith("The recovery target is past the last archived WAL: recovery replayed all of it")
     assert "redo ended at 0/6000100" in msg and "latest" in hint
     assert rt.missing_segments_in_log(log) == ["000000010000000000000007"]
