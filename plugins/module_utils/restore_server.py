@@ -173,15 +173,6 @@ def start_postmaster(postgres, data, log, owner, cwd):
     return Server(proc, data)
 
 
-def start(pg_ctl, data, log, owner, cwd):
-    """pg_ctl start without waiting (recovery may end in a shutdown); returns pg_ctl's (rc, output)."""
-    proc = subprocess.Popen([pg_ctl, "-D", data, "-l", log, "-W", "start"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            preexec_fn=as_user(owner.st_uid, owner.st_gid), cwd=cwd)
-    out, _err = proc.communicate()
-    return proc.returncode, out.decode("utf-8", "replace")
-
-
 def stop(pid, pg_ctl, data, owner, mode="immediate"):
     """Stop the server of ``data`` whose postmaster is ``pid``; SIGKILL that PID if it outlives pg_ctl."""
     subprocess.call([pg_ctl, "-D", data, "-m", mode, "-w", "-t", "60", "stop"],

@@ -106,11 +106,12 @@ def not_checked(reason):
     return {"checked": False, "reason": reason}
 
 
-def plan(params, record, names, histories):
+def plan(params, record, list_wal):
     """What recovery will find in the archive: a dict for the result (``wal_gap_check``).
 
-    ``names`` lists the archive and the backup's own WAL, ``histories`` maps
-    a timeline to the text of its history file. ``checked`` false says why
+    ``list_wal()`` returns (the names in the archive and the backup's own
+    WAL, {timeline: the text of its history file}), as listing() reads them;
+    it is called only when the WAL is to be listed. ``checked`` false says why
     the WAL could not be listed; otherwise ``gap`` names the first segment
     missing before the target (None without one), ``newest_segment`` the
     newest segment on recovery's way, ``timeline`` the timeline it follows.
@@ -126,6 +127,7 @@ def plan(params, record, names, histories):
     if not size:
         return not_checked("backup.json does not tell the backup's start WAL file and LSN")
     backup_timeline, first = segment_number(start, size)
+    names, histories = list_wal()
     timeline = target_timeline(params.get("target_timeline"), backup_timeline, names)
     history = []
     if timeline != backup_timeline:

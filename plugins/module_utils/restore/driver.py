@@ -35,7 +35,7 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.tools i
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_server import alive, postmaster_pid, stop
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_target import ACTIONS, TARGETS
 
-PHASES = (("choose", choose.run), ("prove", prove.run), ("check_targets", targets.run), ("lay_out", lay_out.run),
+PHASES = (("choose", choose.run), ("prove", prove.run), ("list_wal", recover.list_wal), ("check_targets", targets.run), ("lay_out", lay_out.run),
           ("configure", configure.run), ("recover", recover.run), ("report", report.run))
 # Check mode: what can be known without writing anything.
 LAST_CHECK_PHASE = "check_targets"
@@ -58,7 +58,7 @@ class Restore(object):
         self.data = (params.get("data_directory") or "").rstrip("/") or "/"
         self.stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         # What the phases find, for the phases after them.
-        self.backup_dir = self.record = self.owner = self.pg_ctl = self.state = None
+        self.backup_dir = self.record = self.owner = self.pg_ctl = self.state = self.server = None
         self.to_set_aside = []
         self.placed = []
         self.tablespaces = {}

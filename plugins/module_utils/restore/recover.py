@@ -4,6 +4,14 @@
 
 """restore phase 6, recover: start the restored server (restore_server.py) and wait until it reaches its target.
 
+Before anything is laid out (``list_wal``, run after prove), the WAL archive
+is listed from the backup's start on (restore_wal.py): a gap before the
+target fails the restore naming the segment, unless allow_wal_gap accepts
+ending there. The restored server is this module's child (``job.server``),
+signalled only through that handle; the poll loop waits out only the
+connection errors of a server still starting or not yet consistent, and
+fails at once on any other.
+
 ``job.state`` is left for the report: the server's answer once it reached
 its target, or, with target_action shutdown, the log line where it stopped.
 """
@@ -12,15 +20,23 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import subprocess
 import time
 
+from ansible_collections.pgexclusive.backup.plugins.module_utils.connection import psycopg2
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.prove import wal_in_backup
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.tools import Owner
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_layout import write_new
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_server import (
-    acting_as, alive, listening, log_tail, postmaster_pid, read_log, start)
+    acting_as, listening, log_tail, read_log, start_postmaster)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_target import (
-    explain_recovery_failure, replay_end_in_log)
+    end_of_wal, explain_recovery_failure, replay_end_in_log)
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_wal import gap_error, listing, plan
+
+# What the driver raises for a failed connection or statement (OSError: a socket the OS refuses); anything
+# else is a bug and stays a traceback.
+DRIVER_ERRORS = (psycopg2.Error, OSError) if psycopg2 is not None else (OSError,)
 
 # libpq's words for a server that is up but will not let this role in; before consistency it says
 # "the database system is starting up" / "not yet accepting connections" instead, which is waited out.
@@ -39,6 +55,24 @@ def socket_refused(message):
     return "permission denied" in (message or "").lower() and "FATAL" not in (message or "")
 
 
+# libpq's words for a server on its way: starting, replaying before consistency, shutting down (the loop then
+# sees it exit), or its socket not made yet. Only these are waited out.
+STILL_STARTING = ("the database system is starting up", "not yet accepting connections",
+                  "the database system is not accepting connections", "the database system is in recovery mode",
+                  "the database system is shutting down", "no such file or directory", "connection refused",
+                  "server closed the connection unexpectedly", "terminating connection due to",
+                  "could not receive data from server", "sorry, too many clients already", "timeout expired")
+
+
+def connection_outcome(message):
+    """How the poll loop takes an error of the restored server: 'refused' (this login is not admitted), 'wait'
+    (still starting or not yet consistent) or 'error' (anything else: it fails at once)."""
+    if refused_login(message):
+        return "refused"
+    text = (message or "").lower()
+    return "wait" if any(words in text for words in STILL_STARTING) else "error"
+
+
 def login_role(params, owner_name):
     """The role the restore connects to the restored server as: login_user, else the OS user that owns the
     restored data directory. initdb names the bootstrap superuser after the OS user that ran it, and peer
@@ -49,6 +83,15 @@ def login_role(params, owner_name):
 def stopping_line(text):
     lines = [line for line in text.splitlines() if "recovery stopping" in line]
     return lines[-1].split("recovery stopping", 1)[1].strip() if lines else None
+
+
+def list_wal(job):
+    """Before anything is laid out: the archive from the backup's start on, and no gap before the target."""
+    p = job.p
+    found = plan(p, job.record, lambda: listing(p.get("wal_archive_dir"), wal_in_backup(job.backup_dir, job.record)))
+    job.result["wal_gap_check"] = found
+    if found.get("gap") and not found["allowed"]:
+        raise gap_error(found, p, p.get("wal_archive_dir"))
 
 
 def run(job):
@@ -62,19 +105,18 @@ def run(job):
     if os.geteuid() == 0:
         os.chown(log, owner.pw_uid, owner.pw_gid)
     job.result["log_file"] = log
-    rc, out = start(job.pg_ctl, data, log, Owner(owner), os.path.dirname(data))
-    if rc != 0:
-        raise BackupError("The restored server did not start: %s%s" % (out.strip(), log_tail(log)),
+    postgres = os.path.join(os.path.dirname(job.pg_ctl), "postgres")
+    try:
+        job.server = start_postmaster(postgres, data, log, Owner(owner), os.path.dirname(data))
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise BackupError("The restored server did not start: %s could not be run (%s).%s" % (postgres, exc, log_tail(log)),
                           "Read the log above: the settings (port, memory) or binaries of another major.")
     timeout = p.get("timeout") or 3600
     deadline = time.time() + timeout
     action = p.get("target_action") or "promote"
-    started = time.time()
-    pid = None
     while True:
-        pid = pid or postmaster_pid(data)
-        if (pid and not alive(pid)) or (pid is None and time.time() > started + 10):
-            job.state = ended(log, action)
+        if not job.server.running():
+            job.state = ended(log, action, job.result.get("wal_gap_check"))
             return
         state = server_state(job, data, owner)
         if state is not None:
@@ -87,21 +129,33 @@ def run(job):
                               % (timeout, log_tail(log), "\nThe last connection attempt: %s" % job.last_error
                                  if job.last_error else ""),
                               "It is still running (PID %s) and replaying: raise timeout, or stop it with pg_ctl "
-                              "-D %s stop and check that the WAL up to the target is available." % (pid, data),
-                              timed_out=True)
+                              "-D %s stop and check that the WAL up to the target is available."
+                              % (job.server.pid, data), timed_out=True)
         time.sleep(0.3)
 
 
-def ended(log, action):
-    """The log line where a shutdown at the target stopped; raises for a server that died on its way."""
+def ended(log, action, wal_gap_check):
+    """The log line where a shutdown at the target stopped; raises for a server that died on its way, saying
+    where replay ended and why."""
     text = read_log(log)
+    end = replay_end_in_log(text)
     if action == "shutdown" and "database system is shut down" in text and "recovery stopping" in text:
-        return {"reached": stopping_line(text)}
-    explained = explain_recovery_failure(text)
+        return {"reached": stopping_line(text), "replay_end": end}
+    facts = dict(replay_end=end, ended_at_lsn=end.get("lsn"), ended_at_time=end.get("last_commit"))
+    explained = explain_recovery_failure(text, wal_gap_check)
     if explained:
-        raise BackupError(explained[0] + log_tail(log), explained[1], replay_end=replay_end_in_log(text))
+        if "recovery ended before configured recovery target was reached" in text:
+            facts["ended_because"] = end_of_wal(wal_gap_check)
+        raise BackupError(explained[0] + log_tail(log), explained[1], **facts)
     raise BackupError("The restored server stopped during recovery.%s" % log_tail(log),
-                      "Read the log above; the data directory is left as it is for a person to look at.")
+                      "Read the log above; the data directory is left as it is for a person to look at.", **facts)
+
+
+def unanswered(job, data, message):
+    """The restored server answered the restore with an error that waiting will not cure."""
+    return BackupError("The restore could not ask the restored server where its recovery is: %s" % message,
+                       "Read the server's log (%s). The server is left running: stop it with pg_ctl -D %s stop."
+                       % (job.result.get("log_file"), data), server_error=message)
 
 
 def server_state(job, data, owner):
@@ -111,9 +165,12 @@ def server_state(job, data, owner):
     role = login_role(job.p, owner.pw_name)
     try:
         conn = connect(job, sock, port, role, owner)
-    except Exception as exc:   # still starting or replaying before consistency: psycopg2 raises OperationalError
+    except DRIVER_ERRORS as exc:
         job.last_error = str(exc).strip()
-        if refused_login(job.last_error):
+        outcome = connection_outcome(job.last_error)
+        if outcome == "error":
+            raise unanswered(job, data, job.last_error)
+        if outcome == "refused":
             raise BackupError(
                 "The restored server runs but refused the restore's connection as role %s (through %s, port %s, "
                 "as OS user %s): %s" % (role, sock or "127.0.0.1", port, owner.pw_name, job.last_error),
@@ -133,7 +190,10 @@ def server_state(job, data, owner):
                     "ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END, "
                     "current_setting('server_version')")
         return cur.fetchone() + (sock, port)
-    except Exception:
+    except DRIVER_ERRORS as exc:   # the server went down under the query (a shutdown at its target): waited out
+        job.last_error = str(exc).strip()
+        if connection_outcome(job.last_error) != "wait":
+            raise unanswered(job, data, job.last_error)
         return None
     finally:
         conn.close()
@@ -153,7 +213,7 @@ def connect(job, sock, port, role, owner):
         try:
             with acting_as(Owner(owner)):
                 return job.connect(sock or "127.0.0.1", port, role)
-        except Exception as exc:
+        except DRIVER_ERRORS as exc:
             if os.geteuid() != 0 or not socket_refused(str(exc)):
                 raise
             job.as_owner = False

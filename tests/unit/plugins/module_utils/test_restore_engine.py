@@ -161,7 +161,7 @@ def test_the_restored_server_is_asked_as_its_owner_with_the_owners_uid(tmp_path)
 
     def connect(sock, port, user):
         seen.append((sock, port, user, os.geteuid(), os.getegid()))
-        raise OSError("not accepting connections yet")
+        raise OSError("FATAL:  the database system is not yet accepting connections")
 
     gid = owner.pw_gid if os.geteuid() == 0 else os.getegid()
     engine = restore.Restore({}, connect)

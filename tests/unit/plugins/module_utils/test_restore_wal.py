@@ -12,7 +12,7 @@ def seg(tli, n):
 
 def plan(names, histories=None, **params):
     params.setdefault("target", "latest")
-    return restore_wal.plan(params, RECORD, set(names), histories or {})
+    return restore_wal.plan(params, RECORD, lambda: (set(names), histories or {}))
 
 
 def test_latest_without_a_gap_runs_to_the_newest_segment():
@@ -66,13 +66,13 @@ def test_three_timelines_chain():
 
 
 def test_what_cannot_be_listed_says_why():
-    assert plan([], restore_command="fetch %f %p")["checked"] is False
+    assert restore_wal.plan({"target": "latest", "restore_command": "fetch %f %p"}, RECORD, None)["checked"] is False
     assert "restore_command" in plan([], restore_command="fetch %f %p")["reason"]
     assert plan([], target="immediate")["checked"] is False
     assert "no readable history file of timeline 2" in plan([seg(1, 2)], target_timeline="2")["reason"]
     assert "branched off before the backup" in plan([seg(1, 2), "00000002.history"],
                                                     {2: "1\t0/1000000\tx\n"})["reason"]
-    assert restore_wal.plan({"target": "latest"}, {}, set(), {})["checked"] is False
+    assert restore_wal.plan({"target": "latest"}, {}, None)["checked"] is False
 
 
 def test_accepting_the_gap_is_recorded():
