@@ -32,6 +32,14 @@ description:
     (paused in recovery with O(target_action=pause)).
   - A target past the last archived WAL fails, saying where replay ended (RV(replay_end)); PostgreSQL 14 and later
     end recovery with an error when the WAL runs out before the target.
+  - Before anything is laid out, lists the WAL archive (and the backup's own WAL) from the backup's start on, along
+    the timeline recovery will follow (through the archive's C(.history) files). A segment missing while later
+    ones are there is a gap, where recovery would end without an error. A gap before the target (for O(target=lsn),
+    before its segment; for V(latest), V(time), V(name) and V(xid), before the newest segment archived, since where
+    such a target lies is known only once replay finds it) fails naming the segment, unless O(allow_wal_gap).
+    Not with a custom O(restore_command), whose WAL cannot be listed (RV(wal_gap_check) says so).
+  - Every restore that started its server says where recovery ended and why (RV(ended_at_lsn), RV(ended_at_time),
+    RV(ended_because)).
 version_added: 0.2.0
 author: pgexclusive.backup maintainers (@pgexclusive)
 requirements:
@@ -50,6 +58,14 @@ options:
     type: str
   allow_incomplete:
     description: Restore a backup whose C(backup.json) is not C(complete) (to salvage data only).
+    type: bool
+    default: false
+  allow_wal_gap:
+    description:
+      - Accept a gap in the WAL archive before the target, and let recovery end at it, without the WAL archived
+        after it. Without it, such a restore is refused before anything is laid out.
+      - With O(target=latest) the server is promoted at the gap (RV(ended_because) says V(gap at segment <name>)); a
+        time, name, xid or LSN target past the gap still fails, as PostgreSQL ends recovery before its target.
     type: bool
     default: false
   verify:
@@ -271,6 +287,38 @@ port:
   description: The restored server's port.
   returned: when running
   type: int
+ended_at_lsn:
+  description: Where recovery ended, the last WAL location replayed (also on a failure, when the log tells).
+  returned: when started
+  type: str
+ended_at_time:
+  description: The commit time of the last transaction replayed (also on a failure, when the log tells).
+  returned: when started
+  type: str
+ended_because:
+  description:
+    - Why recovery ended there. V(target reached); or, for O(target=latest) and for a target past the WAL,
+      V(end of archived WAL), V(gap at segment <name>) (accepted with O(allow_wal_gap)), or
+      a text starting V(end of the WAL recovery found) with a custom O(restore_command), saying why the WAL was not
+      listed for gaps.
+  returned: when started, and on a failure past the WAL
+  type: str
+wal_gap_check:
+  description:
+    - What the archive listing before the lay-out found. C(checked) V(false) with the C(reason) the WAL was not
+      listed (a custom O(restore_command), O(target=immediate), a timeline PostgreSQL decides); otherwise
+      C(timeline) (the one recovery follows), C(newest_segment) (the newest on its way), C(gap) (the first
+      segment missing before the target, or null) and C(allowed) (O(allow_wal_gap) accepted that gap).
+  returned: success, and on a gap refused
+  type: dict
+wal_gap:
+  description: The first WAL segment missing before the target, while later ones are archived.
+  returned: on that failure
+  type: str
+server_error:
+  description: The error the restored server answered the restore's connection or query with.
+  returned: on that failure
+  type: str
 log_file:
   description: The server's startup log.
   returned: when started

@@ -96,6 +96,7 @@ def restore_argument_spec():
         dest=dict(type="path"),
         system_identifier=dict(type="str"),
         allow_incomplete=dict(type="bool", default=False),
+        allow_wal_gap=dict(type="bool", default=False),
         verify=dict(type="bool", default=True),
         data_directory=dict(type="path", required=True),
         waldir=dict(type="path"),
