@@ -11,6 +11,7 @@ damaged leave no server either.
 """
 
 import os
+import pwd
 import signal
 import subprocess
 import time
@@ -23,7 +24,8 @@ import pytest
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import LABEL_FILE, restorable_label
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_check import verify_restore
-from testbed.osuser import as_postgres, chown_postgres
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_server import as_user
+from testbed.osuser import OS_USER, chown_postgres
 
 # Run as postgres: once the drill server's postmaster.pid holds its port and socket lines, put the victim's
 # PID on its first line, in place (the server rewrites other lines itself), and note the PID it replaced.
@@ -129,8 +131,10 @@ def test_a_pid_planted_in_the_scratch_postmaster_pid_is_never_signalled(pg, scra
     notes = scratch / "notes"
     notes.mkdir()
     chown_postgres(notes)
-    rewriter = subprocess.Popen(as_postgres(["/usr/bin/python3", "-c", REWRITER, f"{parent}/pgx-verify-*/data/postmaster.pid",
-                                             str(target), str(notes / "replaced")]))
+    postgres = pwd.getpwnam(OS_USER)
+    # Started as postgres itself (not through runuser), so that its PID is the one ended after the test.
+    rewriter = subprocess.Popen(["/usr/bin/python3", "-c", REWRITER, f"{parent}/pgx-verify-*/data/postmaster.pid",
+                                 str(target), str(notes / "replaced")], preexec_fn=as_user(postgres.pw_uid, postgres.pw_gid))
     try:
         started = time.monotonic()
         result = run_drill(pg, backup_dir, parent, checks=[slow_check()])
