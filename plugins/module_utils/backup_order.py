@@ -105,7 +105,7 @@ def _tar_files(archive):
     return found
 
 
-def label_disagreement(backup_dir, record, label_text):
+def label_disagreement(record, label_text):
     """How backup.json and the copy's backup_label (``label_text``, None: none) disagree on the start, or None."""
     if label_text is None:
         return "its copy holds no backup_label"

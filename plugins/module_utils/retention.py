@@ -79,7 +79,7 @@ def copy_disagreement(backup_dir, record):
         label = copy_label_files(backup_dir).get(LABEL_FILE)
     except BackupError as exc:
         return exc.msg
-    return label_disagreement(backup_dir, record, label)
+    return label_disagreement(record, label)
 
 
 def retention_argument_spec():

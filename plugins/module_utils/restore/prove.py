@@ -109,7 +109,7 @@ def run(job):
         raise before_backup_end_error(why)
     job.label_files = copy_label_files(job.backup_dir)
     if job.record.get("start_lsn"):
-        why = label_disagreement(job.backup_dir, job.record, job.label_files.get(LABEL_FILE))
+        why = label_disagreement(job.record, job.label_files.get(LABEL_FILE))
         if why:
             raise disagreement_error(job.backup_dir, why)
     check_cluster(job.backup_dir, job.record, p.get("system_identifier"))

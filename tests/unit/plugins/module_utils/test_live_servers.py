@@ -56,9 +56,9 @@ def test_this_hosts_servers_are_found_from_proc():
 
 def test_a_record_whose_copy_starts_elsewhere_disagrees():
     label = "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n"
-    assert bo.label_disagreement("/b", {"start_lsn": "0/02000028"}, label) is None
-    assert bo.label_disagreement("/b", {"start_lsn": "0/9000028"}, label) == (
+    assert bo.label_disagreement({"start_lsn": "0/02000028"}, label) is None
+    assert bo.label_disagreement({"start_lsn": "0/9000028"}, label) == (
         "backup.json says the backup starts at 0/9000028, its copy's backup_label at 0/2000028")
-    assert bo.label_disagreement("/b", {"start_lsn": "0/2000028"}, None) == "its copy holds no backup_label"
+    assert bo.label_disagreement({"start_lsn": "0/2000028"}, None) == "its copy holds no backup_label"
     assert bo.newest_first({"a": {"start_lsn": "0/2000028", "finished_at": "2099-01-01"},
                             "b": {"start_lsn": "1/0"}, "c": {}}) == ["b", "a", "c"]
