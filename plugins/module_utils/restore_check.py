@@ -6,8 +6,10 @@
 
 One engine, not two: the drill is restore.Restore with the options that keep
 a server started on the copy inside its scratch directory, then the user's SQL
-checks, then the server stopped by its PID and the scratch directory removed,
-whatever happened. The backup role's restore check is this drill with no
+checks, then the server stopped through the engine's handle on it (its own
+child: fast, immediate, then SIGKILL of that child only) and the scratch
+directory removed, whatever happened. The copy's postmaster.pid is written by
+the server's OS user, and never chooses a PID to signal. The backup role's restore check is this drill with no
 checks. Each drill's result is added to the backup's backup.json (its
 ``checks`` history) when the backup has one; the role's own check, which runs
 before backup.json is written, hands its result to the record instead.
@@ -51,7 +53,7 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.connection impo
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore import Restore, choose_backup
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_server import (
-    free_port, log_tail, owner_can, postmaster_pid, read_log, stop)
+    free_port, log_tail, owner_can, postmaster_pid, read_log)
 
 NOT_RESTORABLE = "The backup is not restorable as it is: keep it aside and take a new one."
 # What the throwaway server's log says when this host, not the backup, kept it from starting.
@@ -376,7 +378,7 @@ def verify_restore(backup_dir, data_directory, bindir=None, wal_archive_dir=None
     role named after the live data directory's owner (the one initdb makes).
     """
     started = time.time()
-    owner, bindir, pg_ctl = _locate_pg_ctl(data_directory, bindir)
+    owner, bindir, _pg_ctl = _locate_pg_ctl(data_directory, bindir)
     os_user = pwd.getpwuid(owner.st_uid).pw_name
     user = login_user or os_user
     parent = work_parent or os.path.dirname(backup_dir.rstrip("/"))
@@ -384,8 +386,7 @@ def verify_restore(backup_dir, data_directory, bindir=None, wal_archive_dir=None
         work = tempfile.mkdtemp(prefix="pgx-verify-", dir=parent)
     except OSError as exc:
         raise cannot_run("no scratch directory in %s (%s)" % (parent, exc), "Set work_dir to a writable directory.")
-    data = os.path.join(work, "data")
-    sock = None
+    sock = engine = None
     result = {"ok": False, "work_dir": work}
     try:
         os.chmod(work, 0o700)
@@ -397,8 +398,9 @@ def verify_restore(backup_dir, data_directory, bindir=None, wal_archive_dir=None
                              "Set work_dir (the role: exclusive_backup_verify_restore_work_dir) to a directory %s can "
                              "enter (every directory on the way open to it); the default is the parent of the "
                              "backup directory." % os_user)
-        if not owner_can(owner, ["-x", pg_ctl]):
-            raise cannot_run("the OS user %s cannot run %s" % (os_user, pg_ctl), "Set exclusive_backup_bindir.")
+        postgres = os.path.join(bindir, "postgres")
+        if not owner_can(owner, ["-x", postgres]):
+            raise cannot_run("the OS user %s cannot run %s" % (os_user, postgres), "Set exclusive_backup_bindir.")
         port = free_port()
         # A socket path is limited to 107 bytes: beside a backup with a long label it would not fit, so the
         # private socket directory is a short one of its own. Only its owner (and root) can reach it.
@@ -428,9 +430,8 @@ def verify_restore(backup_dir, data_directory, bindir=None, wal_archive_dir=None
                       log=log_tail(params["log_file"], 15).strip().splitlines())
         return result
     finally:
-        pid = postmaster_pid(data)
-        if pid:
-            stop(pid, pg_ctl, data, owner)
+        if engine is not None and engine.server is not None:
+            engine.server.stop()
         if sock is not None:
             shutil.rmtree(sock, ignore_errors=True)
         if not keep:

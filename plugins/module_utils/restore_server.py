@@ -2,7 +2,14 @@
 # Copyright: pgexclusive.backup maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""restore_server: the restored server's process, as its OS user: start, find, stop by PID, read its log."""
+"""restore_server: the restored server's process, as its OS user: start it as our child, stop it by that child, read its log.
+
+A restore signals only the process it started, by the PID it holds: the
+postmaster is this module's child (``postgres -D``, not ``pg_ctl start``,
+whose postmaster is pg_ctl's grandchild), so its PID cannot be reused by
+another process until we reap it. postmaster.pid is written by the server's
+OS user and is never used to choose a PID to signal.
+"""
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
@@ -99,13 +106,71 @@ def listening(data):
         return None, None
 
 
-def start(pg_ctl, data, log, owner, cwd):
-    """pg_ctl start without waiting (recovery may end in a shutdown); returns pg_ctl's (rc, output)."""
-    proc = subprocess.Popen([pg_ctl, "-D", data, "-l", log, "-W", "start"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            preexec_fn=as_user(owner.st_uid, owner.st_gid), cwd=cwd)
-    out, _err = proc.communicate()
-    return proc.returncode, out.decode("utf-8", "replace")
+# Fast, then immediate shutdown, then SIGKILL of our own child; seconds to wait after each.
+STOP_STEPS = ((signal.SIGINT, 60), (signal.SIGQUIT, 10), (signal.SIGKILL, 10))
+
+
+class Server(object):
+    """A postmaster this module started as its child (``proc``, a subprocess.Popen), on ``data``."""
+
+    def __init__(self, proc, data):
+        self.proc = proc
+        self.data = data
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def running(self):
+        """False once the postmaster has exited (and is reaped: from then on, nothing is signalled)."""
+        return self.proc.poll() is None
+
+    def stop(self, steps=STOP_STEPS):
+        """Stop the server, each step with a bounded wait; True once it is gone (and reaped).
+
+        Popen.send_signal signals only a child not reaped yet, so a PID the
+        kernel handed to someone else is never signalled.
+        """
+        for signum, seconds in steps:
+            if not self.running():
+                return True
+            self.proc.send_signal(signum)
+            try:
+                self.proc.wait(seconds)
+            except subprocess.TimeoutExpired:
+                continue
+        return not self.running()
+
+
+def postmaster_as(owner, log):
+    """A preexec_fn: the child becomes ``owner`` and only then opens ``log`` for its stdout and stderr.
+
+    Opened as the owner, as pg_ctl -l does, so a link planted at that path
+    (the owner can write the directories around it) gives the server nothing
+    its user could not write anyway.
+    """
+    demote = as_user(owner.st_uid, owner.st_gid)
+
+    def child():
+        demote()
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+    return child
+
+
+def start_postmaster(postgres, data, log, owner, cwd):
+    """``postgres -D data`` as ``owner``, in a session of its own, its output appended to ``log``; a Server.
+
+    Raises OSError or subprocess.SubprocessError when it cannot be started;
+    how recovery goes is for the caller to watch (it may end in a shutdown).
+    """
+    with open(os.devnull, "rb") as devnull:
+        proc = subprocess.Popen([postgres, "-D", data], stdin=devnull, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, preexec_fn=postmaster_as(owner, log), cwd=cwd,
+                                start_new_session=True)
+    return Server(proc, data)
 
 
 def stop(pid, pg_ctl, data, owner, mode="immediate"):

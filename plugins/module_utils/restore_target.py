@@ -193,9 +193,8 @@ def replay_end_in_log(log_text):
     return found
 
 
-def past_the_archive(log_text):
-    """(message, hint) for a target past the last archived WAL: where replay ended, and what to do."""
-    end = replay_end_in_log(log_text)
+def where_replay_ended(end):
+    """' (the last segment replayed was ...; redo ended at ...; ...)' from replay_end_in_log(), or ''."""
     where = []
     if end.get("segment"):
         where.append("the last segment replayed was %s" % end["segment"])
@@ -203,16 +202,52 @@ def past_the_archive(log_text):
         where.append("redo ended at %s" % end["lsn"])
     if end.get("last_commit"):
         where.append("the last transaction replayed committed at %s" % end["last_commit"])
-    return ("The recovery target is past the last archived WAL: recovery replayed all of it and ended before "
-            "reaching the target%s." % ((" (" + "; ".join(where) + ")") if where else ""),
+    return (" (" + "; ".join(where) + ")") if where else ""
+
+
+def end_of_wal(wal_gap_check):
+    """Why recovery found no more WAL, from restore_wal.plan()'s ``wal_gap_check``: for the result's
+    ``ended_because`` and the messages, which claim all archived WAL replayed only when the archive was listed."""
+    found = wal_gap_check or {}
+    if found.get("gap"):
+        return "gap at segment %s" % found["gap"]
+    if found.get("checked"):
+        return "end of archived WAL"
+    return "end of the WAL recovery found (not listed for gaps: %s)" % (found.get("reason") or "not checked")
+
+
+def ended_because(target, wal_gap_check):
+    """Why a recovery that ended well ended where it did: its target, or (latest) the end of the WAL."""
+    return end_of_wal(wal_gap_check) if target == "latest" else "target reached"
+
+
+def past_the_archive(log_text, wal_gap_check=None):
+    """(message, hint) for a target past the WAL recovery found: where replay ended, why, and what to do."""
+    end = replay_end_in_log(log_text)
+    found = wal_gap_check or {}
+    where = where_replay_ended(end)
+    if found.get("gap"):
+        return ("The recovery target is past a gap in the archived WAL: recovery ended at the missing segment %s "
+                "(allow_wal_gap accepted ending there), before reaching the target%s." % (found["gap"], where),
+                "Put %s back into the archive and restore again, with force: true to set this attempt aside; or "
+                "choose a target before the gap (at or before the last transaction replayed)." % found["gap"])
+    if found.get("checked"):
+        message = ("The recovery target is past the last archived WAL: recovery replayed all of it and ended before "
+                   "reaching the target%s." % where)
+    else:
+        message = ("The recovery target is past the last WAL recovery found: it ended before reaching the target%s. "
+                   "The WAL was not listed for gaps (%s)." % (where, found.get("reason") or "not checked"))
+    return (message,
             "Choose a target within the archived WAL (at or before the last transaction replayed), or latest to "
             "restore everything archived; or put the WAL after %s into the archive (check that archiving works) "
             "and restore again, with force: true to set this attempt aside."
             % (end.get("segment") or "the last segment replayed"))
 
 
-def explain_recovery_failure(log_text):
-    """(message, hint) for a restored server that stopped during recovery, from its log; None when unknown."""
+def explain_recovery_failure(log_text, wal_gap_check=None):
+    """(message, hint) for a restored server that stopped during recovery, from its log; None when unknown.
+
+    ``wal_gap_check`` is what the archive listing found before recovery (restore_wal.plan())."""
     missing = missing_segments_in_log(log_text)
     last = missing[-1] if missing else None
     if "before consistent recovery point" in log_text:
@@ -220,7 +255,7 @@ def explain_recovery_failure(log_text):
                 "consistent: PostgreSQL refused it.",
                 "Restore an older backup (one that ended before the target), or choose a later target.")
     if "recovery ended before configured recovery target was reached" in log_text:
-        return past_the_archive(log_text)
+        return past_the_archive(log_text, wal_gap_check)
     if last and ("WAL ends before end of online backup" in log_text or "checkpoint record" in log_text
                  or "redo" in log_text or "could not find" in log_text):
         return ("The restore needs the WAL segment %s, which restore_command did not find." % last,

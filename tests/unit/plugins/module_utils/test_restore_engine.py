@@ -1,9 +1,11 @@
 import json
 import os
+import struct
 
 import pytest
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils import restore
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore import targets
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 
 
@@ -44,31 +46,36 @@ def test_choose_backup_refuses_an_incomplete_one_unless_allowed(tmp_path):
         restore.choose_backup(str(tmp_path))
 
 
-def test_check_target_dir(tmp_path):
-    assert restore.check_target_dir(str(tmp_path / "new"), False, "T") is None
+def test_check_target_dir_decides_and_set_aside_renames(tmp_path):
+    assert restore.check_target_dir(str(tmp_path / "new"), False) is False
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert restore.check_target_dir(str(empty), False, "T") is None
+    assert restore.check_target_dir(str(empty), False) is False
     full = tmp_path / "full"
     full.mkdir()
     (full / "f").write_text("x")
     with pytest.raises(BackupError, match="is not empty"):
-        restore.check_target_dir(str(full), False, "T")
-    assert restore.check_target_dir(str(full), True, "T") == str(tmp_path / "full.pgx-aside-T")
+        restore.check_target_dir(str(full), False)
+    assert restore.check_target_dir(str(full), True) is True
+    assert (full / "f").read_text() == "x", "checking changes nothing"
+    assert targets.set_aside(str(full), "T") == str(tmp_path / "full.pgx-aside-T")
     assert (tmp_path / "full.pgx-aside-T" / "f").read_text() == "x" and not full.exists()
 
 
 def test_check_target_dir_refuses_a_running_postmaster_even_with_force(tmp_path):
     (tmp_path / "postmaster.pid").write_text("%d\n%s\n" % (os.getpid(), tmp_path))
     with pytest.raises(BackupError, match="A postmaster \\(PID %d\\) runs" % os.getpid()):
-        restore.check_target_dir(str(tmp_path), True, "T")
+        restore.check_target_dir(str(tmp_path), True)
     assert (tmp_path / "postmaster.pid").exists()
 
 
-def test_tablespace_targets_by_oid_or_old_path():
+def test_tablespace_targets_by_oid_or_old_path_else_beside_the_data_directory_never_the_backups_path():
     text = "16384 /live/a\n16385 /live/b\n16386 /live/c\n"
-    assert restore.tablespace_targets(text, {16384: "/new/a", "/live/b": "/new/b"}) == {
-        "16384": "/new/a", "16385": "/new/b", "16386": "/live/c"}
+    assert restore.tablespace_targets(text, ["16384", "16385", "16386", "16387"], {16384: "/new/a", "/live/b": "/new/b"},
+                                      "/srv/restored.tablespaces") == {
+        "16384": "/new/a", "16385": "/new/b", "16386": "/srv/restored.tablespaces/16386",
+        "16387": "/srv/restored.tablespaces/16387"}
+    assert targets.default_tablespaces_dir("/srv/restored/") == "/srv/restored.tablespaces"
 
 
 def test_needs_label_fix_only_on_15_and_later():
@@ -124,6 +131,10 @@ def test_a_restore_without_its_wal_changes_nothing_not_even_with_force(tmp_path)
     import pwd
     backup = tmp_path / "backups" / "nightly"
     write(backup, RECORD)
+    (backup / "data").mkdir()
+    (backup / "data" / "backup_label").write_text("START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n")
+    (backup / "data" / "global").mkdir()
+    (backup / "data" / "global" / "pg_control").write_bytes(struct.pack("<Q", 7) + b"\0" * 24)
     (tmp_path / "archive").mkdir()
     target = tmp_path / "target"
     target.mkdir()
@@ -158,7 +169,7 @@ def test_the_restored_server_is_asked_as_its_owner_with_the_owners_uid(tmp_path)
 
     def connect(sock, port, user):
         seen.append((sock, port, user, os.geteuid(), os.getegid()))
-        raise OSError("not accepting connections yet")
+        raise OSError("FATAL:  the database system is not yet accepting connections")
 
     gid = owner.pw_gid if os.geteuid() == 0 else os.getegid()
     engine = restore.Restore({}, connect)

@@ -73,7 +73,7 @@ def test_explain_recovery_failure_names_the_missing_segment():
     log = ("cp: cannot stat '/srv/archive/000000010000000000000007': No such file or directory\n"
            "LOG:  redo done at 0/6000100\n"
            "FATAL:  recovery ended before configured recovery target was reached\n")
-    msg, hint = rt.explain_recovery_failure(log)
+    msg, hint = rt.explain_recovery_failure(log, LISTED)
     assert msg.startswith("The recovery target is past the last archived WAL: recovery replayed all of it")
     assert "redo ended at 0/6000100" in msg and "latest" in hint
     assert rt.missing_segments_in_log(log) == ["000000010000000000000007"]
@@ -103,12 +103,37 @@ def test_replay_end_in_log():
     assert rt.replay_end_in_log("") == {}
 
 
+LISTED = {"checked": True, "gap": None, "newest_segment": "000000010000000000000006", "timeline": 1, "allowed": False}
+
+
+def test_a_target_past_an_accepted_gap_is_never_said_to_have_replayed_all_the_archive():
+    gap = dict(LISTED, gap="000000010000000000000007", newest_segment="000000010000000000000009", allowed=True)
+    msg, hint = rt.explain_recovery_failure(PAST_THE_ARCHIVE, gap)
+    assert msg.startswith("The recovery target is past a gap in the archived WAL: recovery ended at the missing segment "
+                          "000000010000000000000007 (allow_wal_gap accepted ending there), before reaching the target "
+                          "(the last segment replayed was 000000010000000000000006;"), msg
+    assert "replayed all" not in msg and "Put 000000010000000000000007 back into the archive" in hint
+    unlisted = {"checked": False, "reason": "a custom restore_command fetches WAL from where only it knows"}
+    msg, _hint = rt.explain_recovery_failure(PAST_THE_ARCHIVE, unlisted)
+    assert msg.startswith("The recovery target is past the last WAL recovery found: it ended before reaching the target")
+    assert "replayed all" not in msg and "not listed for gaps (a custom restore_command" in msg
+
+
+def test_ended_because():
+    assert rt.ended_because("time", LISTED) == "target reached"
+    assert rt.ended_because("latest", LISTED) == "end of archived WAL"
+    assert rt.ended_because("latest", dict(LISTED, gap="000000010000000000000007")) == \
+        "gap at segment 000000010000000000000007"
+    assert rt.ended_because("latest", {"checked": False, "reason": "r"}) == \
+        "end of the WAL recovery found (not listed for gaps: r)"
+
+
 def test_a_target_past_the_archive_names_the_last_segment_replayed_and_what_to_do():
-    msg, hint = rt.explain_recovery_failure(PAST_THE_ARCHIVE)
+    msg, hint = rt.explain_recovery_failure(PAST_THE_ARCHIVE, LISTED)
     assert msg == ("The recovery target is past the last archived WAL: recovery replayed all of it and ended before "
                    "reaching the target (the last segment replayed was 000000010000000000000006; redo ended at "
                    "0/6000148; the last transaction replayed committed at 2026-12-06 13:49:00.5+00).")
     assert "the WAL after 000000010000000000000006 into the archive" in hint and "force: true" in hint
     msg, hint = rt.explain_recovery_failure(
-        "FATAL:  recovery ended before configured recovery target was reached\n")
+        "FATAL:  recovery ended before configured recovery target was reached\n", LISTED)
     assert msg.endswith("ended before reaching the target.") and "the WAL after the last segment replayed into" in hint
