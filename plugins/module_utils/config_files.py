@@ -1,0 +1,257 @@
+# -*- coding: utf-8 -*-
+# Copyright: pgexclusive.backup maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""config_files: the server's configuration files that live outside its data directory, carried by the backup.
+
+Debian (pg_createcluster) keeps postgresql.conf, pg_hba.conf, pg_ident.conf
+and conf.d/ in /etc/postgresql/<major>/<cluster>/: a copy of the data
+directory alone has no configuration, and a server started on it does not
+start. The backup copies every such file into ``<backup_dir>/config/``, under
+its original absolute path (``config/etc/postgresql/15/main/postgresql.conf``),
+and backup.json's ``config_files`` records where each was, its size and
+SHA-256. What lies inside the data directory is in the copy already. They
+stay out of backup_manifest: pg_verifybackup reads that manifest against the
+data directory, where these files are not.
+
+Which files: ``config_file``, ``hba_file`` and ``ident_file`` (the server's
+own settings), and the ``include``, ``include_if_exists`` and ``include_dir``
+directives of every configuration file read, as PostgreSQL reads them
+(relative to the including file's directory; an include_dir's files ending
+in ``.conf``, not starting with a dot, in name order). A symbolic link is
+never followed and no file but a regular one is read: a link planted in
+conf.d does not make root copy what it names.
+
+The same parser serves the restore (restore/configure.py), which writes a
+configuration derived from these files for the restored data directory.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import errno
+import hashlib
+import os
+import re
+import stat
+
+from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
+
+CONFIG_SUBDIR = "config"
+# The server's settings naming its configuration files, in the order they are captured.
+SETTINGS = ("config_file", "hba_file", "ident_file")
+INCLUDES = ("include", "include_if_exists", "include_dir")
+# PostgreSQL refuses configuration files nested deeper than this (guc-file.l, CONF_FILE_MAX_DEPTH).
+MAX_DEPTH = 10
+SETTINGS_QUERY = ("SELECT name, setting FROM pg_catalog.pg_settings WHERE name IN ('config_file', 'hba_file', "
+                  "'ident_file') ORDER BY name")
+
+_LINE = re.compile(r"""^\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*=?\s*('(?:[^'\\]|\\.|'')*'|[^\s#']+)\s*(?:#.*)?$""")
+_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+
+
+# -- the configuration file format ------------------------------------------------------------------------
+
+def unquote(raw):
+    """A value as PostgreSQL reads it: a quoted one without its quotes, '' and backslash escapes undone."""
+    if not (len(raw) >= 2 and raw[0] == raw[-1] == "'"):
+        return raw
+    body, out, i = raw[1:-1], [], 0
+    while i < len(body):
+        char = body[i]
+        if char == "'" and body[i + 1:i + 2] == "'":
+            out.append("'")
+            i += 2
+        elif char == "\\" and i + 1 < len(body):
+            octal = re.match(r"[0-7]{1,3}", body[i + 1:])
+            if octal:
+                out.append(chr(int(octal.group(0), 8)))
+                i += 1 + len(octal.group(0))
+            else:
+                out.append(_ESCAPES.get(body[i + 1], body[i + 1]))
+                i += 2
+        else:
+            out.append(char)
+            i += 1
+    return "".join(out)
+
+
+def quote(value):
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def parse(text):
+    """(line index, name in lower case, value) of each line of ``text`` that sets a parameter or includes."""
+    found = []
+    for index, line in enumerate(text.splitlines()):
+        match = _LINE.match(line)
+        if match:
+            found.append((index, match.group(1).lower(), unquote(match.group(2))))
+    return found
+
+
+def resolve(path, including_file):
+    """An include's path as PostgreSQL takes it: relative to the directory of the file that names it."""
+    return os.path.normpath(os.path.join(os.path.dirname(including_file), path))
+
+
+def conf_dir_names(names):
+    """The files of an include_dir that PostgreSQL reads, in the order it reads them."""
+    return sorted(name for name in names if name.endswith(".conf") and not name.startswith("."))
+
+
+def is_inside(path, directory):
+    """``path`` at or below ``directory``, compared as written (no link is resolved: none is followed)."""
+    path, directory = os.path.normpath(path), os.path.normpath(directory)
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+# -- what the backup carries ---------------------------------------------------------------------------
+
+def capture_plan(settings, data_directory, read_conf, list_dir):
+    """What of the configuration lies outside ``data_directory``, from the server's ``settings``.
+
+    ``read_conf(path)`` gives a file's text (None when it is missing, a link or
+    not a regular file), ``list_dir(path)`` a directory's names (None likewise).
+    Returns {"files": [{"what", "path", "named_by"}], "dirs": [{"what", "path",
+    "named_by"}], "missing": [{"what", "path", "named_by"}]}: files to copy, the
+    include_dir directories outside (recorded so that a restore knows them), and
+    what a setting or directive names that is not there (an include_if_exists
+    of nothing is no loss). Files inside the data directory are read for their
+    includes but not listed: the copy has them.
+    """
+    plan = {"files": [], "dirs": [], "missing": []}
+    seen = set()
+
+    def visit(what, path, named_by, depth, is_conf):
+        if path in seen or depth > MAX_DEPTH:
+            return
+        seen.add(path)
+        text = read_conf(path)
+        entry = {"what": what, "path": path, "named_by": named_by}
+        if text is None:
+            if what != "include_if_exists":
+                plan["missing"].append(entry)
+            return
+        if not is_inside(path, data_directory):
+            plan["files"].append(entry)
+        if is_conf:
+            includes_of(path, text, depth)
+
+    def includes_of(path, text, depth):
+        for _index, name, value in parse(text):
+            if name not in INCLUDES:
+                continue
+            target = resolve(value, path)
+            if name != "include_dir":
+                visit(name, target, path, depth + 1, True)
+                continue
+            names = list_dir(target)
+            if names is None:
+                plan["missing"].append({"what": name, "path": target, "named_by": path})
+                continue
+            if not is_inside(target, data_directory):
+                plan["dirs"].append({"what": name, "path": target, "named_by": path})
+            for child in conf_dir_names(names):
+                visit("include_dir file", os.path.join(target, child), target, depth + 1, True)
+
+    for setting in SETTINGS:
+        if settings.get(setting):
+            visit(setting, os.path.normpath(settings[setting]), "the server's setting", 0, setting == "config_file")
+    return plan
+
+
+def stored_name(path):
+    """Where a captured file goes, relative to the backup directory: config/ and its absolute path."""
+    return os.path.join(CONFIG_SUBDIR, os.path.normpath(path).lstrip("/"))
+
+
+def _open_regular(path):
+    """A read descriptor of ``path`` when it is a regular file and not a link; None otherwise."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR, errno.EACCES, errno.ENXIO):
+            return None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return fd
+
+
+def read_conf(path):
+    fd = _open_regular(path)
+    if fd is None:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read().decode("utf-8", "replace")
+
+
+def list_dir(path):
+    if os.path.islink(path) or not os.path.isdir(path):
+        return None
+    return os.listdir(path)
+
+
+def capture_config(settings, data_directory, backup_dir, check_mode=False):
+    """Copy the configuration outside the data directory into ``<backup_dir>/config/``; backup.json's
+    ``config_files``.
+
+    ``settings`` are the server's config_file, hba_file and ident_file (a login
+    that may not read them gets None: then nothing is known and the result says
+    so). A file that changes between its reading for includes and its copy is
+    copied as it is then: the configuration at the stop.
+    """
+    known = dict((name, settings.get(name)) for name in SETTINGS)
+    result = {"settings": known, "files": [], "dirs": [], "missing": []}
+    if not known["config_file"]:
+        result["unknown"] = True
+        return result
+    plan = capture_plan(known, data_directory, read_conf, list_dir)
+    result.update(dirs=plan["dirs"], missing=plan["missing"])
+    for entry in plan["files"]:
+        name = stored_name(entry["path"])
+        copied = _copy_file(entry["path"], os.path.join(backup_dir, name), check_mode)
+        if copied is None:
+            result["missing"].append(entry)
+            continue
+        result["files"].append(dict(entry, stored=name, **copied))
+    return result
+
+
+def _copy_file(path, target, check_mode):
+    """Copy ``path`` (not through a link) to ``target``, mode 0600; its size, SHA-256 and mode, or None."""
+    fd = _open_regular(path)
+    if fd is None:
+        return None
+    digest = hashlib.sha256()
+    with os.fdopen(fd, "rb") as source:
+        mode = stat.S_IMODE(os.fstat(source.fileno()).st_mode)
+        data = source.read()
+    digest.update(data)
+    if not check_mode:
+        try:
+            parent = os.path.dirname(target)
+            if not os.path.isdir(parent):
+                os.makedirs(parent, 0o700)
+            out_fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(out_fd, "wb") as out:
+                out.write(data)
+        except (IOError, OSError) as exc:
+            raise BackupError("The configuration file %s could not be copied into the backup (%s): %s."
+                              % (path, target, exc.strerror or exc),
+                              "Check room and permissions in the backup directory, then take a new backup.")
+    return {"size": len(data), "sha256": digest.hexdigest(), "mode": "%04o" % mode}
+
+
+def summary(captured):
+    """One line for the role's report."""
+    if not captured:
+        return "not captured"
+    if captured.get("unknown"):
+        return "unknown: the login may not read config_file (pg_read_all_settings)"
+    if not captured["files"]:
+        return "all inside the data directory"
+    return "%d file(s) from outside the data directory in %s/ (%s)" % (
+        len(captured["files"]), CONFIG_SUBDIR, ", ".join(entry["path"] for entry in captured["files"]))
