@@ -245,6 +245,119 @@ def _copy_file(path, target, check_mode):
     return {"size": len(data), "sha256": digest.hexdigest(), "mode": "%04o" % mode}
 
 
+# -- what a restore writes ------------------------------------------------------------------------------
+
+# Settings that name the source cluster's own files or identity, and archiving into its live archive: a
+# restored configuration keeps none of them (restore_target.py's settings turn archiving off).
+SOURCE_SETTINGS = ("data_directory", "hba_file", "ident_file", "external_pid_file", "cluster_name",
+                   "stats_temp_directory", "archive_command", "archive_library", "archive_cleanup_command")
+RESTORE_MARK = "# pgexclusive.backup restore: "
+
+
+def derive_config(text, path, read, list_conf, depth=0):
+    """The configuration file ``text`` (``path`` on the source host) as one file for a restored data directory.
+
+    Every line is kept except those of SOURCE_SETTINGS, commented out with a
+    mark. Every include is inlined, commented out with its contents below it:
+    ``read(path)`` gives an included file's text as the backup holds it (None
+    when it does not), ``list_conf(dir)`` the paths of an include_dir's files
+    in PostgreSQL's order; the included files are derived the same way. Nothing
+    of the result names a file of the source cluster. Returns (text, notes):
+    what was commented out or could not be inlined, one line each.
+    """
+    lines, notes = [], []
+    entries = dict((index, (name, value)) for index, name, value in parse(text))
+    for index, line in enumerate(text.splitlines()):
+        name, value = entries.get(index, (None, None))
+        if name in SOURCE_SETTINGS:
+            lines.append(RESTORE_MARK + line)
+            notes.append("%s: %s commented out (it names the source cluster)" % (path, name))
+            continue
+        if name not in INCLUDES:
+            lines.append(line)
+            continue
+        target = resolve(value, path)
+        lines.append(RESTORE_MARK + line + "  (inlined below)")
+        for member in (list_conf(target) if name == "include_dir" else [target]):
+            member_text = read(member) if depth < MAX_DEPTH else None
+            if member_text is None:
+                if name != "include_if_exists":
+                    notes.append("%s: %s %s is not in the backup, left out" % (path, name, member))
+                continue
+            inner, inner_notes = derive_config(member_text, member, read, list_conf, depth + 1)
+            lines += [RESTORE_MARK + "begin of " + member, inner.rstrip("\n"), RESTORE_MARK + "end of " + member]
+            notes += inner_notes
+    return "\n".join(lines) + "\n", notes
+
+
+class BackedUpConfig(object):
+    """The source's configuration as a backup holds it, for a restore: files inside the source's data
+    directory from the restored copy, files outside from ``config/`` (checked against backup.json's SHA-256).
+
+    A backup is untrusted input: a file is read only at the name backup.json's
+    path gives it under config/ (or under the restored copy), never through a
+    symbolic link, and only when it is a regular file.
+    """
+
+    def __init__(self, backup_dir, record, restored_data):
+        captured = (record or {}).get("config_files") or {}
+        self.backup_dir = backup_dir
+        self.old_data = os.path.normpath(record.get("data_directory") or restored_data)
+        self.new_data = restored_data
+        self.settings = captured.get("settings") or {}
+        self.files = dict((os.path.normpath(entry.get("path") or "/"), entry)
+                          for entry in captured.get("files") or [] if isinstance(entry, dict))
+
+    def setting(self, name, default_name):
+        """config_file, hba_file or ident_file as the source had it; default: in its data directory."""
+        return os.path.normpath(self.settings.get(name) or os.path.join(self.old_data, default_name))
+
+    def read(self, path):
+        path = os.path.normpath(path)
+        if is_inside(path, self.old_data):
+            return _read_inside(self.new_data, os.path.relpath(path, self.old_data))
+        entry = self.files.get(path)
+        if entry is None:
+            return None
+        data = _read_bytes_inside(self.backup_dir, stored_name(path))
+        if data is None or hashlib.sha256(data).hexdigest() != entry.get("sha256"):
+            raise BackupError(
+                "The backup's copy of the configuration file %s (%s) is missing or differs from its backup.json."
+                % (path, os.path.join(self.backup_dir, stored_name(path))),
+                "Restore another backup: this one was changed after it was taken.")
+        return data.decode("utf-8", "replace")
+
+    def list_conf(self, directory):
+        directory = os.path.normpath(directory)
+        if is_inside(directory, self.old_data):
+            names = list_dir(os.path.join(self.new_data, os.path.relpath(directory, self.old_data))) or []
+        else:
+            names = [os.path.basename(p) for p in self.files if os.path.dirname(p) == directory]
+        return [os.path.join(directory, name) for name in conf_dir_names(names)]
+
+
+def _read_inside(top, relative):
+    data = _read_bytes_inside(top, relative)
+    return None if data is None else data.decode("utf-8", "replace")
+
+
+def _read_bytes_inside(top, relative):
+    """``top``/``relative`` when no component of it below ``top`` is a link and it is a regular file."""
+    parts = [part for part in os.path.normpath(relative).split("/") if part not in ("", ".")]
+    if not parts or ".." in parts:
+        return None
+    path = top
+    for part in parts[:-1]:
+        path = os.path.join(path, part)
+        if os.path.islink(path) or not os.path.isdir(path):
+            return None
+    fd = _open_regular(os.path.join(path, parts[-1]))
+    if fd is None:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read()
+
+
 def summary(captured):
     """One line for the role's report."""
     if not captured:
