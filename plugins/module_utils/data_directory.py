@@ -100,9 +100,14 @@ def system_identifier(path):
     """
     try:
         with open(os.path.join(path, "global", "pg_control"), "rb") as handle:
-            return str(struct.unpack("=Q", handle.read(8))[0])
+            return pg_control_identifier(handle.read(8))
     except (IOError, OSError, struct.error):
         return None
+
+
+def pg_control_identifier(head):
+    """The system identifier in the first 8 bytes of pg_control, as a decimal string (as backup.json records it)."""
+    return str(struct.unpack("=Q", head[:8])[0])
 
 
 def tablespace_links(path):

@@ -17,6 +17,7 @@ pg_verifybackup recomputes.
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import contextlib
 import gzip
 import hashlib
 import json
@@ -183,23 +184,29 @@ class _Counted(object):
 
 
 def read_archive(path, compression, prefix=""):
-    """archive_entries of the archive ``path``, decompressed as a stream.
-
-    gzip is read with Python's gzip module, not tarfile's 'r|gz': the copy
-    writes one gzip member per block (copy_io.pipe_stream), and 'r|gz' stops
-    after the first. zstd is read through ``zstd -dc`` in a process of its own.
-    """
+    """archive_entries of the archive ``path``, decompressed as a stream (archive_stream)."""
     try:
-        if compression == "zstd":
-            return _read_zstd(path, prefix)
-        opener = gzip.open if compression == "gzip" else open
-        with opener(path, "rb") as stream:
+        with archive_stream(path, compression) as stream:
             return archive_entries(stream, prefix)
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise unreadable(path, exc)
 
 
-def _read_zstd(path, prefix):
+@contextlib.contextmanager
+def archive_stream(path, compression, read_to_end=True):
+    """The uncompressed bytes of the archive ``path``, as a binary stream read once.
+
+    gzip is read with Python's gzip module, not tarfile's 'r|gz': the copy
+    writes one gzip member per block (copy_io.pipe_stream), and 'r|gz' stops
+    after the first. zstd is read through ``zstd -dc`` in a process of its own;
+    a reader that stops early (``read_to_end`` false) ends it, and its exit
+    status then says nothing. Every reader of an archive (the manifest's
+    writer, its check, the restore's extraction) goes through here.
+    """
+    if compression != "zstd":
+        with (gzip.open if compression == "gzip" else open)(path, "rb") as stream:
+            yield stream
+        return
     with tempfile.TemporaryFile() as errors:
         try:
             proc = subprocess.Popen(["zstd", "-dcq", path], stdout=subprocess.PIPE, stderr=errors)
@@ -207,16 +214,18 @@ def _read_zstd(path, prefix):
             raise unreadable(path, "zstd could not run: %s" % exc)
         try:
             with proc.stdout:
-                entries = archive_entries(proc.stdout, prefix)
+                yield proc.stdout
         except BaseException:
             proc.kill()
             proc.wait()
             raise
-        if proc.wait() != 0:
+        if not read_to_end:
+            proc.kill()
+            proc.wait()
+        elif proc.wait() != 0:
             errors.seek(0)
             raise unreadable(path, "zstd exited with %d: %s" % (
                 proc.returncode, errors.read().decode("utf-8", "replace").strip()[-2000:]))
-    return entries
 
 
 def unreadable(path, why):
@@ -269,3 +278,90 @@ def write_manifest(backup_dir, timeline, start_lsn, end_lsn):
 def verify_tar_command(path, backup_dir):
     """pg_verifybackup 18+ on a tar copy: -n, since it reads no WAL from an archive; backup.json is ours, not PostgreSQL's."""
     return "pg_verifybackup -F t -n -i %s -m %s %s" % (RECORD_FILE, path, backup_dir)
+
+
+def copy_entries(backup_dir):
+    """(format, manifest entries of what the backup directory holds): what write_manifest lists, read the same way."""
+    fmt = copy_format(backup_dir)
+    if fmt == "plain":
+        return fmt, walk_copy(os.path.join(backup_dir, DATA_SUBDIR), backup_dir)
+    return fmt, walk_archives(backup_dir) if fmt == "tar" else []
+
+
+def verify_copy(backup_dir):
+    """Check every file of the backup against its backup_manifest, and the manifest against its own checksum.
+
+    The files are read by the walkers that wrote the manifest (walk_copy,
+    walk_archives): what the writer would list is what is checked. Raises
+    BackupError naming the first difference; returns format, files, bytes.
+    """
+    path = os.path.join(backup_dir, MANIFEST_FILE)
+    try:
+        # Not through a link: the manifest is the backup's own file, never one it points at.
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as handle:
+            raw = handle.read()
+    except (IOError, OSError) as exc:
+        if not os.path.lexists(path):
+            raise BackupError("The backup %s has no backup_manifest: nothing proves its files are those the backup "
+                              "wrote." % backup_dir,
+                              "Restore a backup that has one (tar, rsync and copy to a local destination write it), "
+                              "or restore this one unproved with verify: false.", reason="no backup_manifest")
+        raise BackupError("Could not read the backup_manifest of %s: %s" % (backup_dir, exc),
+                          "Run the restore as root, or check the backup directory's disk.")
+    listed = manifest_files(raw, path)
+    fmt, found = copy_entries(backup_dir)
+    difference = first_difference(listed, found)
+    if difference:
+        raise BackupError("The backup %s does not match its backup_manifest: %s." % (backup_dir, difference),
+                          "Keep this backup aside (a person may want to look at it) and restore another one.",
+                          difference=difference)
+    return {"format": fmt, "files": len(found), "bytes": sum(e["Size"] for e in found)}
+
+
+def manifest_files(raw, path):
+    """The Files of the manifest text ``raw`` ({path: entry}), once its Manifest-Checksum is found right.
+
+    As pg_verifybackup reads it: the checksum covers every byte up to and
+    including the newline before the last line.
+    """
+    body = raw[:raw.rfind(b"\n", 0, len(raw) - 1) + 1] if raw.endswith(b"\n") else b""
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+        recorded = doc["Manifest-Checksum"]
+        files = doc["Files"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BackupError("%s is no backup_manifest this check reads: %s" % (path, exc),
+                          "Keep this backup aside and restore another one.")
+    computed = hashlib.sha256(body).hexdigest()
+    if not body or recorded != computed:
+        raise BackupError("%s does not match its own Manifest-Checksum (%s, computed %s): the manifest was changed "
+                          "or cut short." % (path, recorded, computed),
+                          "Keep this backup aside and restore another one.")
+    listed = {}
+    for entry in files:
+        name = entry.get("Path")
+        if name is None and "Encoded-Path" in entry:
+            name = bytes.fromhex(entry["Encoded-Path"]).decode("utf-8", "surrogateescape")
+        if entry.get("Checksum-Algorithm") != "SHA256":
+            raise BackupError("%s lists %s with the checksum algorithm %s; this check reads SHA256, which this "
+                              "collection writes." % (path, name, entry.get("Checksum-Algorithm")),
+                              "Check the backup with pg_verifybackup of its major, or restore with verify: false.")
+        listed[name] = entry
+    return listed
+
+
+def first_difference(listed, found):
+    """What first differs between the manifest's files ``listed`` ({path: entry}) and the entries ``found``, or None."""
+    seen = set()
+    for entry in found:
+        name = entry["Path"]
+        if name in seen or name not in listed:
+            return "%s is in the copy but not in the manifest" % name
+        seen.add(name)
+        want = listed[name]
+        if entry["Size"] != want["Size"]:
+            return "%s has %d bytes, the manifest says %d" % (name, entry["Size"], want["Size"])
+        if entry["Checksum"] != want["Checksum"]:
+            return "%s does not have the SHA256 checksum the manifest lists" % name
+    missing = sorted(set(listed) - seen)
+    return "%s is missing from the copy" % missing[0] if missing else None

@@ -9,7 +9,7 @@ options given, parsed and assembled by repository.py as the backup's copy to
 the repository is. The repository path names one backup (it holds a
 backup.json) or a destination (its subdirectories do).
 
-Choosing happens here, on the target host, with restore.py's own choice: one
+Choosing happens here, on the target host, with the restore's own choice: one
 rsync mirrors only the backup.json files of the path (a few kilobytes per
 backup) into a temporary directory, and choose_backup picks from that mirror
 as it would from a local dest (the newest complete backup of the cluster, or

@@ -13,15 +13,21 @@ the live WAL (initdb --waldir) and the live tablespaces.
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import errno
 import os
 import shutil
 import subprocess
 import tarfile
+import zlib
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import parse_tablespace_map
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout import (
-    DATA_SUBDIR, TABLESPACES_SUBDIR, TAR_SUFFIX, copy_format)
+    DATA_SUBDIR, TABLESPACES_SUBDIR, TAR_SUFFIX, copy_format, tar_archive)
+from ansible_collections.pgexclusive.backup.plugins.module_utils.data_directory import pg_control_identifier
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
+from ansible_collections.pgexclusive.backup.plugins.module_utils.manifest import archive_stream, member_path
+
+PG_CONTROL = "global/pg_control"
 
 
 def rewrite_tablespace_map(text, new_locations):
@@ -204,3 +210,60 @@ def chown_tree(path, uid, gid):
     for root, dirs, files in os.walk(path):
         for name in [root] + [os.path.join(root, n) for n in dirs + files]:
             os.lchown(name, uid, gid)
+
+
+def copy_system_identifier(backup_dir):
+    """The system identifier the backup's own global/pg_control names (decimal, as backup.json has it).
+
+    Read from data/global/pg_control (no link followed on the way) or from
+    base.tar's member, as a stream: nothing is written to disk.
+    """
+    fmt = copy_format(backup_dir)
+    if fmt == "plain":
+        head = _plain_pg_control_head(os.path.join(backup_dir, DATA_SUBDIR))
+    elif fmt == "tar":
+        head = _tar_pg_control_head(os.path.join(backup_dir, base_tar(backup_dir)))
+    else:
+        head = None
+    if head is None or len(head) < 8:
+        raise BackupError("The backup %s holds no %s to tell which cluster it is a copy of." % (backup_dir, PG_CONTROL),
+                          "Restore another backup: every copy of a data directory has one.")
+    return pg_control_identifier(head)
+
+
+def _plain_pg_control_head(data):
+    try:
+        fd = open_beneath(data, PG_CONTROL.split("/"))
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            return None
+        raise BackupError("Could not read %s of the backup: %s" % (os.path.join(data, PG_CONTROL), exc),
+                          "Run the restore as root.")
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read(8)
+
+
+def _tar_pg_control_head(archive):
+    try:
+        with archive_stream(archive, tar_archive(os.path.basename(archive))[1], read_to_end=False) as stream:
+            with tarfile.open(fileobj=stream, mode="r|") as tar:
+                for member in tar:
+                    if member_path(member.name) == PG_CONTROL and member.isreg():
+                        return tar.extractfile(member).read(8)
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        raise BackupError("Could not read %s from %s: %s" % (PG_CONTROL, archive, exc),
+                          "zstd must be installed for .zst backups; otherwise the archive is damaged: "
+                          "keep the backup aside and restore another one.")
+    return None
+
+
+def open_beneath(top, names, last_flags=os.O_RDONLY):
+    """An fd of ``top``/``names``..., no link followed on the way: each directory is opened beneath the one before."""
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        for name in names[:-1]:
+            parent, fd = fd, os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(parent)
+        return os.open(names[-1], last_flags | os.O_NOFOLLOW, dir_fd=fd)
+    finally:
+        os.close(fd)

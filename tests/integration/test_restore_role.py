@@ -155,7 +155,7 @@ def test_immediate_holds_the_rows_committed_before_the_backup(history):
     assert history.rows["immediate"]["ids"] == BEFORE
     assert result["promoted"] is True and result["timeline"] == 2
     assert result["label_fixed"] is False, "the role's copy already carries the 15+ label fix"
-    assert set(result["durations"]) == {"choose", "verify", "check_wal", "check_target", "lay_out", "recover"}
+    assert set(result["durations"]) == {"choose", "prove", "check_targets", "lay_out", "configure", "recover", "report"}
     verified = result["verified"]
     if verified["method"] == "file list":
         # A tar backup: pg_verifybackup reads one from 18 on, when its build has zstd (the test bed's 18 has not).

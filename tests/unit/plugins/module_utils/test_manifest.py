@@ -199,3 +199,93 @@ def test_no_copy_no_manifest(tmp_path):
     (tmp_path / "backup.json").write_text("{}")
     with pytest.raises(BackupError, match="holds neither data/ nor base.tar"):
         m.write_manifest(str(tmp_path), 1, "0/1", "0/2")
+
+
+def plain_backup(tmp_path):
+    """A plain backup as the copy writes it: data/ with pg_tblspc/16384 -> ../../tablespaces/16384, and its manifest."""
+    backup = tmp_path / "backup"
+    data = backup / "data"
+    for sub in ("base/1", "pg_wal", "pg_tblspc", "global"):
+        (data / sub).mkdir(parents=True)
+    (data / "PG_VERSION").write_text("15\n")
+    (data / "base" / "1" / "112").write_bytes(os.urandom(3000))
+    (data / "pg_wal" / "000000010000000000000002").write_text("WAL: never listed")
+    ts = backup / "tablespaces" / "16384" / "PG_15_202209061" / "5"
+    ts.mkdir(parents=True)
+    (ts / "16390").write_bytes(b"t" * 900)
+    (data / "pg_tblspc" / "16384").symlink_to("../../tablespaces/16384")
+    m.write_manifest(str(backup), 1, "0/2000028", "0/2000100")
+    return backup
+
+
+def test_verify_copy_of_a_plain_backup(tmp_path):
+    backup = plain_backup(tmp_path)
+    assert m.verify_copy(str(backup)) == {"format": "plain", "files": 3, "bytes": 3 + 3000 + 900}
+
+
+@pytest.mark.parametrize("compression", COMPRESSIONS)
+def test_verify_copy_of_a_tar_backup(tmp_path, compression):
+    backup, _data, _ts = tar_backup(tmp_path, compression)
+    m.write_manifest(str(backup), 1, "0/2000028", "0/2000100")
+    assert m.verify_copy(str(backup)) == {"format": "tar", "files": 4, "bytes": 3 + 24 + 50000 + 9000}
+
+
+def _flip_last_byte(path):
+    content = bytearray(path.read_bytes())
+    content[-1] ^= 1
+    path.write_bytes(bytes(content))
+
+
+@pytest.mark.parametrize("change, difference", [
+    (lambda b: (b / "data" / "base" / "1" / "112").unlink(), "base/1/112 is missing from the copy"),
+    (lambda b: (b / "data" / "base" / "1" / "113").write_text("planted"), "base/1/113 is in the copy but not in the manifest"),
+    (lambda b: (b / "data" / "PG_VERSION").write_text("15\n\n"), "PG_VERSION has 4 bytes, the manifest says 3"),
+    (lambda b: _flip_last_byte(b / "tablespaces" / "16384" / "PG_15_202209061" / "5" / "16390"),
+     "pg_tblspc/16384/PG_15_202209061/5/16390 does not have the SHA256 checksum the manifest lists"),
+])
+def test_verify_copy_names_the_first_difference_of_a_plain_backup(tmp_path, change, difference):
+    backup = plain_backup(tmp_path)
+    change(backup)
+    with pytest.raises(BackupError, match="does not match its backup_manifest") as exc:
+        m.verify_copy(str(backup))
+    assert exc.value.msg == "The backup %s does not match its backup_manifest: %s." % (backup, difference)
+
+
+def test_verify_copy_reads_the_members_of_a_tar_backup(tmp_path):
+    """One byte changed inside a member, the archive re-packed with the same sizes: the checksum tells."""
+    backup, data, ts = tar_backup(tmp_path, "none")
+    m.write_manifest(str(backup), 1, "0/2000028", "0/2000100")
+    _flip_last_byte(ts / "PG_15_202209061" / "5" / "16390")
+    subprocess.check_call(["tar", "-C", str(ts), "-cf", str(backup / "16384.tar"), "."])
+    with pytest.raises(BackupError, match="pg_tblspc/16384/PG_15_202209061/5/16390 does not have the SHA256"):
+        m.verify_copy(str(backup))
+
+
+def test_verify_copy_refuses_a_changed_manifest(tmp_path):
+    """A file's entry changed by hand: the manifest's own checksum no longer matches."""
+    backup = plain_backup(tmp_path)
+    path = backup / "backup_manifest"
+    path.write_text(path.read_text().replace('"Size": 3,', '"Size": 4,'))
+    with pytest.raises(BackupError, match="does not match its own Manifest-Checksum"):
+        m.verify_copy(str(backup))
+    path.write_text(path.read_text().rsplit("\n", 2)[0] + "\n")
+    with pytest.raises(BackupError, match="is no backup_manifest this check reads"):
+        m.verify_copy(str(backup))
+
+
+def test_verify_copy_without_a_manifest(tmp_path):
+    backup = plain_backup(tmp_path)
+    (backup / "backup_manifest").unlink()
+    with pytest.raises(BackupError, match="has no backup_manifest") as exc:
+        m.verify_copy(str(backup))
+    assert exc.value.facts == {"reason": "no backup_manifest"}
+
+
+def test_verify_copy_refuses_a_tablespace_linked_out_of_the_backup(tmp_path):
+    """tablespaces/16384 swapped for a link to a root-only directory: never read, never vouched for."""
+    backup = plain_backup(tmp_path)
+    secret = tmp_path / "secret"
+    shutil.move(str(backup / "tablespaces" / "16384"), str(secret))
+    (backup / "tablespaces" / "16384").symlink_to(secret)
+    with pytest.raises(BackupError, match="outside the backup directory"):
+        m.verify_copy(str(backup))

@@ -4,6 +4,7 @@ import os
 import pytest
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils import restore
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore import targets
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 
 
@@ -44,24 +45,26 @@ def test_choose_backup_refuses_an_incomplete_one_unless_allowed(tmp_path):
         restore.choose_backup(str(tmp_path))
 
 
-def test_check_target_dir(tmp_path):
-    assert restore.check_target_dir(str(tmp_path / "new"), False, "T") is None
+def test_check_target_dir_decides_and_set_aside_renames(tmp_path):
+    assert restore.check_target_dir(str(tmp_path / "new"), False) is False
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert restore.check_target_dir(str(empty), False, "T") is None
+    assert restore.check_target_dir(str(empty), False) is False
     full = tmp_path / "full"
     full.mkdir()
     (full / "f").write_text("x")
     with pytest.raises(BackupError, match="is not empty"):
-        restore.check_target_dir(str(full), False, "T")
-    assert restore.check_target_dir(str(full), True, "T") == str(tmp_path / "full.pgx-aside-T")
+        restore.check_target_dir(str(full), False)
+    assert restore.check_target_dir(str(full), True) is True
+    assert (full / "f").read_text() == "x", "checking changes nothing"
+    assert targets.set_aside(str(full), "T") == str(tmp_path / "full.pgx-aside-T")
     assert (tmp_path / "full.pgx-aside-T" / "f").read_text() == "x" and not full.exists()
 
 
 def test_check_target_dir_refuses_a_running_postmaster_even_with_force(tmp_path):
     (tmp_path / "postmaster.pid").write_text("%d\n%s\n" % (os.getpid(), tmp_path))
     with pytest.raises(BackupError, match="A postmaster \\(PID %d\\) runs" % os.getpid()):
-        restore.check_target_dir(str(tmp_path), True, "T")
+        restore.check_target_dir(str(tmp_path), True)
     assert (tmp_path / "postmaster.pid").exists()
 
 

@@ -1,0 +1,148 @@
+# -*- coding: utf-8 -*-
+# Copyright: pgexclusive.backup maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""restore phase 5, configure: the laid-out copy is made to recover, and given to its owner.
+
+backup_label is kept, and fixed on 15+ while it still says pg_start_backup
+(DESIGN.md); recovery.signal; the recovery settings of restore_target.py
+appended to postgresql.auto.conf, archiving off. With ``minimal_config`` (the
+drill) the copy's own configuration is set aside and the server reads only
+what is written here; with ``confine_to`` no link of the copy may lead out.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import os
+
+from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import (
+    LABEL_FILE, parse_backup_label, restorable_label)
+from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.tools import read_text
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_layout import chown_tree, links_out_of, write_new
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_target import (
+    recovery_settings, restore_command_for, settings_block)
+
+CONF = "postgresql.conf"
+AUTO_CONF = "postgresql.auto.conf"
+# With minimal_config, the copy's own configuration files are moved here, out of the server's reach, for a
+# person to read.
+LIVE_CONFIG_SUBDIR = "live-config"
+MINIMAL_CONFIG_TITLE = "pgexclusive.backup restore: the whole configuration of a throwaway server"
+SETTINGS_TITLE = "pgexclusive.backup restore: recovery settings (remove once the restore is done)"
+
+
+def needs_label_fix(label_text, major):
+    """15+ recovery needs 'streamed' to wait for the end of the backup (DESIGN.md)."""
+    return major >= 15 and "BACKUP METHOD: pg_start_backup" in label_text
+
+
+def conf_value(value):
+    if isinstance(value, bool):
+        return "'on'" if value else "'off'"
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def copy_major(data):
+    text = read_text(os.path.join(data, "PG_VERSION")) or ""
+    try:
+        return int(text.strip().split(".")[0])
+    except ValueError:
+        raise BackupError("The restored copy has no readable PG_VERSION.",
+                          "The backup is damaged: keep it aside and restore another one.")
+
+
+def replace_config(data, config_dir, settings):
+    """The whole configuration of a throwaway server: nothing of the copy's own applies.
+
+    The copy's postgresql.conf and postgresql.auto.conf may include files, name
+    a data_directory or an external_pid_file, preload libraries this host
+    cannot load, archive or clean up the archive, and ask for more memory than
+    a second server gets: they move to ``config_dir``/live-config (a link
+    moves as a link, what it names is neither read nor changed).
+    postgresql.conf is written whole from ``settings`` (name, quoted value)
+    plus hba_file and ident_file in ``config_dir``, which admit local
+    connections only: the caller's socket directory must be private, as its
+    server's port is (no TCP listener). postgresql.auto.conf is left empty.
+
+    Returns (the files written in ``config_dir``, the settings written).
+    """
+    aside = os.path.join(config_dir, LIVE_CONFIG_SUBDIR)
+    if not os.path.isdir(aside):
+        os.makedirs(aside, 0o700)
+    for name in (CONF, AUTO_CONF):
+        if os.path.lexists(os.path.join(data, name)):
+            os.rename(os.path.join(data, name), os.path.join(aside, name))
+    hba = os.path.join(config_dir, "pg_hba.conf")
+    ident = os.path.join(config_dir, "pg_ident.conf")
+    write_new(hba, "local all all trust\n")
+    write_new(ident, "")
+    settings = list(settings) + [("hba_file", conf_value(hba)), ("ident_file", conf_value(ident))]
+    write_new(os.path.join(data, CONF), settings_block(settings, MINIMAL_CONFIG_TITLE))
+    write_new(os.path.join(data, AUTO_CONF), "")
+    return [hba, ident], settings
+
+
+def make_it_recover(p, data, result):
+    """backup_label, recovery.signal and the recovery settings; returns the configuration files written
+    outside ``data`` (minimal_config), for the server's owner to read."""
+    label_file = os.path.join(data, LABEL_FILE)
+    label = read_text(label_file)
+    if label is None:
+        raise BackupError("The restored copy has no backup_label: it is not an exclusive backup of this "
+                          "collection, and recovery would not know where to start.",
+                          "Restore a backup this collection took; never remove backup_label from a copy.")
+    fixed = needs_label_fix(label, copy_major(data))
+    if fixed:
+        os.unlink(label_file)
+        write_new(label_file, restorable_label(label))
+    result["label_fixed"] = fixed
+    result["backup_label"] = parse_backup_label(label)
+    for name in ("postmaster.pid", "postmaster.opts", "standby.signal"):
+        if os.path.lexists(os.path.join(data, name)):
+            os.unlink(os.path.join(data, name))
+    if not os.path.lexists(os.path.join(data, "recovery.signal")):
+        write_new(os.path.join(data, "recovery.signal"), "")
+    command = p.get("restore_command") or restore_command_for(p.get("wal_archive_dir"))
+    settings = recovery_settings(p, command) + [
+        (k, conf_value(v)) for k, v in sorted((p.get("settings") or {}).items())]
+    written = []
+    if p.get("minimal_config"):
+        written, settings = replace_config(data, p["minimal_config"], settings)
+    else:
+        auto = os.path.join(data, AUTO_CONF)
+        text = read_text(auto) or ""
+        if os.path.lexists(auto):
+            os.unlink(auto)
+        write_new(auto, text + ("" if not text or text.endswith("\n") else "\n")
+                  + settings_block(settings, SETTINGS_TITLE))
+    result["restore_command"] = command
+    result["settings"] = dict(settings)
+    return written
+
+
+def confine(data, tblspcs, inside):
+    """Refuse a copy with a link leading out of ``inside``: a server started on it could write there."""
+    outside = links_out_of(data, inside) + [
+        found for path in sorted(tblspcs.values()) for found in links_out_of(path, inside)]
+    if outside:
+        raise BackupError(
+            "The copy links out of its scratch directory (%s), and a server started on it could write there."
+            % ", ".join(outside),
+            "What such a link names is not in the backup: leave it out of the backups (exclusive_backup_exclude) "
+            "or keep that data inside the data directory.")
+
+
+def run(job):
+    p, data, owner = job.p, job.data, job.owner
+    config_files = make_it_recover(p, data, job.result)
+    if p.get("confine_to"):
+        confine(data, job.tablespaces, p["confine_to"])
+    for path in [data] + job.placed + ([p["waldir"]] if p.get("waldir") else []):
+        if os.geteuid() == 0:
+            chown_tree(path, owner.pw_uid, owner.pw_gid)
+        os.chmod(path, 0o700)
+    if os.geteuid() == 0:
+        for path in config_files:
+            os.chown(path, owner.pw_uid, owner.pw_gid)
