@@ -96,8 +96,6 @@ def verify_params(params):
 def config_step(params, results, check_mode):
     """The configuration from outside the data directory (Debian's /etc/postgresql/...), at the stop."""
     settings = task_fact(results, "info", "config_settings")
-    if settings is None:
-        return None
     data_directory = task_fact(results, "copy", "data_directory") or task_fact(results, "run", "data_directory")
     return capture_config(settings, data_directory, params["backup_dir"], check_mode)
 
@@ -180,8 +178,8 @@ def finalize(params, check_mode):
             results["wal"] = wal
             result.update(wal_files=wal["wal_files"], wal_location=wal["location"])
         # Sent to a repository with the record (repository.send_record sends the whole backup directory).
-        captured = steps.run("config", config_step, params, results, check_mode)
-        if captured is not None:
+        if task_fact(results, "info", "config_settings") is not None:
+            captured = steps.run("config", config_step, params, results, check_mode)
             results["config"] = captured
             result.update(config_files=captured, warnings=config_warnings(captured))
         if params["verify_restore"]:

@@ -62,8 +62,12 @@ def run(job):
     if os.geteuid() == 0:
         os.chown(log, owner.pw_uid, owner.pw_gid)
     job.result["log_file"] = log
-    rc, out = start(job.pg_ctl, data, log, Owner(owner), os.path.dirname(data))
-    if rc != 0:
+    if job.debian:
+        rc, out = job.debian.start(log)
+    else:
+        rc, out = start(job.pg_ctl, data, log, Owner(owner), os.path.dirname(data))
+    # pg_ctlcluster waits for a server that a shutdown target stops on its own.
+    if rc != 0 and not (job.debian and p.get("target_action") == "shutdown"):
         raise BackupError("The restored server did not start: %s%s" % (out.strip(), log_tail(log)),
                           "Read the log above: the settings (port, memory) or binaries of another major.")
     timeout = p.get("timeout") or 3600
@@ -72,6 +76,8 @@ def run(job):
     started = time.time()
     pid = None
     while True:
+        if job.debian:
+            job.debian.copy_log(log)
         pid = pid or postmaster_pid(data)
         if (pid and not alive(pid)) or (pid is None and time.time() > started + 10):
             job.state = ended(log, action)

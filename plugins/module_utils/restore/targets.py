@@ -64,6 +64,8 @@ def tablespace_targets(map_text, mapping):
 
 def run(job):
     p = job.p
+    if job.debian:
+        job.debian.check_major(job.record)
     job.owner = owner_entry(p.get("owner") or "postgres")
     job.pg_ctl = pg_ctl_in(p.get("bindir")) if p.get("start", True) else None
     places = [("data_directory", job.data)]
