@@ -254,7 +254,7 @@ SOURCE_SETTINGS = ("data_directory", "hba_file", "ident_file", "external_pid_fil
 RESTORE_MARK = "# pgexclusive.backup restore: "
 
 
-def derive_config(text, path, read, list_conf, depth=0):
+def derive_config(text, path, read, list_conf, replaced=(), depth=0):
     """The configuration file ``text`` (``path`` on the source host) as one file for a restored data directory.
 
     Every line is kept except those of SOURCE_SETTINGS, commented out with a
@@ -262,8 +262,10 @@ def derive_config(text, path, read, list_conf, depth=0):
     ``read(path)`` gives an included file's text as the backup holds it (None
     when it does not), ``list_conf(dir)`` the paths of an include_dir's files
     in PostgreSQL's order; the included files are derived the same way. Nothing
-    of the result names a file of the source cluster. Returns (text, notes):
-    what was commented out or could not be inlined, one line each.
+    of the result names a file of the source cluster. The settings named in
+    ``replaced`` (those the restore sets itself: port, socket, recovery) are
+    commented out too. Returns (text, notes): what was commented out or could
+    not be inlined, one line each.
     """
     lines, notes = [], []
     entries = dict((index, (name, value)) for index, name, value in parse(text))
@@ -272,6 +274,9 @@ def derive_config(text, path, read, list_conf, depth=0):
         if name in SOURCE_SETTINGS:
             lines.append(RESTORE_MARK + line)
             notes.append("%s: %s commented out (it names the source cluster)" % (path, name))
+            continue
+        if name in replaced:
+            lines.append(RESTORE_MARK + line + "  (the restore sets it)")
             continue
         if name not in INCLUDES:
             lines.append(line)
@@ -284,7 +289,7 @@ def derive_config(text, path, read, list_conf, depth=0):
                 if name != "include_if_exists":
                     notes.append("%s: %s %s is not in the backup, left out" % (path, name, member))
                 continue
-            inner, inner_notes = derive_config(member_text, member, read, list_conf, depth + 1)
+            inner, inner_notes = derive_config(member_text, member, read, list_conf, replaced, depth + 1)
             lines += [RESTORE_MARK + "begin of " + member, inner.rstrip("\n"), RESTORE_MARK + "end of " + member]
             notes += inner_notes
     return "\n".join(lines) + "\n", notes

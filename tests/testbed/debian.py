@@ -179,8 +179,11 @@ class DebianCluster(Cluster):
             if (self.conf_dir / "postgresql.conf").exists():
                 run_root(["pg_dropcluster", "--stop", self.major, self.name])
         finally:
-            # pg_dropcluster leaves what it did not make (conf.d's files of the test bed's).
+            # pg_dropcluster leaves what it did not make: conf.d's files of the test bed's, a restore's log and
+            # what a forced restore set aside beside the data directory.
             shutil.rmtree(self.conf_dir, ignore_errors=True)
+            for path in self.data_dir.parent.glob(self.name + ".*"):
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink()
             shutil.rmtree(self.root, ignore_errors=True)
 
     def connect(self, dbname="postgres", user="postgres", autocommit=True):

@@ -95,8 +95,9 @@ def replace_config(data, config_dir, settings):
     return [hba, ident], settings
 
 
-def derived_config(backed_up):
-    """(file name in the restored data directory, text) of its configuration, and the notes of the derivation."""
+def derived_config(backed_up, replaced):
+    """(file name in the restored data directory, text) of its configuration, and the notes of the derivation;
+    the settings named in ``replaced`` are the restore's own (postgresql.auto.conf)."""
     config_file = backed_up.setting("config_file", CONF)
     text = backed_up.read(config_file)
     if text is None:
@@ -106,7 +107,7 @@ def derived_config(backed_up):
             "Restore into a Debian cluster made with pg_createcluster (debian_cluster), which has a configuration of "
             "its own, or take a new backup with this version: it copies the configuration from outside the data "
             "directory.")
-    conf, notes = derive_config(text, config_file, backed_up.read, backed_up.list_conf)
+    conf, notes = derive_config(text, config_file, backed_up.read, backed_up.list_conf, replaced)
     files = [(CONF, conf)]
     for setting, name in (("hba_file", "pg_hba.conf"), ("ident_file", "pg_ident.conf")):
         path = backed_up.setting(setting, name)
@@ -118,9 +119,9 @@ def derived_config(backed_up):
     return files, notes
 
 
-def write_derived_config(data, backed_up):
+def write_derived_config(data, backed_up, replaced):
     """The derived configuration into ``data``; returns the notes of what was left out."""
-    files, notes = derived_config(backed_up)
+    files, notes = derived_config(backed_up, replaced)
     for name, text in files:
         path = os.path.join(data, name)
         if os.path.lexists(path):
@@ -139,6 +140,13 @@ def sanitize_auto_conf(data, old_data):
     os.unlink(auto)
     write_new(auto, sanitized)
     return notes
+
+
+def restore_settings(p):
+    """(restore_command, the settings the restore appends: recovery, archiving off, and ``settings``)."""
+    command = p.get("restore_command") or restore_command_for(p.get("wal_archive_dir"))
+    return command, recovery_settings(p, command) + [
+        (k, conf_value(v)) for k, v in sorted((p.get("settings") or {}).items())]
 
 
 def make_it_recover(p, data, result):
@@ -161,9 +169,7 @@ def make_it_recover(p, data, result):
             os.unlink(os.path.join(data, name))
     if not os.path.lexists(os.path.join(data, "recovery.signal")):
         write_new(os.path.join(data, "recovery.signal"), "")
-    command = p.get("restore_command") or restore_command_for(p.get("wal_archive_dir"))
-    settings = recovery_settings(p, command) + [
-        (k, conf_value(v)) for k, v in sorted((p.get("settings") or {}).items())]
+    command, settings = restore_settings(p)
     written = []
     if p.get("minimal_config"):
         written, settings = replace_config(data, p["minimal_config"], settings)
@@ -195,11 +201,12 @@ def run(job):
     p, data, owner = job.p, job.data, job.owner
     if not p.get("minimal_config"):
         backed_up = BackedUpConfig(job.backup_dir, job.record, data)
+        replaced = set(name for name, _value in restore_settings(p)[1])
         if job.debian:
             job.result["config"] = {"debian_cluster": job.debian.label, "config_dir": job.debian.conf_dir, "notes": []}
         else:
             job.result["config"] = {"derived_from": backed_up.setting("config_file", CONF),
-                                    "notes": write_derived_config(data, backed_up)}
+                                    "notes": write_derived_config(data, backed_up, replaced)}
         job.result["config"]["notes"] += sanitize_auto_conf(data, backed_up.old_data)
     config_files = make_it_recover(p, data, job.result)
     if p.get("confine_to"):
