@@ -183,7 +183,10 @@ class DebianCluster(Cluster):
             # what a forced restore set aside beside the data directory.
             shutil.rmtree(self.conf_dir, ignore_errors=True)
             for path in self.data_dir.parent.glob(self.name + ".*"):
-                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink()
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink()
             shutil.rmtree(self.root, ignore_errors=True)
 
     def connect(self, dbname="postgres", user="postgres", autocommit=True):
