@@ -175,12 +175,21 @@ EXAMPLES = r'''
   pgexclusive.backup.pg_restore:
     dest: /srv/backups
     system_identifier: "7441234567890123456"
-    data_directory: /var/lib/postgresql/16/main
+    data_directory: /srv/pgdata
     force: true
     target: time
     target_time: "2026-11-21 14:03:00+00"
     wal_archive_dir: /srv/wal-archive
-    bindir: /usr/lib/postgresql/16/bin
+    bindir: /usr/local/pgsql/bin
+
+- name: Restore the newest backup into the stopped Debian cluster 16/main, keeping its /etc configuration
+  pgexclusive.backup.pg_restore:
+    dest: /srv/backups
+    debian_cluster: 16/main
+    force: true
+    target: time
+    target_time: "2026-11-21 14:03:00+00"
+    wal_archive_dir: /srv/wal-archive
 
 - name: Restore one backup beside the live server, to a restore point, and leave it paused
   pgexclusive.backup.pg_restore:
