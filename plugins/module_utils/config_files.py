@@ -361,15 +361,3 @@ def _read_bytes_inside(top, relative):
         return None
     with os.fdopen(fd, "rb") as handle:
         return handle.read()
-
-
-def summary(captured):
-    """One line for the role's report."""
-    if not captured:
-        return "not captured"
-    if captured.get("unknown"):
-        return "unknown: the login may not read config_file (pg_read_all_settings)"
-    if not captured["files"]:
-        return "all inside the data directory"
-    return "%d file(s) from outside the data directory in %s/ (%s)" % (
-        len(captured["files"]), CONFIG_SUBDIR, ", ".join(entry["path"] for entry in captured["files"]))
