@@ -317,10 +317,16 @@ class BackedUpConfig(object):
         """config_file, hba_file or ident_file as the source had it; default: in its data directory."""
         return os.path.normpath(self.settings.get(name) or os.path.join(self.old_data, default_name))
 
+    @staticmethod
+    def read_restored(data, relative):
+        """A file of the restored copy, never through a link: its text, or None."""
+        found = _read_bytes_inside(data, relative)
+        return None if found is None else found.decode("utf-8", "replace")
+
     def read(self, path):
         path = os.path.normpath(path)
         if is_inside(path, self.old_data):
-            return _read_inside(self.new_data, os.path.relpath(path, self.old_data))
+            return self.read_restored(self.new_data, os.path.relpath(path, self.old_data))
         entry = self.files.get(path)
         if entry is None:
             return None
@@ -339,11 +345,6 @@ class BackedUpConfig(object):
         else:
             names = [os.path.basename(p) for p in self.files if os.path.dirname(p) == directory]
         return [os.path.join(directory, name) for name in conf_dir_names(names)]
-
-
-def _read_inside(top, relative):
-    data = _read_bytes_inside(top, relative)
-    return None if data is None else data.decode("utf-8", "replace")
 
 
 def _read_bytes_inside(top, relative):

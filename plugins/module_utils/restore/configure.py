@@ -133,9 +133,13 @@ def write_derived_config(data, backed_up, replaced):
 def sanitize_auto_conf(data, old_data):
     """The copy's postgresql.auto.conf (ALTER SYSTEM's) without what names the source cluster or archives."""
     auto = os.path.join(data, AUTO_CONF)
-    text = read_text(auto)
+    text = BackedUpConfig.read_restored(data, AUTO_CONF)
     if text is None:
-        return []
+        if not os.path.lexists(auto):
+            return []
+        # A link or a special file from an untrusted backup: what it names is neither read nor written.
+        os.unlink(auto)
+        return ["%s: not a regular file in the backup, left out" % os.path.join(old_data, AUTO_CONF)]
     sanitized, notes = derive_config(text, os.path.join(old_data, AUTO_CONF), lambda path: None, lambda path: [])
     os.unlink(auto)
     write_new(auto, sanitized)

@@ -157,3 +157,20 @@ def test_a_debian_cluster_of_another_major_is_refused(tmp_path):
         cluster.check_major({"server_version": "15.20 (Debian 15.20-0+deb12u1)"})
     assert debian.clusters_with_data_directory("/var/lib/postgresql/16/restored", etc=str(tmp_path)) == ["16/restored"]
     assert debian.clusters_with_data_directory("/srv/restore/data", etc=str(tmp_path)) == []
+
+
+def test_a_postgresql_auto_conf_linked_out_of_the_copy_is_neither_read_nor_written(tmp_path):
+    from ansible_collections.pgexclusive.backup.plugins.module_utils.restore import configure
+    data = tmp_path / "data"
+    data.mkdir()
+    secret = tmp_path / "secret"
+    secret.write_text("archive_command = 'keep me'\n")
+    (data / "postgresql.auto.conf").symlink_to(secret)
+    notes = configure.sanitize_auto_conf(str(data), DATA)
+    assert notes == [f"{DATA}/postgresql.auto.conf: not a regular file in the backup, left out"]
+    assert not os.path.lexists(data / "postgresql.auto.conf")
+    assert secret.read_text() == "archive_command = 'keep me'\n"
+    (data / "postgresql.auto.conf").write_text("archive_command = 'cp %p /live/%f'\nwork_mem = '4MB'\n")
+    configure.sanitize_auto_conf(str(data), DATA)
+    assert (data / "postgresql.auto.conf").read_text() == (
+        "# pgexclusive.backup restore: archive_command = 'cp %p /live/%f'\nwork_mem = '4MB'\n")
