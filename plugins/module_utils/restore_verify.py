@@ -7,9 +7,10 @@
 With a backup_manifest and a pg_verifybackup that reads the backup's format
 (plain: 13 and later; tar: 18 and later, built with the archives'
 compression), PostgreSQL's own checker reads every file against the
-manifest's checksums. Otherwise the outputs backup.json lists must all be
-there, with the sizes it records for them. The result says which way it went,
-and why not pg_verifybackup.
+manifest's checksums. Otherwise the collection's own reader does the same
+(manifest.verify_copy). A backup without a backup_manifest cannot be proved and
+is refused (the caller may skip the proof with verify: false, and says so).
+The result says which way it went, and why not pg_verifybackup.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -22,7 +23,7 @@ import subprocess
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout import (
     DATA_SUBDIR, RECORD_FILE, copy_format)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
-from ansible_collections.pgexclusive.backup.plugins.module_utils.manifest import MANIFEST_FILE
+from ansible_collections.pgexclusive.backup.plugins.module_utils.manifest import MANIFEST_FILE, verify_copy
 
 # The first pg_verifybackup that reads tar-format backups.
 TAR_MAJOR = 18
@@ -75,25 +76,10 @@ def verifybackup_command(backup_dir, tool):
     return plan_verifybackup(backup_dir, tool)[0]
 
 
-def missing_outputs(backup_dir, record):
-    """The outputs backup.json lists that the backup directory lacks."""
-    return [name for name in (record.get("outputs") or []) if not os.path.lexists(os.path.join(backup_dir, name))]
+def verify_backup(backup_dir, tool, timeout=3600):
+    """{'method': 'pg_verifybackup' | 'manifest', ...}; raises when the backup is damaged or has no manifest.
 
-
-def wrong_sizes(backup_dir, record):
-    """'<name> has <n> bytes, not <m>' for every output whose size differs from what backup.json records."""
-    found = []
-    for name, size in sorted((record.get("output_bytes") or {}).items()):
-        path = os.path.join(backup_dir, name)
-        if os.path.isfile(path) and os.path.getsize(path) != size:
-            found.append("%s has %d bytes, not %d" % (name, os.path.getsize(path), size))
-    return found
-
-
-def verify_backup(backup_dir, record, tool, timeout=3600):
-    """{'method': 'pg_verifybackup' | 'file list', ...}; raises when the backup is damaged.
-
-    ``reason`` says why a check by file list did not use pg_verifybackup.
+    ``reason`` says why the manifest was read by the collection, not by pg_verifybackup.
     pg_verifybackup gets ``timeout`` seconds: PostgreSQL 18's loops without
     end on a .tar.gz of several gzip members (as pigz and older releases of
     this collection wrote them), and a restore must not wait on it forever.
@@ -118,13 +104,4 @@ def verify_backup(backup_dir, record, tool, timeout=3600):
             raise BackupError("pg_verifybackup found the backup %s damaged: %s" % (backup_dir, out[-2000:]),
                               "Keep this backup aside (a person may want to look at it) and restore another one.")
         reason = out.splitlines()[-1]
-    missing = missing_outputs(backup_dir, record)
-    if missing:
-        raise BackupError("The backup %s lacks %s, which its backup.json lists." % (backup_dir, ", ".join(missing)),
-                          "Restore another backup; this one was damaged or partly removed after it was taken.")
-    wrong = wrong_sizes(backup_dir, record)
-    if wrong:
-        raise BackupError("The backup %s does not match its backup.json: %s." % (backup_dir, "; ".join(wrong)),
-                          "Restore another backup; this one was changed or cut short after it was taken.")
-    return {"method": "file list", "outputs": list(record.get("outputs") or []),
-            "sizes_checked": sorted(record.get("output_bytes") or {}), "reason": reason}
+    return dict(verify_copy(backup_dir), method="manifest", reason=reason)

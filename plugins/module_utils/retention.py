@@ -2,7 +2,12 @@
 # Copyright: pgexclusive.backup maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""Retention: which of a cluster's complete backups under dest go, and their removal (pg_backup_retention)."""
+"""Retention: which of a cluster's complete backups under dest go, and their removal (pg_backup_retention).
+
+Newest is by start LSN, and only a backup whose copy agrees with its
+backup.json counts (backup_order.py): a planted or edited record can neither
+push a real backup out of the newest ``keep`` nor get one removed.
+"""
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
@@ -10,6 +15,9 @@ __metaclass__ = type
 import os
 import shutil
 
+from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import LABEL_FILE
+from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_order import (
+    copy_label_files, label_disagreement, newest_first)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_record import COMPLETE, RECORD_FILE, scan_backups
 from ansible_collections.pgexclusive.backup.plugins.module_utils.durable import fsync_path
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
@@ -29,21 +37,23 @@ def same_cluster(record, cluster):
     return not cluster.get("host") or record.get("host") == cluster["host"]
 
 
-def retention_plan(records, keep, current, cluster):
+def retention_plan(records, keep, current, cluster, disagreement=lambda label: None):
     """Which labels to remove, and why the others stay.
 
     ``records`` maps label -> backup.json content (None: unreadable). Only
-    complete backups of ``cluster`` (see same_cluster) are candidates; all but
-    the newest ``keep`` of them go, never ``current``. Failed or unreadable
-    backups are left alone (reported, not removed: someone may be looking at
-    them), as are other clusters' and unidentified ones. ``keep`` 0 keeps
-    everything; at least 1 otherwise, so the newest complete backup always stays.
+    complete backups of ``cluster`` (see same_cluster) whose copy agrees with
+    the record (``disagreement(label)`` None) are candidates; all but the
+    newest ``keep`` of them by start LSN go, never ``current``. Failed or
+    unreadable backups are left alone (reported, not removed: someone may be
+    looking at them), as are other clusters', unidentified ones and those
+    whose copy disagrees (``unproved``). ``keep`` 0 keeps everything; at least
+    1 otherwise, so the newest complete backup always stays.
     """
     if keep < 0:
         raise BackupError("keep is %d; it must be 0 (keep everything) or more." % keep,
                           "Set keep to the number of complete backups of this cluster to keep.")
-    plan = dict(removed=[], kept=[], failed_backups=[], other_clusters=[], unidentified=[])
-    ours = []
+    plan = dict(removed=[], kept=[], failed_backups=[], other_clusters=[], unidentified=[], unproved=[])
+    ours = {}
     for label, record in sorted(records.items()):
         if not record or record.get("status") != COMPLETE:
             plan["failed_backups"].append(label)
@@ -51,15 +61,25 @@ def retention_plan(records, keep, current, cluster):
             plan["unidentified"].append(label)
         elif not same_cluster(record, cluster):
             plan["other_clusters"].append(label)
+        elif disagreement(label):
+            plan["unproved"].append(label)
         else:
-            ours.append((record.get("finished_at") or "", label))
-    ours.sort(reverse=True)
-    for position, (_finished, label) in enumerate(ours):
+            ours[label] = record
+    for position, label in enumerate(newest_first(ours)):
         remove = keep > 0 and position >= keep and label != current
         plan["removed" if remove else "kept"].append(label)
     plan["removed"].sort()
     plan["kept"].sort()
     return plan
+
+
+def copy_disagreement(backup_dir, record):
+    """How the backup's copy disagrees with its backup.json, or None (backup_order.label_disagreement)."""
+    try:
+        label = copy_label_files(backup_dir).get(LABEL_FILE)
+    except BackupError as exc:
+        return exc.msg
+    return label_disagreement(backup_dir, record, label)
 
 
 def retention_argument_spec():
@@ -80,7 +100,8 @@ def apply_retention(params, check_mode):
     except (IOError, OSError) as exc:
         raise BackupError("Cannot read the backups in %s: %s." % (params["dest"], exc.strerror or exc),
                           "Run as a user who may read the destination (become: true).")
-    plan = retention_plan(records, params["keep"], params["current"], params)
+    plan = retention_plan(records, params["keep"], params["current"], params,
+                          lambda label: copy_disagreement(os.path.join(params["dest"], label), records[label]))
     if not check_mode:
         for done, label in enumerate(plan["removed"]):
             _remove_backup(params["dest"], label, plan["removed"][:done])

@@ -2,13 +2,22 @@
 # Copyright: pgexclusive.backup maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""restore phase 1, choose: which backup (a backup directory, or the newest complete one of a cluster under dest)."""
+"""restore phase 1, choose: which backup (a backup directory, or the newest complete one of a cluster under dest).
+
+Newest by start LSN (backup_order.py), never by a date in backup.json; the
+next phase proves the choice against the copy itself. A newest backup that
+fails its proof is refused, not passed over for an older one: a backup.json
+that disagrees with its copy means something changed the destination, and
+restoring older data without a word could lose the very changes the restore
+is meant to bring back; a person decides, and names the backup to restore.
+"""
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
 
+from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_order import newest_first
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_record import (
     COMPLETE, RECORD_FILE, read_record, scan_backups)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
@@ -37,7 +46,7 @@ def latest_complete(records, system_identifier=None):
             " of the cluster with system identifier %s" % system_identifier if system_identifier else ""),
             "Check dest and system_identifier (backup.json of each backup names its cluster), or name a backup "
             "directory.")
-    return max(complete, key=lambda label: (complete[label].get("finished_at") or "", label))
+    return newest_first(complete)[0]
 
 
 def choose_backup(backup_dir=None, dest=None, system_identifier=None, allow_incomplete=False):

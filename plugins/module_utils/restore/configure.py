@@ -220,5 +220,5 @@ def run(job):
             chown_tree(path, owner.pw_uid, owner.pw_gid)
         os.chmod(path, 0o700)
     if os.geteuid() == 0:
-        for path in config_files:
+        for path in config_files + ([job.tablespaces_dir] if job.tablespaces_dir else []):
             os.chown(path, owner.pw_uid, owner.pw_gid)

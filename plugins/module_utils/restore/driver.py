@@ -61,7 +61,11 @@ class Restore(object):
         self.stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         # What the phases find, for the phases after them.
         self.backup_dir = self.record = self.owner = self.pg_ctl = self.state = None
+        self.label_files = {}
         self.to_set_aside = []
+        self.tablespace_targets = {}
+        # <data directory>.tablespaces when the default holds a tablespace: the lay-out creates it.
+        self.tablespaces_dir = None
         self.placed = []
         self.tablespaces = {}
 

@@ -2,11 +2,15 @@
 # Copyright: pgexclusive.backup maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""restore phase 2, prove: the chosen backup can be restored, read before anything is written.
+"""restore phase 2, prove: the chosen backup is what its record says, and can be restored; nothing is written.
 
-The recovery target does not lie before the backup's end, the copy verifies
-(restore_verify.py), and the WAL from the backup's start to its stop is at
-hand: without it recovery never becomes consistent.
+Its copy's own backup_label starts where backup.json says (backup_order.py),
+its own global/pg_control names the cluster backup.json and the user name, its
+files verify against its backup_manifest (restore_verify.py; a backup without
+one is refused unless verify: false, and the result then says it was not
+verified), the recovery target does not lie before the backup's end, and the
+WAL from the backup's start to its stop is at hand: without it recovery never
+becomes consistent.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -14,10 +18,14 @@ __metaclass__ = type
 
 import os
 
+from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import LABEL_FILE
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout import DATA_SUBDIR
+from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_order import (
+    copy_label_files, disagreement_error, label_disagreement)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_wal import segments_between
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.tools import find_tool
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_layout import copy_system_identifier
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_target import (
     before_backup_end_error, target_before_backup_end)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_verify import verify_backup
@@ -70,12 +78,40 @@ def check_wal_at_hand(params, backup_dir, record):
             "taken with include_wal.", missing_wal=missing)
 
 
+def check_cluster(backup_dir, record, system_identifier):
+    """Refuse a copy whose own pg_control names another cluster than backup.json or the user; returns it."""
+    expected = [(str(value), whose) for value, whose in ((record.get("system_identifier"), "its backup.json"),
+                                                         (system_identifier, "system_identifier")) if value]
+    if not expected:
+        return None
+    found = copy_system_identifier(backup_dir)
+    for value, whose in expected:
+        if str(found) != value:
+            raise BackupError(
+                "The backup %s is a copy of the cluster %s (its own global/pg_control), not of %s, which %s names. "
+                "Nothing was restored." % (backup_dir, found, value, whose),
+                "Restore a backup of the cluster meant; if this copy is the one wanted, a person must find out why "
+                "its record names another cluster before it is restored.", copy_system_identifier=str(found))
+    return str(found)
+
+
+def verification(p, backup_dir):
+    """(verified, how): the proof of the copy's files, or why there was none (verify: false)."""
+    if not p.get("verify", True):
+        return False, {"method": "none", "reason": "verify: false: the files were not checked"}
+    return True, verify_backup(backup_dir, find_tool(p.get("bindir"), "pg_verifybackup"), p.get("timeout") or 3600)
+
+
 def run(job):
     p = job.p
     why = target_before_backup_end(p, job.record)
     if why:
         raise before_backup_end_error(why)
-    if p.get("verify", True):
-        job.result["verified"] = verify_backup(job.backup_dir, job.record, find_tool(p.get("bindir"), "pg_verifybackup"),
-                                               p.get("timeout") or 3600)
+    job.label_files = copy_label_files(job.backup_dir)
+    if job.record.get("start_lsn"):
+        why = label_disagreement(job.backup_dir, job.record, job.label_files.get(LABEL_FILE))
+        if why:
+            raise disagreement_error(job.backup_dir, why)
+    check_cluster(job.backup_dir, job.record, p.get("system_identifier"))
+    job.result["verified"], job.result["verification"] = verification(p, job.backup_dir)
     check_wal_at_hand(p, job.backup_dir, job.record)

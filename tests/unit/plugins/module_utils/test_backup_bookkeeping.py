@@ -88,10 +88,10 @@ CLUSTER = {"system_identifier": "111", "data_directory": None, "host": None}
 
 def test_retention_keeps_newest_complete_and_never_current():
     records = {
-        "a": {"status": "complete", "finished_at": "2026-01-01T00:00:00Z", "system_identifier": "111"},
-        "b": {"status": "complete", "finished_at": "2026-01-02T00:00:00Z", "system_identifier": 111},
-        "c": {"status": "failed", "finished_at": "2026-01-03T00:00:00Z", "system_identifier": "111"},
-        "d": {"status": "complete", "finished_at": "2026-01-04T00:00:00Z", "system_identifier": "111"},
+        "a": {"status": "complete", "start_lsn": "0/2000028", "system_identifier": "111"},
+        "b": {"status": "complete", "start_lsn": "0/5000028", "system_identifier": 111},
+        "c": {"status": "failed", "start_lsn": "0/7000028", "system_identifier": "111"},
+        "d": {"status": "complete", "start_lsn": "1/1000028", "system_identifier": "111"},
         "broken": None,
     }
     assert rt.retention_plan(records, 2, "d", CLUSTER)["removed"] == ["a"]
@@ -101,6 +101,23 @@ def test_retention_keeps_newest_complete_and_never_current():
     assert plan["removed"] == [] and plan["kept"] == ["a", "b", "d"] and plan["failed_backups"] == ["broken", "c"]
     with pytest.raises(BackupError, match="keep is -1"):
         rt.retention_plan(records, -1, "d", CLUSTER)
+
+
+def test_retention_orders_by_start_lsn_not_by_date_and_never_counts_a_record_its_copy_disagrees_with():
+    records = {
+        "real-old": {"status": "complete", "start_lsn": "0/2000028", "finished_at": "2026-01-01T00:00:00Z",
+                     "system_identifier": "111"},
+        "real-new": {"status": "complete", "start_lsn": "0/9000028", "finished_at": "2026-01-02T00:00:00Z",
+                     "system_identifier": "111"},
+        "planted": {"status": "complete", "start_lsn": "0/3000028", "finished_at": "2099-01-01T00:00:00Z",
+                    "system_identifier": "111"},
+        "forged-lsn": {"status": "complete", "start_lsn": "F/0", "system_identifier": "111"},
+    }
+    plan = rt.retention_plan(records, 1, "real-new", CLUSTER)
+    assert plan["kept"] == ["forged-lsn", "real-new"], "unproved, a record claiming a later start would be kept"
+    plan = rt.retention_plan(records, 1, "x", CLUSTER, lambda label: "no label" if label.startswith(("p", "f")) else None)
+    assert plan["kept"] == ["real-new"] and plan["removed"] == ["real-old"]
+    assert plan["unproved"] == ["forged-lsn", "planted"], "left alone, neither counted nor removed"
 
 
 def test_same_cluster():
@@ -114,9 +131,11 @@ def test_same_cluster():
 
 
 def test_a_failed_removal_is_an_error_and_leaves_no_complete_record(tmp_path, monkeypatch):
-    for label, when in (("old", "2026-01-01T00:00:00Z"), ("new", "2026-01-02T00:00:00Z")):
-        (tmp_path / label).mkdir()
-        r.write_record(str(tmp_path / label), r.build_record(dict(RESTORABLE, label=label, finished_at=when,
+    for label, start in (("old", "0/2000028"), ("new", "0/4000028")):
+        (tmp_path / label / "data").mkdir(parents=True)
+        (tmp_path / label / "data" / "backup_label").write_text(
+            "START WAL LOCATION: %s (file 00000001000000000000000%s)\n" % (start, start[2]))
+        r.write_record(str(tmp_path / label), r.build_record(dict(RESTORABLE, label=label, start_lsn=start,
                                                                   system_identifier="111"), "complete"))
 
     def busy(path):

@@ -30,9 +30,11 @@ def finalize_params(backup_dir, **changes):
 def older_complete_backup(dest):
     """An earlier complete backup L1 of the cluster RESULTS describe, under ``dest``."""
     older = dest / "L1"
-    older.mkdir(parents=True)
+    (older / "data").mkdir(parents=True)
+    # Its copy's own label agrees with its record: retention counts only such backups.
+    (older / "data" / "backup_label").write_text("START WAL LOCATION: 0/1000028 (file 000000010000000000000001)\n")
     (older / "backup.json").write_text(json.dumps(dict(status="complete", system_identifier="7", host="db1",
-                                                       data_directory="/pg", finished_at="2026-01-01T00:00:00Z")))
+                                                       data_directory="/pg", start_lsn="0/1000028")))
     return older
 
 
@@ -111,6 +113,7 @@ def test_a_complete_backup_with_included_wal_and_retention(tmp_path):
     older = older_complete_backup(dest)
     backup = dest / "L2"
     (backup / "data").mkdir(parents=True)
+    (backup / "data" / "backup_label").write_text("START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n")
     done = f.finalize(finalize_params(backup, include_wal=True, wal_archive_dir=str(archive), dest=str(dest),
                                       retention=1), False)
     assert done["complete"] and done["record"]["status"] == "complete"
@@ -125,6 +128,7 @@ def test_a_failed_retention_says_the_backup_is_complete(tmp_path, monkeypatch):
     older = older_complete_backup(dest)
     backup = dest / "L2"
     (backup / "data").mkdir(parents=True)
+    (backup / "data" / "backup_label").write_text("START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n")
 
     def busy(path):
         raise OSError(16, "Device or resource busy", path)

@@ -204,7 +204,7 @@ def test_the_drill_refuses_a_tablespace_map_entry_without_a_copy(tmp_path, live_
         engine.run()
     error = rc.as_check_error(caught.value)
     assert "no copy of tablespace 16384" in error.msg and error.facts == {"check_ran": False}
-    assert engine.step == "lay_out"
+    assert engine.step == "check_targets", "refused before anything is laid out"
 
 
 def test_the_drill_refuses_any_other_link_out(tmp_path, live_wal):
@@ -422,9 +422,9 @@ def test_a_read_only_backup_keeps_the_drills_result_with_a_warning(tmp_path, mon
 
 def test_drill_backup_takes_a_named_backup_or_the_newest_complete_one(tmp_path):
     dest = tmp_path / "dest"
-    write_record(dest / "old", finished_at="2026-11-20T10:00:00Z", system_identifier="1")
-    write_record(dest / "new", finished_at="2026-11-21T10:00:00Z", system_identifier="1")
-    write_record(dest / "failed", status="failed", finished_at="2026-11-22T10:00:00Z", system_identifier="1")
+    write_record(dest / "old", start_lsn="0/2000028", finished_at="2026-11-22T10:00:00Z", system_identifier="1")
+    write_record(dest / "new", start_lsn="0/4000028", finished_at="2026-11-21T10:00:00Z", system_identifier="1")
+    write_record(dest / "failed", status="failed", start_lsn="0/6000028", system_identifier="1")
     backup_dir, record, recorded = rc.drill_backup({"dest": str(dest)})
     assert backup_dir == str(dest / "new") and recorded is True
     backup_dir, record, recorded = rc.drill_backup({"backup_dir": str(dest / "failed")})

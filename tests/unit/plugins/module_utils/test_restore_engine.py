@@ -1,5 +1,6 @@
 import json
 import os
+import struct
 
 import pytest
 
@@ -68,10 +69,13 @@ def test_check_target_dir_refuses_a_running_postmaster_even_with_force(tmp_path)
     assert (tmp_path / "postmaster.pid").exists()
 
 
-def test_tablespace_targets_by_oid_or_old_path():
+def test_tablespace_targets_by_oid_or_old_path_else_beside_the_data_directory_never_the_backups_path():
     text = "16384 /live/a\n16385 /live/b\n16386 /live/c\n"
-    assert restore.tablespace_targets(text, {16384: "/new/a", "/live/b": "/new/b"}) == {
-        "16384": "/new/a", "16385": "/new/b", "16386": "/live/c"}
+    assert restore.tablespace_targets(text, ["16384", "16385", "16386", "16387"], {16384: "/new/a", "/live/b": "/new/b"},
+                                      "/srv/restored.tablespaces") == {
+        "16384": "/new/a", "16385": "/new/b", "16386": "/srv/restored.tablespaces/16386",
+        "16387": "/srv/restored.tablespaces/16387"}
+    assert targets.default_tablespaces_dir("/srv/restored/") == "/srv/restored.tablespaces"
 
 
 def test_needs_label_fix_only_on_15_and_later():
@@ -127,6 +131,10 @@ def test_a_restore_without_its_wal_changes_nothing_not_even_with_force(tmp_path)
     import pwd
     backup = tmp_path / "backups" / "nightly"
     write(backup, RECORD)
+    (backup / "data").mkdir()
+    (backup / "data" / "backup_label").write_text("START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n")
+    (backup / "data" / "global").mkdir()
+    (backup / "data" / "global" / "pg_control").write_bytes(struct.pack("<Q", 7) + b"\0" * 24)
     (tmp_path / "archive").mkdir()
     target = tmp_path / "target"
     target.mkdir()

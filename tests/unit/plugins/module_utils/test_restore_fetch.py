@@ -13,7 +13,7 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_layout 
 SYSID = "7310592362290628506"
 
 
-def backup(dest, label, status="complete", finished="2026-11-21T10:00:00Z", sysid=SYSID, record=True):
+def backup(dest, label, status="complete", start="0/4000028", sysid=SYSID, record=True):
     path = dest / label
     (path / "data" / "pg_tblspc").mkdir(parents=True)
     (path / "data" / "PG_VERSION").write_text("15\n")
@@ -21,7 +21,7 @@ def backup(dest, label, status="complete", finished="2026-11-21T10:00:00Z", sysi
     (path / "pg_wal").mkdir()
     (path / "pg_wal" / "000000010000000000000002").write_bytes(b"w" * 64)
     if record:
-        (path / "backup.json").write_text(json.dumps({"label": label, "status": status, "finished_at": finished,
+        (path / "backup.json").write_text(json.dumps({"label": label, "status": status, "start_lsn": start,
                                                       "system_identifier": sysid}, indent=2))
     return path
 
@@ -46,10 +46,11 @@ def tree(top):
 @pytest.fixture
 def repo(tmp_path):
     dest = tmp_path / "repository"
-    backup(dest, "old", finished="2026-11-20T10:00:00Z")
-    backup(dest, "newer", finished="2026-11-21T10:00:00Z")
-    backup(dest, "failed-newest", "failed", "2026-11-22T10:00:00Z")
-    backup(dest, "other-cluster", finished="2026-11-23T10:00:00Z", sysid="42")
+    # Newest by start LSN: a date in backup.json decides nothing (a planted record could say 2099).
+    backup(dest, "old", start="0/2000028")
+    backup(dest, "newer", start="0/4000028")
+    backup(dest, "failed-newest", "failed", "0/6000028")
+    backup(dest, "other-cluster", start="0/8000028", sysid="42")
     backup(dest, "partial-still-copying", record=False)
     return dest
 

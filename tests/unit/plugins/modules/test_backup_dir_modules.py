@@ -5,11 +5,13 @@ AnsiballZ does), so a traceback, a wrong file or a write outside the backup
 directory shows here exactly as it would on a host. No server involved.
 """
 
+import io
 import json
 import os
 import stat
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -249,9 +251,16 @@ def test_include_wal_without_a_backup_directory_fails_cleanly(tmp_path, archive)
 # -- pg_backup_retention ------------------------------------------------------
 
 def backup(dest, label, status="complete", when="2026-01-01T00:00:00Z", **facts):
+    """A tar backup whose start LSN grows with ``when``: retention orders by the LSN its copy's label agrees on."""
     (dest / label).mkdir(parents=True)
-    (dest / label / "base.tar").write_bytes(b"")
-    (dest / label / "backup.json").write_text(json.dumps(dict(facts, label=label, status=status, finished_at=when)))
+    n = int("".join(c for c in when if c.isdigit()))
+    start = "%X/%X" % (n >> 32, n & 0xFFFFFFFF)
+    label_text = ("START WAL LOCATION: %s (file 000000010000000000000002)\n" % start).encode()
+    with tarfile.open(str(dest / label / "base.tar"), "w") as tar:
+        info = tarfile.TarInfo("backup_label")
+        info.size = len(label_text)
+        tar.addfile(info, io.BytesIO(label_text))
+    (dest / label / "backup.json").write_text(json.dumps(dict(facts, label=label, status=status, start_lsn=start)))
 
 
 def test_retention_leaves_other_clusters_alone(tmp_path):
