@@ -26,6 +26,9 @@ from testbed import free_port
 from testbed.debian import DebianCluster, as_os_user, run_root
 from testbed.provision import DEBIAN_BIN
 
+# One worker takes the module: its live cluster and backup are made once.
+pytestmark = pytest.mark.xdist_group("debian")
+
 BEFORE = set(range(1, 101))
 BATCH1 = set(range(1001, 1101))
 BATCH2 = set(range(2001, 2101))
