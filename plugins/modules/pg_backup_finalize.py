@@ -189,7 +189,7 @@ sent:
   returned: success
   type: dict
 retention:
-  description: Retention's plan (C(removed), C(kept), C(failed_backups), C(other_clusters), C(unidentified)); null without O(retention).
+  description: Retention's plan (C(removed), C(kept), C(failed_backups), C(other_clusters), C(unidentified), C(unproved)); null without O(retention).
   returned: success
   type: dict
 removed:

@@ -12,14 +12,16 @@ module: pg_backup_retention
 short_description: Keep the newest N complete exclusive backups of one cluster
 description:
   - Looks at every directory of O(dest) that holds a C(backup.json), keeps the newest O(keep) complete
-    backups of this cluster (by C(finished_at)), and removes this cluster's other complete ones.
+    backups of this cluster (by start LSN, never by the date C(finished_at), which anyone who can write O(dest) can
+    set), and removes this cluster's other complete ones.
   - A backup is this cluster's when its C(backup.json) names the same O(system_identifier) and, when
     given, the same O(data_directory) and O(host). Several clusters may share one O(dest); the others'
     backups are never removed (listed in RV(other_clusters)).
   - Never removes O(current) (the backup just taken), the newest complete backup of this cluster,
     failed backups (reported in RV(failed_backups) for a person to look at), backups whose C(backup.json)
-    names no system identifier (written by an older version; listed in RV(unidentified)), or directories
-    without C(backup.json) (a backup still being taken).
+    names no system identifier (written by an older version; listed in RV(unidentified)), backups whose copy's own
+    C(backup_label) does not start where C(backup.json) says (planted or changed records; listed in RV(unproved),
+    never counted among the newest), or directories without C(backup.json) (a backup still being taken).
   - Removes C(backup.json) first, so that a removal cut short leaves nothing that claims to be a
     complete backup.
 version_added: 0.1.0
@@ -87,6 +89,12 @@ other_clusters:
 unidentified:
   description: Labels of complete backups left alone because their C(backup.json) names no system identifier
     (written before it was recorded); remove them by hand when no longer needed.
+  returned: always
+  type: list
+  elements: str
+unproved:
+  description: Labels of complete backups left alone, neither counted nor removed, because their copy's own
+    C(backup_label) does not agree with their C(backup.json) (or they hold no copy); a person must look at them.
   returned: always
   type: list
   elements: str

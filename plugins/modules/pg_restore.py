@@ -11,14 +11,24 @@ DOCUMENTATION = r'''
 module: pg_restore
 short_description: Restore a backup of this collection into a data directory, to a point in time
 description:
+  - "Runs as phases: choose, prove, check targets, lay out, configure, recover, report; a failure names its phase
+    (RV(phase)). Nothing is written before the lay-out, so a restore refused earlier leaves every target as it was."
   - Chooses a backup, either O(backup_dir) or the newest C(complete) backup under O(dest) (of the cluster
     O(system_identifier)), and refuses one whose C(backup.json) is not C(complete) unless O(allow_incomplete).
-  - Refuses a target data directory (or O(waldir), or a tablespace's new directory) where a postmaster runs, or that
-    is not empty; with O(force) a non-empty one is renamed aside to C(<path>.pgx-aside-<time>), never deleted.
+    Newest means the highest start LSN, never the date in C(backup.json), which anyone who can write O(dest) can set.
+  - Proves the backup before anything is laid out - its copy's own C(backup_label) starts where C(backup.json) says,
+    its own C(global/pg_control) names the cluster C(backup.json) (and O(system_identifier)) names, and its files
+    verify against its C(backup_manifest) (see O(verify)). A newest backup that fails its proof is refused by name,
+    never passed over for an older one.
+  - Refuses a target data directory, O(waldir), or a tablespace's target that is, lies inside or holds a path a
+    running server on this host uses (its data directory, C(pg_wal) target, tablespaces; every postmaster, found from
+    C(/proc)), with or without O(force). Refuses a target that is not empty; with O(force) a non-empty one is renamed
+    aside to C(<path>.pgx-aside-<time>), never deleted. Every target is checked before anything is set aside.
   - Lays the backup out there (plain C(data/), or C(base.tar) with C(.gz) or C(.zst), its tablespaces, the WAL it
     includes), with C(pg_wal) a directory of its own, or O(waldir) linked as C(initdb --waldir) does, and each
-    tablespace at its old path or the one O(tablespace_mapping) gives (C(tablespace_map) is rewritten); the files
-    belong to O(owner), the directories mode 0700.
+    tablespace where O(tablespace_mapping) says, else in a fresh C(<data_directory>.tablespaces/<oid>); never at
+    the path the backup's C(tablespace_map) names (C(tablespace_map) is rewritten, RV(tablespaces) says where each
+    went); the files belong to O(owner), the directories mode 0700.
   - Keeps C(backup_label); on PostgreSQL 15 and later, a label that still says C(BACKUP METHOD pg_start_backup) is
     changed in the restored copy to C(streamed), so that recovery waits for the end of the backup.
   - Writes C(recovery.signal) and appends the recovery settings (O(target) and its value, O(target_inclusive),
@@ -54,10 +64,12 @@ options:
     default: false
   verify:
     description:
-      - Check the backup before restoring it. A plain copy with its C(backup_manifest) is checked with
-        C(pg_verifybackup -n) when O(bindir) (or the PATH) has it, a tar copy with its C(backup_manifest) with
-        C(pg_verifybackup -F t -n) when that is PostgreSQL 18 or later and its build reads the archives' compression;
-        otherwise every output C(backup.json) lists must be there, with the size it records (C(output_bytes)).
+      - Check every file of the backup against its C(backup_manifest) before restoring it. A plain copy is checked
+        with C(pg_verifybackup -n) when O(bindir) (or the PATH) has it, a tar copy with C(pg_verifybackup -F t -n)
+        when that is PostgreSQL 18 or later and its build reads the archives' compression; otherwise the collection
+        reads every file against the manifest's SHA256 checksums itself.
+      - A backup without a C(backup_manifest) cannot be proved and is refused. V(false) restores it unchecked, and
+        the result says so (RV(verified) false, RV(verification)).
     type: bool
     default: true
   data_directory:
@@ -87,11 +99,17 @@ options:
     description: Put C(pg_wal) here, linked from the data directory as C(initdb --waldir) does; empty or new.
     type: path
   tablespace_mapping:
-    description: New paths of tablespaces, by OID or by old path (as C(tablespace_map) names them).
+    description:
+      - New paths of tablespaces, by OID or by old path (as C(tablespace_map) names them; the old path is only a key).
+      - A tablespace it does not name goes to C(<data_directory>.tablespaces/<oid>), never to its old path (on the
+        same host that is the live server's tablespace).
     type: dict
     default: {}
   force:
-    description: Rename a non-empty target aside (C(<path>.pgx-aside-<time>)) instead of refusing. Nothing is deleted.
+    description:
+      - Rename a non-empty target aside (C(<path>.pgx-aside-<time>)) instead of refusing. Nothing is deleted.
+      - Never a path a running server uses (its data directory, C(pg_wal) target, tablespaces); that is refused with
+        or without it.
     type: bool
     default: false
   owner:
@@ -166,7 +184,7 @@ options:
     type: int
     default: 3600
 notes:
-  - Check mode chooses the backup and checks the target, and changes nothing.
+  - Check mode runs the phases up to the check of the targets (choose, prove, check targets), and changes nothing.
   - Run it as root (C(become)) or as O(owner).
 '''
 
@@ -176,7 +194,6 @@ EXAMPLES = r'''
     dest: /srv/backups
     system_identifier: "7441234567890123456"
     data_directory: /srv/pgdata
-    force: true
     target: time
     target_time: "2026-11-21 14:03:00+00"
     wal_archive_dir: /srv/wal-archive
@@ -186,6 +203,7 @@ EXAMPLES = r'''
   pgexclusive.backup.pg_restore:
     dest: /srv/backups
     debian_cluster: 16/main
+    # Its data directory holds the cluster's old data: set aside as <path>.pgx-aside-<time>, never deleted.
     force: true
     target: time
     target_time: "2026-11-21 14:03:00+00"
@@ -242,17 +260,44 @@ backup_label:
   returned: success
   type: dict
 verified:
+  description: Whether the backup's files were checked against its C(backup_manifest) (V(false) with O(verify=false)).
+  returned: success
+  type: bool
+verification:
   description:
-    - How the backup was checked, C(method) V(pg_verifybackup) with its C(command), or V(file list) with the C(outputs)
-      found, the names whose sizes were checked (C(sizes_checked)) and the C(reason) pg_verifybackup was not used.
-  returned: success, with O(verify)
+    - How the backup was (not) checked. C(method) V(pg_verifybackup) with its C(command); V(manifest) (the
+      collection's own reader) with the C(files) and C(bytes) checked and the C(reason) pg_verifybackup was not
+      used; or V(none) with the C(reason) (O(verify=false)).
+  returned: success
   type: dict
+phase:
+  description: The phase that failed (choose, prove, check_targets, lay_out, configure, recover, report).
+  returned: on failure
+  type: str
+disagreement:
+  description: How the backup's C(backup.json) and its copy's own C(backup_label) disagree.
+  returned: on that failure
+  type: str
+copy_system_identifier:
+  description: The system identifier the backup's own C(global/pg_control) names, when it is not the one expected.
+  returned: on that failure
+  type: str
+live_server:
+  description: The running server (C(pid), C(data_directory)) whose path a target met.
+  returned: on that failure
+  type: dict
+live_path:
+  description: The path of that running server the target is, lies inside or holds.
+  returned: on that failure
+  type: str
 set_aside:
   description: What O(force) renamed aside (what -> new name).
   returned: success
   type: dict
 tablespaces:
-  description: OID -> the directory each tablespace was restored to.
+  description:
+    - OID -> the directory each tablespace was restored to (O(tablespace_mapping), else
+      C(<data_directory>.tablespaces/<oid>)).
   returned: success
   type: dict
 waldir:
@@ -312,7 +357,7 @@ log_file:
   returned: when started
   type: str
 durations:
-  description: Seconds each step took (choose, verify, check_wal, check_target, lay_out, recover).
+  description: Seconds each phase took (choose, prove, check_targets, lay_out, configure, recover, report).
   returned: success, and on a failure after the target was checked
   type: dict
 missing_wal:

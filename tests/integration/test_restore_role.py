@@ -84,6 +84,24 @@ def history(request, testbed_dir):
         h.damaged = root / "damaged-backup"
         shutil.copytree(h.backup_dir, h.damaged)
         (h.damaged / f"{h.ts_oid}.tar.zst").unlink()
+        h.proofs = make_dir(root / "proofs")
+        # The plain backup without its manifest: nothing proves its files.
+        h.no_manifest = linked_copy(h.plain_dir, h.proofs / "no-manifest")
+        (h.no_manifest / "backup_manifest").unlink()
+        # A record naming another cluster than the copy's own pg_control.
+        h.other_cluster = linked_copy(h.plain_dir, h.proofs / "other-cluster")
+        rewrite_record(h.other_cluster, system_identifier="7000000000000000001")
+        # A dest of the plain backup and a planted record dated 2099 that starts before it (the tar backup's start).
+        h.planted_dest = make_dir(root / "planted-dest")
+        linked_copy(h.plain_dir, h.planted_dest / h.plain_dir.name)
+        plant(h.planted_dest / "zz-planted-2099", dict(h.record, label="zz-planted-2099"))
+        # A dest whose planted record claims a later start than any real backup.
+        h.forged_dest = make_dir(root / "forged-dest")
+        linked_copy(h.plain_dir, h.forged_dest / h.plain_dir.name)
+        h.forged = plant(h.forged_dest / "zz-forged", dict(h.record, label="zz-forged", start_lsn="F/28"))
+        h.same_host_forced = make_dir(root / "same-host-forced")
+        (h.same_host_forced / "old file").write_text("the old directory")
+        h.live_wal = Path(os.path.realpath(live.data_dir / "pg_wal"))
         h.occupied = make_dir(root / "occupied")
         (h.occupied / "someone's file").write_text("keep me")
         h.forced = make_dir(root / "forced")
@@ -103,6 +121,16 @@ def history(request, testbed_dir):
             "missing_wal": dict(target="immediate", wal_archive_dir=str(h.holey_archive)),
             "damaged": dict(target="immediate", backup_dir=str(h.damaged)),
             "plain_included_wal": dict(target="immediate", backup_dir=str(h.plain_dir), wal_archive_dir=None),
+            "no_manifest": dict(backup_dir=str(h.no_manifest)),
+            "no_manifest_unverified": dict(backup_dir=str(h.no_manifest), verify=False),
+            "other_cluster": dict(backup_dir=str(h.other_cluster)),
+            "planted_2099": dict(backup_dir=None, dest=str(h.planted_dest)),
+            "planted_later_lsn": dict(backup_dir=None, dest=str(h.forged_dest)),
+            # The same host, the live server running: no tablespace mapping, without and with force.
+            "same_host": dict(tablespace_mapping=None),
+            "same_host_force": dict(tablespace_mapping=None, force=True, data=h.same_host_forced),
+            "onto_live_tablespace": dict(tablespace_mapping={h.ts_oid: str(ts_location)}, force=True),
+            "onto_live_wal": dict(waldir=str(h.live_wal), force=True),
         }
         tasks = []
         for case, args in targets.items():
@@ -122,6 +150,7 @@ def history(request, testbed_dir):
                 restored_dirs.append(Path(params["data_directory"]))
             tasks.append(task("pg_restore", **params))
         h.ts_before = tree_listing(h.ts_live)
+        h.live_before = live_paths(h)
         open_to_postgres(root)
         results = run_tasks(tasks)
         h.results = dict(zip(targets, results))
@@ -137,6 +166,38 @@ def history(request, testbed_dir):
             stop_restored(data, live.inst)
         live.destroy()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def linked_copy(backup_dir, target):
+    """A copy of a backup directory by hard links (fast); its backup.json is a file of its own."""
+    shutil.copytree(backup_dir, target, symlinks=True, copy_function=os.link)
+    record = target / "backup.json"
+    text = record.read_text()
+    record.unlink()
+    record.write_text(text)
+    return target
+
+
+def rewrite_record(backup_dir, **changes):
+    record = json.loads((backup_dir / "backup.json").read_text())
+    (backup_dir / "backup.json").write_text(json.dumps(dict(record, **changes)))
+
+
+def plant(backup_dir, record):
+    """A backup.json alone, finished in 2099: what a writer of the destination can plant."""
+    backup_dir.mkdir()
+    (backup_dir / "backup.json").write_text(json.dumps(dict(record, finished_at="2099-01-01T00:00:00Z")))
+    return backup_dir
+
+
+def live_paths(h):
+    """inode, owner, mode of the live server's data directory, pg_wal target and tablespace, and the tablespace's files."""
+    found = {}
+    for path in (h.live.data_dir, h.live_wal, Path(h.ts_live)):
+        info = os.stat(path)
+        found[str(path)] = (info.st_ino, info.st_uid, info.st_gid, info.st_mode)
+    found["ts files"] = tree_listing(h.ts_live)
+    return found
 
 
 def _free_port():
@@ -156,11 +217,12 @@ def test_immediate_holds_the_rows_committed_before_the_backup(history):
     assert result["promoted"] is True and result["timeline"] == 2
     assert result["label_fixed"] is False, "the role's copy already carries the 15+ label fix"
     assert set(result["durations"]) == {"choose", "prove", "check_targets", "lay_out", "configure", "recover", "report"}
-    verified = result["verified"]
-    if verified["method"] == "file list":
-        # A tar backup: pg_verifybackup reads one from 18 on, when its build has zstd (the test bed's 18 has not).
-        assert verified["outputs"] == history.record["outputs"]
-        assert verified["sizes_checked"] == sorted(history.record["output_bytes"]) == sorted(history.record["outputs"])
+    assert result["verified"] is True
+    verified = result["verification"]
+    if verified["method"] == "manifest":
+        # A tar backup: pg_verifybackup reads one from 18 on, when its build has zstd (the test bed's 18 has not);
+        # the collection's own reader checks every file against the manifest instead.
+        assert verified["files"] > 100 and verified["bytes"] > 0, verified
         has_tool = (Path(history.live.inst.tool("pg_ctl")).parent / "pg_verifybackup").exists()
         expected = ("no pg_verifybackup at hand" if not has_tool else "reads tar backups from 18 on" if history.major < 18
                     else "does not support compression with ZSTD")
@@ -197,7 +259,7 @@ def test_plain_backup_restores_from_its_own_wal_owned_by_postgres(history):
     result = ok(history, "plain_included_wal")
     assert result["restore_command"] == "false", "no archive: the WAL comes from the backup"
     tool = Path(history.live.inst.tool("pg_verifybackup"))
-    assert result["verified"]["method"] == ("pg_verifybackup" if tool.exists() else "file list")
+    assert result["verification"]["method"] == ("pg_verifybackup" if tool.exists() else "manifest")
     assert history.rows["plain_included_wal"]["ids"] == BEFORE
     data = history.root / "restored-plain_included_wal" / "data"
     postgres = pwd.getpwnam("postgres")
@@ -219,7 +281,9 @@ def test_pg_wal_elsewhere_is_linked(history):
 
 def test_a_running_target_is_refused_even_with_force(history):
     result = history.results["running"]
-    assert result.get("failed") and "A postmaster (PID %d) runs" % history.live.pid in result["msg"]
+    assert result.get("failed") and "is the data directory %s of the running server PID %d" % (
+        os.path.realpath(history.live.data_dir), history.live.pid) in result["msg"], result["msg"]
+    assert "force cannot help" in result["msg"] and result["phase"] == "check_targets"
 
 
 def test_a_non_empty_target_is_refused_without_force(history):
@@ -245,9 +309,9 @@ def test_a_target_before_the_backups_end_is_refused(history):
 
 def test_a_damaged_backup_is_refused_before_anything_is_restored(history):
     result = history.results["damaged"]
-    # pg_verifybackup 18 with zstd names the files the manifest lists; the file list names the archive.
-    assert result.get("failed") and (f"lacks {history.ts_oid}.tar.zst, which its backup.json lists" in result["msg"] or
-                                     f'"pg_tblspc/{history.ts_oid}/' in result["msg"]), result.get("msg")
+    # pg_verifybackup 18 with zstd, or the collection's own reader, names a file the manifest lists.
+    assert result.get("failed") and f"pg_tblspc/{history.ts_oid}/" in result["msg"], result.get("msg")
+    assert result["phase"] == "prove"
     assert not (history.root / "restored-damaged").exists()
 
 
@@ -303,3 +367,90 @@ def test_the_role_and_playbook_restore_the_latest_backup_of_dest(history, tmp_pa
                        history.db)["ids"] == BEFORE | BATCH1
     finally:
         stop_restored(data, live.inst)
+
+
+def test_a_backup_without_a_manifest_is_refused_unless_verify_is_off(history):
+    result = history.results["no_manifest"]
+    assert result.get("failed") and "has no backup_manifest: nothing proves its files" in result["msg"], result["msg"]
+    assert result["phase"] == "prove" and "verify: false" in result["msg"]
+    assert not (history.root / "restored-no_manifest").exists(), "refused before anything was laid out"
+    result = ok(history, "no_manifest_unverified")
+    assert result["verified"] is False and result["verification"]["method"] == "none", result["verification"]
+    assert history.rows["no_manifest_unverified"]["ids"] == BEFORE
+
+
+def test_a_record_naming_another_cluster_than_the_copys_pg_control_is_refused(history):
+    result = history.results["other_cluster"]
+    assert result.get("failed") and (
+        "is a copy of the cluster %s (its own global/pg_control), not of 7000000000000000001, which its backup.json "
+        "names" % history.record["system_identifier"]) in result["msg"], result["msg"]
+    assert result["phase"] == "prove"
+    assert not (history.root / "restored-other_cluster").exists(), "refused before anything was laid out"
+
+
+def test_a_planted_record_dated_2099_is_not_chosen(history):
+    """Newest is by start LSN: the planted record (dated 2099, an older start) loses to the real backup."""
+    result = ok(history, "planted_2099")
+    assert result["backup_dir"] == str(history.planted_dest / history.plain_dir.name)
+    assert history.rows["planted_2099"]["ids"] == BEFORE
+
+
+def test_a_planted_record_claiming_a_later_start_is_refused_by_name(history):
+    result = history.results["planted_later_lsn"]
+    assert result.get("failed") and f"The backup {history.forged} is not what its backup.json claims: its copy holds " \
+        "no backup_label. Nothing was restored." in result["msg"], result["msg"]
+    assert result["phase"] == "prove" and result["disagreement"] == "its copy holds no backup_label"
+    assert not (history.root / "restored-planted_later_lsn").exists()
+
+
+def test_retention_never_deletes_the_real_newest_for_a_planted_record(history, tmp_path):
+    dest = make_dir(tmp_path / "dest")
+    older = linked_copy(history.backup_dir, dest / history.backup_dir.name)
+    newest = linked_copy(history.plain_dir, dest / history.plain_dir.name)
+    planted = plant(dest / "zz-planted-2099", dict(history.record, label="zz-planted-2099"))
+    forged = plant(dest / "zz-forged", dict(history.record, label="zz-forged", start_lsn="F/28"))
+    before = tree_listing(newest)
+    result = run_tasks([task("pg_backup_retention", dest=str(dest), keep=1, current="another-run",
+                             system_identifier=history.record["system_identifier"])])[0]
+    assert not result.get("failed"), result.get("msg")
+    assert result["kept"] == [newest.name] and result["removed"] == [older.name], result
+    assert result["unproved"] == ["zz-forged", "zz-planted-2099"], "left alone, never counted"
+    assert tree_listing(newest) == before and not older.exists()
+    assert (planted / "backup.json").exists() and (forged / "backup.json").exists()
+
+
+def test_same_host_without_a_mapping_puts_the_tablespace_beside_the_new_data_directory(history):
+    for case, data in (("same_host", history.root / "restored-same_host" / "data"),
+                       ("same_host_force", history.same_host_forced)):
+        result = ok(history, case)
+        where = f"{data}.tablespaces/{history.ts_oid}"
+        assert result["tablespaces"] == {history.ts_oid: where}, case
+        assert history.rows[case]["ts_location"] == where and history.rows[case]["ids"] == BEFORE, case
+        assert os.listdir(where), case
+    aside = Path(history.results["same_host_force"]["set_aside"]["data_directory"])
+    assert (aside / "old file").read_text() == "the old directory"
+    assert set(history.results["same_host_force"]["set_aside"]) == {"data_directory"}, "nothing of the live server"
+
+
+@pytest.mark.parametrize("case, what, used", [("onto_live_tablespace", "tablespace {oid} target", "tablespace {oid}"),
+                                              ("onto_live_wal", "waldir", "pg_wal")])
+def test_force_onto_a_live_servers_path_is_refused_naming_the_server(history, case, what, used):
+    result = history.results[case]
+    path = {"onto_live_tablespace": os.path.realpath(history.ts_live), "onto_live_wal": str(history.live_wal)}[case]
+    assert result.get("failed") and "is the %s %s of the running server PID %d (data directory %s)" % (
+        used.format(oid=history.ts_oid), path, history.live.pid, os.path.realpath(history.live.data_dir)) in result["msg"], \
+        result["msg"]
+    assert result["msg"].startswith("The " + what.format(oid=history.ts_oid))
+    assert "force cannot help" in result["msg"] and result["phase"] == "check_targets"
+    assert not (history.root / f"restored-{case}").exists(), "refused before anything was laid out or set aside"
+
+
+def test_zz_the_live_server_keeps_its_paths_and_rows_after_a_crash_restart(history):
+    """Last of this module: every restore beside it left the live server's paths as they were, and its rows."""
+    live = history.live
+    assert live_paths(history) == history.live_before
+    assert not [n for n in os.listdir(live.root) if ".pgx-aside-" in n], "nothing of the live server was set aside"
+    live.stop(mode="immediate")
+    live.start()
+    assert live.value("SELECT count(*) FROM t", dbname=history.db) == len(BEFORE | BATCH1 | BATCH2)
+    assert live_paths(history) == history.live_before

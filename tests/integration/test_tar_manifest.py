@@ -11,8 +11,9 @@ included. Then:
   the compressed files);
 - one byte changed inside a member, re-packed, and a member dropped: both
   pg_verifybackup and the restore's check fail naming the file;
-- without a tool that reads tar (15's), the restore's check falls back to
-  backup.json's file list and sizes, and a truncated archive fails it;
+- without a tool that reads tar (15's), the restore's check reads every file
+  against the manifest itself (manifest.verify_copy), and a truncated archive
+  fails it;
 - the restore engine (pg_restore) restores the backup and the rows are
   checked against the stop LSN.
 """
@@ -182,7 +183,7 @@ def test_a_changed_byte_inside_a_member_fails_naming_the_file(tar_backup, verify
     rc, out = verify(verifybackup18, backup)
     assert rc != 0 and f'checksum mismatch for file "{victim}"' in out, out
     with pytest.raises(BackupError, match="pg_verifybackup found the backup .* damaged") as exc:
-        verify_backup(str(backup), b.record, verifybackup18)
+        verify_backup(str(backup), verifybackup18)
     assert victim in exc.value.msg
 
 
@@ -196,23 +197,22 @@ def test_a_member_dropped_fails_naming_the_file(tar_backup, verifybackup18):
     rc, out = verify(verifybackup18, backup)
     assert rc != 0 and '"backup_label" is present in the manifest but not on disk' in out, out
     with pytest.raises(BackupError, match='"backup_label" is present in the manifest but not on disk'):
-        verify_backup(str(backup), b.record, verifybackup18)
+        verify_backup(str(backup), verifybackup18)
 
 
-def test_without_pg_verifybackup_18_the_record_is_checked(tar_backup, verifybackup15):
+def test_without_pg_verifybackup_18_the_manifest_is_checked_by_the_collection(tar_backup, verifybackup15):
     b = tar_backup
-    checked = verify_backup(str(b.dir), b.record, verifybackup15)
-    assert checked["method"] == "file list" and "reads tar backups from 18 on" in checked["reason"], checked
-    assert checked["sizes_checked"] == sorted(b.record["output_bytes"])
+    checked = verify_backup(str(b.dir), verifybackup15)
+    assert checked["method"] == "manifest" and "reads tar backups from 18 on" in checked["reason"], checked
+    assert checked["files"] == len(b.manifest["Files"]), checked
     backup = b.scratch / "truncated"
     shutil.copytree(b.dir, backup)
     archive = backup / (b.oid + SUFFIX[b.compression])
     size = archive.stat().st_size
     with open(archive, "r+b") as handle:
         handle.truncate(size - 100)
-    with pytest.raises(BackupError, match=f"does not match its backup.json: {archive.name} has {size - 100} bytes, "
-                                          f"not {size}"):
-        verify_backup(str(backup), b.record, verifybackup15)
+    with pytest.raises(BackupError, match=f"{archive.name.replace('.', '[.]')} could not be read back"):
+        verify_backup(str(backup), verifybackup15)
 
 
 def test_pg_restore_checks_and_restores_the_tar_backup(tar_backup):
@@ -233,12 +233,12 @@ def test_pg_restore_checks_and_restores_the_tar_backup(tar_backup):
         timeout=180)])[0]
     try:
         assert not result.get("failed"), result.get("msg")
-        verified = result["verified"]
+        verified = result["verification"]
+        assert result["verified"] is True
         if pg.major >= 18 and b.compression != "zstd":
             assert verified["method"] == "pg_verifybackup" and " -F t -n " in verified["command"], verified
         else:
-            assert verified["method"] == "file list" and verified["reason"], verified
-            assert verified["sizes_checked"] == sorted(b.record["output_bytes"])
+            assert verified["method"] == "manifest" and verified["reason"], verified
         assert result["restore_command"] == "false", "the WAL came from the backup"
         conn = psycopg2.connect(host=result["socket_dir"], port=result["port"], user="postgres", dbname=b.db)
         try:
