@@ -7,7 +7,7 @@
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils import backup_api
+from ansible_collections.pgexclusive.backup.plugins.module_utils import backup_api, config_files
 from ansible_collections.pgexclusive.backup.plugins.module_utils.wal_archiving import (
     archiving_health, read_archive_settings, read_archiver)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import tablespace
@@ -62,6 +62,9 @@ def online_info(server, data_directory):
         tablespaces=[tablespace(oid, location, name) for oid, name, location in server.session.rows(TABLESPACES_QUERY)],
         archiving=archiving_facts(server.session),
         data_directory=server.session.value(DATA_DIRECTORY_QUERY) or data_directory,
+        # Where the configuration is, which the backup carries when it lies outside the data directory
+        # (config_files.py); hidden like data_directory from a login without pg_read_all_settings.
+        config_settings=dict(server.session.rows(config_files.SETTINGS_QUERY)),
         warnings=[],
     )
     files, backup = read_data_directory(data_directory) if data_directory else (None, None)

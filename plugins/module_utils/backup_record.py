@@ -59,6 +59,8 @@ SCHEMA = (
     ("label_fixed", (("copy", "label_fixed"),)),
     ("restore_hint", (("copy", "restore_hint"),)),
     ("wal_included", (("wal", "wal_files"),)),
+    # The configuration from outside the data directory, copied into config/ (config_files.py).
+    ("config_files", (("config", None),)),
     ("verify_restore", (("verify", None),)),
     # The history of restore drills: the backup role's own check starts it, later drills append to it.
     ("checks", (("drill", "checks"),)),

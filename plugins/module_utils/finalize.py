@@ -4,7 +4,8 @@
 
 """Finalize: a stopped backup made complete, in one call on the database host.
 
-In order: its WAL into the backup (optional), the restore check (optional),
+In order: its WAL into the backup (optional), the configuration files that
+live outside the data directory (config_files.py), the restore check (optional),
 backup.json last and durably, the record sent to the repository's copy (when
 the copy is there), then retention. Each step is the same code as its own
 module (pg_backup_wal, pg_verify_restore, pg_backup_record, pg_backup_copy's
@@ -25,6 +26,7 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout i
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_record import (
     COMPLETE, FAILED, facts_from_results, record_backup)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_wal import backup_wal
+from ansible_collections.pgexclusive.backup.plugins.module_utils.config_files import capture_config
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_check import (
     check_options as drill_check_options, verify_restore_task)
@@ -91,6 +93,23 @@ def verify_params(params):
     )
 
 
+def config_step(params, results, check_mode):
+    """The configuration from outside the data directory (Debian's /etc/postgresql/...), at the stop."""
+    settings = task_fact(results, "info", "config_settings")
+    data_directory = task_fact(results, "copy", "data_directory") or task_fact(results, "run", "data_directory")
+    return capture_config(settings, data_directory, params["backup_dir"], check_mode)
+
+
+def config_warnings(captured):
+    if not captured:
+        return []
+    if captured.get("unknown"):
+        return ["The login may not read config_file, hba_file and ident_file (pg_read_all_settings, which pg_monitor "
+                "includes): a configuration outside the data directory is not in this backup."]
+    return ["%s %s (named by %s) was not copied: it is missing, a symbolic link or not a regular file."
+            % (entry["what"], entry["path"], entry["named_by"]) for entry in captured["missing"]]
+
+
 def verify_step(params, results, check_mode):
     """The restore drill; its result, passed or failed, starts the history of checks in backup.json."""
     try:
@@ -151,13 +170,18 @@ def finalize(params, check_mode):
     check_options(params)
     results = dict(params["results"])
     steps = Steps()
-    result = dict(changed=not check_mode, wal_files=None, wal_location=None, verify=None, sent=None,
-                  retention=None, removed=[])
+    result = dict(changed=not check_mode, wal_files=None, wal_location=None, config_files=None, verify=None,
+                  sent=None, retention=None, removed=[])
     try:
         if params["include_wal"]:
             wal = steps.run("wal", backup_wal, wal_params(params), check_mode)
             results["wal"] = wal
             result.update(wal_files=wal["wal_files"], wal_location=wal["location"])
+        # Sent to a repository with the record (repository.send_record sends the whole backup directory).
+        if task_fact(results, "info", "config_settings") is not None:
+            captured = steps.run("config", config_step, params, results, check_mode)
+            results["config"] = captured
+            result.update(config_files=captured, warnings=config_warnings(captured))
         if params["verify_restore"]:
             verified = steps.run("verify_restore", verify_step, params, results, check_mode)
             results["verify"] = dict((key, verified.get(key)) for key in VERIFY_SUMMARY)

@@ -13,6 +13,8 @@ description:
   - The exclusive_backup role's last phase, on the database host, after this run's stop. Its steps, in order, are
     the same code as their own modules.
   - 1. With O(include_wal), the WAL from start to stop into the backup (M(pgexclusive.backup.pg_backup_wal)).
+  - 1b. The configuration files outside the data directory (C(config_file), C(hba_file), C(ident_file) and what they
+    include, e.g. Debian's C(/etc/postgresql/<major>/<cluster>/)) copied into C(config/); see RV(config_files).
   - 2. With O(verify_restore), the restore check (M(pgexclusive.backup.pg_verify_restore)).
   - 3. C(backup.json), last and durably, C(complete) only when the facts show a restorable backup
     (M(pgexclusive.backup.pg_backup_record)).
@@ -166,6 +168,18 @@ wal_location:
   description: Where in the backup they are (C(data/pg_wal), C(pg_wal) or C(pg_wal.tar[.gz|.zst])).
   returned: success
   type: str
+config_files:
+  description:
+    - The server's configuration files that lie outside the data directory (Debian's
+      C(/etc/postgresql/<major>/<cluster>/)), copied into C(config/) of the backup under their absolute paths;
+      C(backup.json) keeps the same as C(config_files). Null when O(results) has no C(info) with C(config_settings).
+    - C(settings) (C(config_file), C(hba_file), C(ident_file) as the server reported them), C(files) (each C(what),
+      C(path), C(named_by), C(stored), C(size), C(sha256), C(mode)), C(dirs) (the C(include_dir) directories outside),
+      C(missing) (what a setting or directive names but is missing, a symbolic link - never followed - or not a
+      regular file), and C(unknown) when the login may not read the settings.
+    - They are not in C(backup_manifest), which C(pg_verifybackup) checks against the data directory.
+  returned: success
+  type: dict
 verify:
   description: The restore check's result as M(pgexclusive.backup.pg_verify_restore) returns it; null without O(verify_restore).
   returned: success
@@ -184,7 +198,7 @@ removed:
   type: list
   elements: str
 step:
-  description: The step that failed (C(wal), C(verify_restore), C(record), C(send_record), C(retention)).
+  description: The step that failed (C(wal), C(config), C(verify_restore), C(record), C(send_record), C(retention)).
   returned: failure
   type: str
 record_written:

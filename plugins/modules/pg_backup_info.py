@@ -156,6 +156,13 @@ archiving:
     stats_reset: {description: "When the counters were reset (ISO 8601).", type: str}
     healthy: {description: "False when archive_mode is off, nothing archives, or the last attempt failed.", type: bool}
     reason: {description: "Why RV(archiving.healthy) is what it is.", type: str}
+config_settings:
+  description:
+    - The server's C(config_file), C(hba_file) and C(ident_file) settings by name; a login that is neither superuser
+      nor member of C(pg_read_all_settings) (which C(pg_monitor) includes) gets an empty dict. The backup role copies
+      those outside the data directory into the backup (M(pgexclusive.backup.pg_backup_finalize)).
+  returned: when the server is reachable
+  type: dict
 data_directory:
   description:
     - The data directory, from the server for superusers and members of C(pg_read_all_settings)

@@ -155,6 +155,10 @@ in_backup:
   description: Whether a backup is in progress; see M(pgexclusive.backup.pg_backup_info) for the other keys it shares.
   returned: success
   type: bool
+config_settings:
+  description: The server's C(config_file), C(hba_file) and C(ident_file), as M(pgexclusive.backup.pg_backup_info) reports them.
+  returned: success
+  type: dict
 state_records:
   description: The collection's records of this cluster's backups, as M(pgexclusive.backup.pg_backup_info) reports them.
   returned: success

@@ -89,9 +89,28 @@ options:
     type: bool
     default: true
   data_directory:
-    description: The target data directory. It must be empty or not exist (see O(force)).
+    description:
+      - The target data directory. It must be empty or not exist (see O(force)). Give this or O(debian_cluster).
+      - The restored server gets a configuration derived from the backed-up one, in this directory -
+        C(postgresql.conf) (from the copy, or from the backup's C(config/) when the source kept it outside its data
+        directory, as Debian does), C(pg_hba.conf) and C(pg_ident.conf). Every include is inlined, and the settings
+        that name the source cluster (C(data_directory), C(hba_file), C(ident_file), C(external_pid_file),
+        C(cluster_name), C(stats_temp_directory)) and archiving (C(archive_command), C(archive_library),
+        C(archive_cleanup_command)) are commented out; give the port and socket in O(settings).
+      - The data directory of a Debian cluster is refused here - name the cluster in O(debian_cluster).
     type: path
-    required: true
+  debian_cluster:
+    description:
+      - A Debian cluster made by C(pg_createcluster), as C(<major>/<name>) (C(pg_lsclusters) lists them), to
+        restore into instead of O(data_directory), e.g. C(15/restored). It must be stopped, and its data directory
+        (the one its C(/etc/postgresql/<major>/<name>/postgresql.conf) names) is not empty, so O(force) sets it
+        aside.
+      - The cluster's own configuration in C(/etc/postgresql/<major>/<name>/) stays as it is; only the recovery
+        settings are added, to the restored C(postgresql.auto.conf). The cluster is started with C(pg_ctlcluster)
+        (through systemd where it runs), and the restore waits until it has reached its target.
+      - O(bindir) defaults to C(/usr/lib/postgresql/<major>/bin); a cluster of another major than the backup's is
+        refused.
+    type: str
   waldir:
     description: Put C(pg_wal) here, linked from the data directory as C(initdb --waldir) does; empty or new.
     type: path
@@ -190,11 +209,21 @@ EXAMPLES = r'''
   pgexclusive.backup.pg_restore:
     dest: /srv/backups
     system_identifier: "7441234567890123456"
-    data_directory: /var/lib/postgresql/16/main
+    data_directory: /srv/pgdata
     target: time
     target_time: "2026-11-21 14:03:00+00"
     wal_archive_dir: /srv/wal-archive
-    bindir: /usr/lib/postgresql/16/bin
+    bindir: /usr/local/pgsql/bin
+
+- name: Restore the newest backup into the stopped Debian cluster 16/main, keeping its /etc configuration
+  pgexclusive.backup.pg_restore:
+    dest: /srv/backups
+    debian_cluster: 16/main
+    # Its data directory holds the cluster's old data: set aside as <path>.pgx-aside-<time>, never deleted.
+    force: true
+    target: time
+    target_time: "2026-11-21 14:03:00+00"
+    wal_archive_dir: /srv/wal-archive
 
 - name: Restore one backup beside the live server, to a restore point, and leave it paused
   pgexclusive.backup.pg_restore:
@@ -226,6 +255,14 @@ data_directory:
   description: The target data directory (also on failure, once the backup was chosen).
   returned: always
   type: str
+config:
+  description:
+    - The restored server's configuration. Into a plain directory - C(derived_from) (the C(config_file) the source
+      read) and C(notes) (each line the derivation commented out or could not inline). Into a Debian cluster -
+      C(debian_cluster), C(config_dir) (its own configuration, kept) and C(notes) (what was commented out of the
+      copy's C(postgresql.auto.conf)).
+  returned: success, unless a drill's minimal configuration
+  type: dict
 system_identifier:
   description: The system identifier of the cluster the backup is of.
   returned: success
@@ -397,7 +434,8 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.restore import 
 
 def main():
     run_module(AnsibleModule(argument_spec=restore_argument_spec(), supports_check_mode=True,
-                             required_one_of=[("backup_dir", "dest")], mutually_exclusive=[("backup_dir", "dest")]),
+                             required_one_of=[("backup_dir", "dest"), ("data_directory", "debian_cluster")],
+                             mutually_exclusive=[("backup_dir", "dest")]),
                restore_task)
 
 

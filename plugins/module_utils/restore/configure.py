@@ -9,6 +9,16 @@ backup_label is kept, and fixed on 15+ while it still says pg_start_backup
 appended to postgresql.auto.conf, archiving off. With ``minimal_config`` (the
 drill) the copy's own configuration is set aside and the server reads only
 what is written here; with ``confine_to`` no link of the copy may lead out.
+
+Into a plain directory, the restored server gets a configuration derived from
+the backed-up one (config_files.py): postgresql.conf whole, from the copy's
+own or from the backup's config/ when the source kept it outside its data
+directory (Debian's /etc/postgresql/<major>/<cluster>/), every include
+inlined, and nothing naming the source cluster (data_directory, hba_file,
+ident_file, external_pid_file, cluster_name, archiving); its pg_hba.conf and
+pg_ident.conf in the restored data directory. Into a Debian cluster
+(restore/debian.py) the cluster's own configuration in /etc stays as it is:
+only the recovery settings are added, in the restored postgresql.auto.conf.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -18,6 +28,7 @@ import os
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import (
     LABEL_FILE, parse_backup_label, restorable_label)
+from ansible_collections.pgexclusive.backup.plugins.module_utils.config_files import BackedUpConfig, derive_config
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.tools import read_text
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_layout import chown_tree, links_out_of, write_new
@@ -84,6 +95,64 @@ def replace_config(data, config_dir, settings):
     return [hba, ident], settings
 
 
+def derived_config(backed_up, replaced):
+    """(file name in the restored data directory, text) of its configuration, and the notes of the derivation;
+    the settings named in ``replaced`` are the restore's own (postgresql.auto.conf)."""
+    config_file = backed_up.setting("config_file", CONF)
+    text = backed_up.read(config_file)
+    if text is None:
+        raise BackupError(
+            "The backup holds no postgresql.conf: its server read %s, which is neither in the data directory nor in "
+            "the backup's config/." % config_file,
+            "Restore into a Debian cluster made with pg_createcluster (debian_cluster), which has a configuration of "
+            "its own, or take a new backup with this version: it copies the configuration from outside the data "
+            "directory.")
+    conf, notes = derive_config(text, config_file, backed_up.read, backed_up.list_conf, replaced)
+    files = [(CONF, conf)]
+    for setting, name in (("hba_file", "pg_hba.conf"), ("ident_file", "pg_ident.conf")):
+        path = backed_up.setting(setting, name)
+        found = backed_up.read(path)
+        if found is None:
+            raise BackupError("The backup holds no copy of %s %s, which its server read." % (setting, path),
+                              "Restore into a Debian cluster (debian_cluster), or take a new backup with this version.")
+        files.append((name, found))
+    return files, notes
+
+
+def write_derived_config(data, backed_up, replaced):
+    """The derived configuration into ``data``; returns the notes of what was left out."""
+    files, notes = derived_config(backed_up, replaced)
+    for name, text in files:
+        path = os.path.join(data, name)
+        if os.path.lexists(path):
+            os.unlink(path)
+        write_new(path, text)
+    return notes
+
+
+def sanitize_auto_conf(data, old_data):
+    """The copy's postgresql.auto.conf (ALTER SYSTEM's) without what names the source cluster or archives."""
+    auto = os.path.join(data, AUTO_CONF)
+    text = BackedUpConfig.read_restored(data, AUTO_CONF)
+    if text is None:
+        if not os.path.lexists(auto):
+            return []
+        # A link or a special file from an untrusted backup: what it names is neither read nor written.
+        os.unlink(auto)
+        return ["%s: not a regular file in the backup, left out" % os.path.join(old_data, AUTO_CONF)]
+    sanitized, notes = derive_config(text, os.path.join(old_data, AUTO_CONF), lambda path: None, lambda path: [])
+    os.unlink(auto)
+    write_new(auto, sanitized)
+    return notes
+
+
+def restore_settings(p):
+    """(restore_command, the settings the restore appends: recovery, archiving off, and ``settings``)."""
+    command = p.get("restore_command") or restore_command_for(p.get("wal_archive_dir"))
+    return command, recovery_settings(p, command) + [
+        (k, conf_value(v)) for k, v in sorted((p.get("settings") or {}).items())]
+
+
 def make_it_recover(p, data, result):
     """backup_label, recovery.signal and the recovery settings; returns the configuration files written
     outside ``data`` (minimal_config), for the server's owner to read."""
@@ -104,9 +173,7 @@ def make_it_recover(p, data, result):
             os.unlink(os.path.join(data, name))
     if not os.path.lexists(os.path.join(data, "recovery.signal")):
         write_new(os.path.join(data, "recovery.signal"), "")
-    command = p.get("restore_command") or restore_command_for(p.get("wal_archive_dir"))
-    settings = recovery_settings(p, command) + [
-        (k, conf_value(v)) for k, v in sorted((p.get("settings") or {}).items())]
+    command, settings = restore_settings(p)
     written = []
     if p.get("minimal_config"):
         written, settings = replace_config(data, p["minimal_config"], settings)
@@ -136,6 +203,15 @@ def confine(data, tblspcs, inside):
 
 def run(job):
     p, data, owner = job.p, job.data, job.owner
+    if not p.get("minimal_config"):
+        backed_up = BackedUpConfig(job.backup_dir, job.record, data)
+        replaced = set(name for name, _value in restore_settings(p)[1])
+        if job.debian:
+            job.result["config"] = {"debian_cluster": job.debian.label, "config_dir": job.debian.conf_dir, "notes": []}
+        else:
+            job.result["config"] = {"derived_from": backed_up.setting("config_file", CONF),
+                                    "notes": write_derived_config(data, backed_up, replaced)}
+        job.result["config"]["notes"] += sanitize_auto_conf(data, backed_up.old_data)
     config_files = make_it_recover(p, data, job.result)
     if p.get("confine_to"):
         confine(data, job.tablespaces, p["confine_to"])

@@ -30,7 +30,7 @@ import time
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore import (
-    choose, configure, lay_out, prove, recover, report, targets)
+    choose, configure, debian, lay_out, prove, recover, report, targets)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.tools import Owner, owner_entry, pg_ctl_in
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_server import alive, postmaster_pid, stop
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_target import ACTIONS, TARGETS
@@ -55,6 +55,8 @@ class Restore(object):
         self.last_error = None
         # Asked with the owner's uid (peer authentication) until the OS refuses the owner the socket.
         self.as_owner = True
+        # A Debian cluster (debian_cluster) names the data directory and is started with pg_ctlcluster.
+        self.debian = debian.cluster_for(params)
         self.data = (params.get("data_directory") or "").rstrip("/") or "/"
         self.stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         # What the phases find, for the phases after them.
@@ -98,7 +100,8 @@ def restore_argument_spec():
         allow_incomplete=dict(type="bool", default=False),
         allow_wal_gap=dict(type="bool", default=False),
         verify=dict(type="bool", default=True),
-        data_directory=dict(type="path", required=True),
+        data_directory=dict(type="path"),
+        debian_cluster=dict(type="str"),
         waldir=dict(type="path"),
         tablespace_mapping=dict(type="dict", default={}),
         force=dict(type="bool", default=False),

@@ -29,7 +29,7 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.prove i
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.tools import Owner
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_layout import write_new
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_server import (
-    acting_as, listening, log_tail, read_log, start_postmaster)
+    acting_as, alive, listening, log_tail, postmaster_pid, read_log, start_postmaster)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_target import (
     end_of_wal, explain_recovery_failure, replay_end_in_log)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_wal import gap_error, listing, plan
@@ -105,16 +105,21 @@ def run(job):
     if os.geteuid() == 0:
         os.chown(log, owner.pw_uid, owner.pw_gid)
     job.result["log_file"] = log
-    postgres = os.path.join(os.path.dirname(job.pg_ctl), "postgres")
-    try:
-        job.server = start_postmaster(postgres, data, log, Owner(owner), os.path.dirname(data))
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise BackupError("The restored server did not start: %s could not be run (%s).%s" % (postgres, exc, log_tail(log)),
-                          "Read the log above: the settings (port, memory) or binaries of another major.")
+    if job.debian:
+        job.server = start_debian_cluster(job, log)
+    else:
+        postgres = os.path.join(os.path.dirname(job.pg_ctl), "postgres")
+        try:
+            job.server = start_postmaster(postgres, data, log, Owner(owner), os.path.dirname(data))
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise BackupError("The restored server did not start: %s could not be run (%s).%s" % (postgres, exc, log_tail(log)),
+                              "Read the log above: the settings (port, memory) or binaries of another major.")
     timeout = p.get("timeout") or 3600
     deadline = time.time() + timeout
     action = p.get("target_action") or "promote"
     while True:
+        if job.debian:
+            job.debian.copy_log(log)
         if not job.server.running():
             job.state = ended(log, action, job.result.get("wal_gap_check"))
             return
@@ -132,6 +137,34 @@ def run(job):
                               "-D %s stop and check that the WAL up to the target is available."
                               % (job.server.pid, data), timed_out=True)
         time.sleep(0.3)
+
+
+class WatchedCluster(object):
+    """A Debian cluster's postmaster, started by pg_ctlcluster: watched by the PID its postmaster.pid names, never
+    signalled (the restore leaves it running, and stopping it is pg_ctlcluster's)."""
+
+    # pg_ctlcluster returns once the server answers or stopped; a postmaster.pid still missing after this is gone.
+    GRACE = 10
+
+    def __init__(self, data):
+        self.data = data
+        self.started = time.time()
+        self.pid = None
+
+    def running(self):
+        self.pid = self.pid or postmaster_pid(self.data)
+        if self.pid is None:
+            return time.time() < self.started + self.GRACE
+        return alive(self.pid)
+
+
+def start_debian_cluster(job, log):
+    rc, out = job.debian.start(log)
+    # pg_ctlcluster waits for a server that a shutdown target stops on its own.
+    if rc != 0 and job.p.get("target_action") != "shutdown":
+        raise BackupError("The restored server did not start: %s%s" % (out.strip(), log_tail(log)),
+                          "Read the log above: the settings (port, memory) or binaries of another major.")
+    return WatchedCluster(job.data)
 
 
 def ended(log, action, wal_gap_check):

@@ -96,6 +96,8 @@ def check_every_copy(map_text, oids):
 
 def run(job):
     p = job.p
+    if job.debian:
+        job.debian.check_major(job.record)
     job.owner = owner_entry(p.get("owner") or "postgres")
     job.pg_ctl = pg_ctl_in(p.get("bindir")) if p.get("start", True) else None
     map_text = job.label_files.get(TABLESPACE_MAP) or ""
