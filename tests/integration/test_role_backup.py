@@ -188,15 +188,18 @@ def test_playbook_retention_and_set_stats(one_pg, scratch):
     this_cluster = {"system_identifier": str(pg.value("SELECT system_identifier FROM pg_control_system()")),
                     "data_directory": os.path.realpath(pg.data_dir), "host": "localhost"}
     other_cluster = dict(this_cluster, system_identifier="1")
-    for label, status, when, cluster in (
-            ("old-1", "complete", "2020-01-01T00:00:00Z", this_cluster),
-            ("old-2", "complete", "2020-01-02T00:00:00Z", this_cluster),
-            ("old-failed", "failed", "2020-01-03T00:00:00Z", this_cluster),
-            ("other-cluster", "complete", "2019-01-01T00:00:00Z", other_cluster),
-            ("old-format", "complete", "2019-01-01T00:00:00Z", {})):
-        (dest / label).mkdir(parents=True)
+    # Older by start LSN (what retention orders by), each with a copy whose own backup_label agrees.
+    for label, status, start, cluster in (
+            ("old-1", "complete", "0/1000028", this_cluster),
+            ("old-2", "complete", "0/1800028", this_cluster),
+            ("old-failed", "failed", "0/1900028", this_cluster),
+            ("other-cluster", "complete", "0/1000028", other_cluster),
+            ("old-format", "complete", "0/1000028", {})):
+        (dest / label / "data").mkdir(parents=True)
+        (dest / label / "data" / "backup_label").write_text(
+            "START WAL LOCATION: %s (file 000000010000000000000001)\n" % start)
         (dest / label / "backup.json").write_text(json.dumps(
-            dict(cluster, label=label, status=status, finished_at=when)))
+            dict(cluster, label=label, status=status, start_lsn=start, finished_at="2099-01-01T00:00:00Z")))
     (dest / "not-a-backup").mkdir()
     run = run_role(pg, scratch, playbook=REPO / "playbooks" / "backup.yml", env={"ANSIBLE_SHOW_CUSTOM_STATS": "1"},
                    exclusive_backup_hosts="localhost", exclusive_backup_dest=str(dest), exclusive_backup_retention=2,
