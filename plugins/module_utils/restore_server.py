@@ -19,7 +19,6 @@ import os
 import signal
 import socket
 import subprocess
-import time
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.data_directory import POSTMASTER_PID, read_postmaster_pid
 
@@ -171,22 +170,6 @@ def start_postmaster(postgres, data, log, owner, cwd):
                                 stderr=subprocess.DEVNULL, preexec_fn=postmaster_as(owner, log), cwd=cwd,
                                 start_new_session=True)
     return Server(proc, data)
-
-
-def stop(pid, pg_ctl, data, owner, mode="immediate"):
-    """Stop the server of ``data`` whose postmaster is ``pid``; SIGKILL that PID if it outlives pg_ctl."""
-    subprocess.call([pg_ctl, "-D", data, "-m", mode, "-w", "-t", "60", "stop"],
-                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                    preexec_fn=as_user(owner.st_uid, owner.st_gid))
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        if not alive(pid):
-            return
-        time.sleep(0.1)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except OSError:
-        pass
 
 
 def read_log(path):

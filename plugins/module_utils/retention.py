@@ -16,8 +16,9 @@ import os
 import shutil
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import LABEL_FILE
+from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout import copy_format
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_order import (
-    copy_label_files, label_disagreement, newest_first)
+    copy_label_files, label_disagreement, newest_first, record_lsn)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_record import COMPLETE, RECORD_FILE, scan_backups
 from ansible_collections.pgexclusive.backup.plugins.module_utils.durable import fsync_path
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
@@ -73,8 +74,20 @@ def retention_plan(records, keep, current, cluster, disagreement=lambda label: N
     return plan
 
 
-def copy_disagreement(backup_dir, record):
-    """How the backup's copy disagrees with its backup.json, or None (backup_order.label_disagreement)."""
+def copy_disagreement(backup_dir, record, newest_lsn=None):
+    """How the backup's copy disagrees with its backup.json, or None (backup_order.label_disagreement).
+
+    ``newest_lsn`` is the start of the backup this run just took from the live
+    server: no real backup of the cluster starts later. A tar copy's
+    backup_label is the last member of base.tar, so reading it would read
+    every archive under dest on every run; such a copy counts by its record
+    and that bound, and the restore proves whichever copy it restores.
+    """
+    lsn = record_lsn(record)
+    if newest_lsn is not None and lsn is not None and lsn > newest_lsn:
+        return "backup.json says the backup starts at %s, after the backup just taken" % record.get("start_lsn")
+    if copy_format(backup_dir) == "tar":
+        return None
     try:
         label = copy_label_files(backup_dir).get(LABEL_FILE)
     except BackupError as exc:
@@ -100,8 +113,9 @@ def apply_retention(params, check_mode):
     except (IOError, OSError) as exc:
         raise BackupError("Cannot read the backups in %s: %s." % (params["dest"], exc.strerror or exc),
                           "Run as a user who may read the destination (become: true).")
+    newest_lsn = record_lsn(records.get(params["current"]))
     plan = retention_plan(records, params["keep"], params["current"], params,
-                          lambda label: copy_disagreement(os.path.join(params["dest"], label), records[label]))
+                          lambda label: copy_disagreement(os.path.join(params["dest"], label), records[label], newest_lsn))
     if not check_mode:
         for done, label in enumerate(plan["removed"]):
             _remove_backup(params["dest"], label, plan["removed"][:done])

@@ -93,8 +93,11 @@ unidentified:
   type: list
   elements: str
 unproved:
-  description: Labels of complete backups left alone, neither counted nor removed, because their copy's own
-    C(backup_label) does not agree with their C(backup.json) (or they hold no copy); a person must look at them.
+  description: Labels of complete backups left alone, neither counted nor removed, because their C(backup.json)
+    claims a start after the backup just taken (O(current)), or because their plain copy's own C(backup_label) does
+    not agree with their C(backup.json) (or they hold no copy); a person must look at them. A tar copy's archives
+    are not read for this (its C(backup_label) is the last member of C(base.tar)); the restore proves the copy it
+    restores.
   returned: always
   type: list
   elements: str

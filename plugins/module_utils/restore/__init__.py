@@ -12,7 +12,7 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.choose 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.configure import (  # noqa: F401
     needs_label_fix, replace_config)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.driver import (  # noqa: F401
-    Restore, restore_argument_spec, restore_task, stop_restored)
+    Restore, restore_argument_spec, restore_task)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.prove import (  # noqa: F401
     check_wal_at_hand, missing_wal, wal_in_backup, wal_needed)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.recover import (  # noqa: F401

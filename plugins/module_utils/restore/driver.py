@@ -31,12 +31,10 @@ import time
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore import (
     choose, configure, debian, lay_out, prove, recover, report, targets)
-from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.tools import Owner, owner_entry, pg_ctl_in
-from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_server import alive, postmaster_pid, stop
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_target import ACTIONS, TARGETS
 
-PHASES = (("choose", choose.run), ("prove", prove.run), ("list_wal", recover.list_wal), ("check_targets", targets.run), ("lay_out", lay_out.run),
-          ("configure", configure.run), ("recover", recover.run), ("report", report.run))
+PHASES = (("choose", choose.run), ("prove", prove.run), ("list_wal", recover.list_wal), ("check_targets", targets.run),
+          ("lay_out", lay_out.run), ("configure", configure.run), ("recover", recover.run), ("report", report.run))
 # Check mode: what can be known without writing anything.
 LAST_CHECK_PHASE = "check_targets"
 
@@ -143,9 +141,3 @@ def restore_task(params, check_mode, connect=None):
                 exc.facts.setdefault(key, engine.result[key])
         raise
 
-
-def stop_restored(data, bindir, owner="postgres"):
-    """Stop the server a restore started on ``data`` (fast), by its PID; for drills and tests."""
-    pid = postmaster_pid(data)
-    if pid and alive(pid):
-        stop(pid, pg_ctl_in(bindir), data, Owner(owner_entry(owner)), mode="fast")

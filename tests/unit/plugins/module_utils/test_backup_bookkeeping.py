@@ -215,3 +215,16 @@ def test_the_record_is_picked_from_the_task_results_by_the_schema():
     assert fallback["data_directory"] == "/fallback" and fallback["api"] == "extension"
     assert "stop_lsn" not in facts, "a skipped stop gives nothing"
     assert [field for field, _sources in SCHEMA if field not in ORDER] == []
+
+
+def test_retention_never_counts_a_tar_copy_claiming_a_start_after_the_backup_just_taken_nor_reads_its_archives(tmp_path):
+    cluster = dict(CLUSTER, system_identifier="111")
+    for label, lsn in (("real-old", "0/2000028"), ("real-new", "0/9000028"), ("forged-later", "F/28")):
+        (tmp_path / label).mkdir()
+        # Not a tar at all: retention must not read a tar copy's archives (its backup_label is their last member).
+        (tmp_path / label / "base.tar.zst").write_bytes(b"not an archive")
+        r.write_record(str(tmp_path / label), {"label": label, "status": "complete", "start_lsn": lsn,
+                                               "system_identifier": "111"})
+    params = dict(cluster, dest=str(tmp_path), keep=1, current="real-new")
+    plan = rt.apply_retention(params, True)
+    assert plan["unproved"] == ["forged-later"] and plan["kept"] == ["real-new"] and plan["removed"] == ["real-old"], plan

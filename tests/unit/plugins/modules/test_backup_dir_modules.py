@@ -297,10 +297,11 @@ def test_retention_never_removes_unidentified_failed_running_or_current(tmp_path
     backup(dest, "failed", status="failed", when="2020-01-02T00:00:00Z", **ours)
     (dest / "running").mkdir()
     backup(dest, "current", when="2020-01-03T00:00:00Z", **ours)   # finished_at older than the rest
+    # Claims a start after the backup just taken: no real backup can, so it is neither counted nor removed.
     backup(dest, "newest", when="2026-01-01T00:00:00Z", **ours)
     result = run_module("pg_backup_retention", tmp_path, dest=str(dest), keep=1, current="current",
                         system_identifier="111")
-    assert result["removed"] == [] and result["kept"] == ["current", "newest"]
+    assert result["removed"] == [] and result["kept"] == ["current"] and result["unproved"] == ["newest"]
     assert result["unidentified"] == ["older-format"] and result["failed_backups"] == ["failed"]
     assert sorted(os.listdir(dest)) == ["current", "failed", "newest", "older-format", "running"]
 
