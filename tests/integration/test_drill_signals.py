@@ -12,6 +12,7 @@ damaged leave no server either.
 
 import os
 import pwd
+import shutil
 import signal
 import subprocess
 import time
@@ -66,9 +67,17 @@ def plain_backup(cluster, backup_dir):
     subprocess.run(["cp", "-a", str(cluster.data_dir), str(data)], check=True)
     for name in ("postmaster.pid", "postmaster.opts"):
         (data / name).unlink()
-    for entry in (data / "pg_wal").iterdir():
-        if entry.is_file():
-            entry.unlink()
+    # The test bed's pg_wal is a link to a directory of its own: the copy gets an empty pg_wal of its own, and the
+    # live WAL behind the link is never touched (emptying it through the link zeroed archived segments).
+    wal = data / "pg_wal"
+    if wal.is_symlink():
+        wal.unlink()
+        wal.mkdir(mode=0o700)
+        shutil.chown(wal, OS_USER, OS_USER)
+    else:
+        for entry in wal.iterdir():
+            if entry.is_file():
+                entry.unlink()
     stop_wal_file = cluster.walfile(cluster.stop_backup())
     cluster.wait_archived(stop_wal_file)
     label = (data / LABEL_FILE).read_text()
