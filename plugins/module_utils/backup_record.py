@@ -22,7 +22,8 @@ from ansible.module_utils.parsing.convert_bool import boolean
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout import RECORD_FILE, copy_format
 from ansible_collections.pgexclusive.backup.plugins.module_utils.durable import atomic_write, fsync_path, fsync_tree
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
-from ansible_collections.pgexclusive.backup.plugins.module_utils.manifest import write_manifest
+from ansible_collections.pgexclusive.backup.plugins.module_utils.manifest import (
+    write_manifest, write_read_back_manifest)
 
 RECORD_VERSION = 1
 COMPLETE = "complete"
@@ -189,7 +190,7 @@ def record_backup(params, check_mode):
     manifest = failure = None
     if record["status"] == COMPLETE:
         try:
-            manifest = _make_durable(backup_dir, facts, params["manifest"])
+            manifest = _make_durable(backup_dir, facts, params["manifest"], params.get("remote"))
             record = build_record(dict(facts, manifest=manifest), COMPLETE)
         except BackupError as exc:
             failure = exc
@@ -209,22 +210,28 @@ def record_backup(params, check_mode):
     return dict(changed=True, record=record, path=path, manifest=manifest)
 
 
-def _make_durable(backup_dir, facts, with_manifest):
+def _make_durable(backup_dir, facts, with_manifest, remote=None):
     """Write the manifest of a plain or tar copy, then fsync every file and directory of the backup.
 
-    With a repository on another host the copy is not here: the walk covers
-    what is (the record's own directory), the remote side is rsync's or ssh's
-    to make durable. This runs after the stop, so reading a tar copy back
-    for its checksums keeps no server in backup mode.
+    With a repository on another host (``remote``) the copy is not here: its
+    manifest is read back from the repository (manifest.write_read_back_manifest)
+    into ``backup_dir``, whose files send_record then puts beside the copy;
+    the walk covers what is here (the record's own directory), the remote
+    side is rsync's or ssh's to make durable. This runs after the stop, so
+    reading a copy back for its checksums keeps no server in backup mode.
     """
     manifest = None
     try:
-        if with_manifest and copy_format(backup_dir):
+        if with_manifest and (copy_format(backup_dir) or remote):
             missing = [k for k in ("timeline", "start_lsn", "stop_lsn") if not facts.get(k)]
             if missing:
                 raise BackupError("The manifest needs %s in facts." % ", ".join(missing),
                                   "Pass the start and stop results.")
-            manifest = write_manifest(backup_dir, facts["timeline"], facts["start_lsn"], facts["stop_lsn"])
+            wal_range = (facts["timeline"], facts["start_lsn"], facts["stop_lsn"])
+            if remote:
+                manifest = write_read_back_manifest(backup_dir, remote, facts.get("outputs") or (), *wal_range)
+            else:
+                manifest = write_manifest(backup_dir, *wal_range)
         fsync_tree(backup_dir)
     except (IOError, OSError) as exc:
         raise BackupError("The backup in %s could not be made durable: %s." % (backup_dir, exc),

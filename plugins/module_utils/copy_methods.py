@@ -280,10 +280,18 @@ class RsyncMethod(CopyMethod):
             rc, _out, err = ctx.run(argv, pass_fds=(root.fd,))
             ctx.check("rsync", argv, rc, err)
         if local:
-            relink_tablespaces(data_target, sources.records())
+            relink_tablespaces(os.path.join(data_target, "pg_tblspc"), sources.records())
         elif sources.tablespaces:
-            ctx.warnings.append("The remote copy's pg_tblspc links still point at the original locations; "
-                                "tablespace_map names them; the tablespaces' contents are in %s." % tblspc_target)
+            # The links are made here, then sent over the live ones rsync copied: the repository host
+            # may run nothing but sshd, rsync and tar.
+            links = os.path.join(staging, "pg_tblspc")
+            os.mkdir(links, 0o700)
+            relink_tablespaces(links, sources.records(), owner=sources.data.stat)
+            argv = (["rsync", "-a"] + rsync_shell_args(rsh) + sorted(os.path.join(links, name) for name in
+                                                                     os.listdir(links))
+                    + [data_target.rstrip("/") + "/pg_tblspc/"])
+            rc, _out, err = ctx.run(argv)
+            ctx.check("rsync", argv, rc, err)
         return [DATA_SUBDIR] + ([TABLESPACES_SUBDIR] if sources.tablespaces else [])
 
     def size(self):
@@ -314,7 +322,7 @@ class FileCopyMethod(CopyMethod):
         for tblspc, root in sources.tablespaces:
             copy_tree(root, os.path.join(tblspc_target, str(tblspc["oid"])), ctx.exclude,
                       prefix="pg_tblspc/%s/" % tblspc["oid"], workers=ctx.parallel, cancel=ctx.cancel)
-        relink_tablespaces(data_target, tablespaces)
+        relink_tablespaces(os.path.join(data_target, "pg_tblspc"), tablespaces)
         ctx.commands.append({"argv": ["copy", ctx.data_directory, data_target], "rc": 0})
         return [DATA_SUBDIR] + ([TABLESPACES_SUBDIR] if tablespaces else [])
 
@@ -362,16 +370,18 @@ def make_empty_dirs(parent, owner):
         chown_like(path, owner)
 
 
-def relink_tablespaces(data_target, tablespaces):
+def relink_tablespaces(links_dir, tablespaces, owner=None):
     """pg_tblspc/<oid> in the copy: still a link, now to the copy's own tablespace directory.
 
     The backup stays self-contained and pg_verifybackup follows the link into
     the copy, not into the live tablespace. tablespace_map keeps the original
-    locations: recovery recreates the links from it.
+    locations: recovery recreates the links from it. The links are made in
+    ``links_dir`` (the copy's pg_tblspc, or one sent over it), owned as the
+    link they replace or as ``owner``.
     """
     for tblspc in tablespaces:
-        link = os.path.join(data_target, "pg_tblspc", str(tblspc["oid"]))
-        st = os.lstat(link) if os.path.lexists(link) else None
+        link = os.path.join(links_dir, str(tblspc["oid"]))
+        st = os.lstat(link) if os.path.lexists(link) else owner
         if os.path.lexists(link):
             os.unlink(link)
         os.symlink(os.path.join("..", "..", TABLESPACES_SUBDIR, str(tblspc["oid"])), link)

@@ -207,8 +207,11 @@ def finalize(params, check_mode):
 
 
 def record_params(params, results, status, error=None):
+    """The record step's parameters; with a repository on another host, the manifest is read back from it."""
+    remote = repository.Repository.parse(params["repository"], params["ssh_user"], params["ssh_key"],
+                                         params["ssh_options"]) if params["repository"] else None
     return dict(backup_dir=params["backup_dir"], status=status, results=results, manifest=params["manifest"],
-                facts={} if error is None else {"error": error})
+                facts={} if error is None else {"error": error}, remote=remote)
 
 
 def failed(exc, steps, params, results, check_mode):

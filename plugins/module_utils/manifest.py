@@ -23,16 +23,19 @@ import hashlib
 import json
 import os
 import posixpath
+import shlex
 import subprocess
 import tarfile
 import tempfile
+import threading
 import time
 import zlib
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout import (
-    DATA_SUBDIR, MANIFEST_FILE, RECORD_FILE, copy_format, tar_archive)
+    DATA_SUBDIR, MANIFEST_FILE, RECORD_FILE, TABLESPACES_SUBDIR, copy_format, tar_archive)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.durable import atomic_write
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
+from ansible_collections.pgexclusive.backup.plugins.module_utils.repository import REMOTE_HINT
 
 # What the recorded tar check command needs, said in the command itself.
 TAR_VERIFY_NEEDS = "  # needs pg_verifybackup of PostgreSQL 18 or later (older ones read plain copies only), for any major"
@@ -207,24 +210,43 @@ def read_archive(path, compression, prefix=""):
 
 @contextlib.contextmanager
 def archive_stream(path, compression, read_to_end=True):
-    """The uncompressed bytes of the archive ``path``, as a binary stream read once.
+    """The uncompressed bytes of the archive ``path``, as a binary stream read once (decompressed)."""
+    with open(path, "rb") as handle:
+        with decompressed(handle, compression, path, read_to_end) as stream:
+            yield stream
+
+
+@contextlib.contextmanager
+def decompressed(handle, compression, name, read_to_end=True):
+    """The uncompressed bytes of the binary stream ``handle`` (an archive called ``name``), read once.
 
     gzip is read with Python's gzip module, not tarfile's 'r|gz': the copy
     writes one gzip member per block (copy_io.pipe_stream), and 'r|gz' stops
-    after the first. zstd is read through ``zstd -dc`` in a process of its own;
-    a reader that stops early (``read_to_end`` false) ends it, and its exit
-    status then says nothing. Every reader of an archive (the manifest's
-    writer, its check, the restore's extraction) goes through here.
+    after the first. zstd is read through ``zstd -dc`` in a process of its own,
+    fed straight from a file, or by a thread from a stream that is none (an
+    archive inside the read-back of a repository); a reader that stops early
+    (``read_to_end`` false) ends it, and its exit status then says nothing.
+    Every reader of an archive (the manifest's writer, its check, the
+    restore's extraction) goes through here.
     """
-    if compression != "zstd":
-        with (gzip.open if compression == "gzip" else open)(path, "rb") as stream:
+    if compression == "gzip":
+        with gzip.GzipFile(fileobj=handle, mode="rb") as stream:
             yield stream
         return
+    if compression != "zstd":
+        yield handle
+        return
+    try:
+        fileno = handle.fileno()
+    except (AttributeError, IOError, OSError, ValueError):
+        fileno = None
     with tempfile.TemporaryFile() as errors:
         try:
-            proc = subprocess.Popen(["zstd", "-dcq", path], stdout=subprocess.PIPE, stderr=errors)
+            proc = subprocess.Popen(["zstd", "-dcq"], stdin=subprocess.PIPE if fileno is None else fileno,
+                                    stdout=subprocess.PIPE, stderr=errors)
         except OSError as exc:
-            raise unreadable(path, "zstd could not run: %s" % exc)
+            raise unreadable(name, "zstd could not run: %s" % exc)
+        feeder = _Feeder(handle, proc.stdin) if fileno is None else None
         try:
             with proc.stdout:
                 yield proc.stdout
@@ -232,13 +254,43 @@ def archive_stream(path, compression, read_to_end=True):
             proc.kill()
             proc.wait()
             raise
+        finally:
+            if feeder:
+                feeder.join()
         if not read_to_end:
             proc.kill()
             proc.wait()
         elif proc.wait() != 0:
             errors.seek(0)
-            raise unreadable(path, "zstd exited with %d: %s" % (
+            raise unreadable(name, "zstd exited with %d: %s" % (
                 proc.returncode, errors.read().decode("utf-8", "replace").strip()[-2000:]))
+        elif feeder and feeder.error:
+            raise unreadable(name, feeder.error)
+
+
+class _Feeder(threading.Thread):
+    """Copies a stream into a process's stdin, then closes it; a process that stops reading ends the copy."""
+
+    def __init__(self, source, sink):
+        threading.Thread.__init__(self)
+        self.daemon = True
+        self.source, self.sink, self.error = source, sink, None
+        self.start()
+
+    def run(self):
+        try:
+            while True:
+                block = self.source.read(CHUNK)
+                if not block:
+                    break
+                self.sink.write(block)
+        except (IOError, OSError, ValueError, tarfile.TarError) as exc:
+            self.error = exc
+        finally:
+            try:
+                self.sink.close()
+            except (IOError, OSError):
+                pass
 
 
 def unreadable(path, why):
@@ -271,21 +323,120 @@ def write_manifest(backup_dir, timeline, start_lsn, end_lsn):
     if fmt is None:
         raise BackupError("%s holds neither data/ nor base.tar: there is no copy here to write a backup_manifest for."
                           % backup_dir, "Write the manifest on the host that holds the copy, after the copy.")
-    if fmt == "plain":
-        data_dir = os.path.join(backup_dir, DATA_SUBDIR)
-        entries = walk_copy(data_dir, backup_dir)
-    else:
-        entries = walk_archives(backup_dir)
+    data_dir = os.path.join(backup_dir, DATA_SUBDIR)
+    _fmt, entries = copy_entries(backup_dir)
+    # Without the WAL in data/pg_wal, pg_verifybackup must be told not to look for it (-n).
+    wal_inside = fmt == "plain" and bool(os.listdir(os.path.join(data_dir, "pg_wal")))
+    return _write(backup_dir, backup_dir, fmt, entries, wal_inside, (timeline, start_lsn, end_lsn), started)
+
+
+def write_read_back_manifest(backup_dir, remote, outputs, timeline, start_lsn, end_lsn):
+    """Write <backup_dir>/backup_manifest for the copy in the repository on another host, read back over ssh.
+
+    The copy's bytes passed through rsync or ssh, not through a reader here,
+    so the manifest is made from what the repository holds: one ``tar -c`` of
+    the copy's ``outputs`` (data/ and tablespaces/, or the archives) on the
+    repository host, read once and checksummed here as the local walkers do.
+    It runs after the stop: no server waits in backup mode for it. send_record
+    then puts the manifest into the repository with the record; include_wal's
+    WAL goes to <label>/pg_wal there, never into data/pg_wal.
+    """
+    started = time.monotonic()
+    remote_dir = remote.backup_path(backup_dir)
+    fmt, entries = read_back(remote, remote_dir, outputs)
+    return _write(backup_dir, remote_dir, fmt, entries, False, (timeline, start_lsn, end_lsn), started,
+                  remote.location(remote_dir))
+
+
+def _write(backup_dir, copy_dir, fmt, entries, wal_inside, wal_range, started, read_back_from=None):
+    timeline, start_lsn, end_lsn = wal_range
     text = render(entries, [{"timeline": timeline, "start_lsn": start_lsn, "end_lsn": end_lsn}])
     path = atomic_write(os.path.join(backup_dir, MANIFEST_FILE), text, 0o644)
+    manifest_path = os.path.join(copy_dir, MANIFEST_FILE)
     if fmt == "plain":
-        # Without the WAL in data/pg_wal, pg_verifybackup must be told not to look for it (-n).
-        wal_inside = bool(os.listdir(os.path.join(data_dir, "pg_wal")))
-        verify = "pg_verifybackup -m %s %s%s" % (path, data_dir, "" if wal_inside else " -n")
+        verify = "pg_verifybackup -m %s %s%s" % (manifest_path, os.path.join(copy_dir, DATA_SUBDIR),
+                                                 "" if wal_inside else " -n")
     else:
-        verify = verify_tar_command(path, backup_dir)
-    return {"path": path, "files": len(entries), "bytes": sum(e["Size"] for e in entries), "verify": verify,
-            "format": fmt, "duration": round(time.monotonic() - started, 3)}
+        verify = verify_tar_command(manifest_path, copy_dir)
+    result = {"path": path, "files": len(entries), "bytes": sum(e["Size"] for e in entries), "verify": verify,
+              "format": fmt, "duration": round(time.monotonic() - started, 3)}
+    if read_back_from:
+        result.update(read_back_from=read_back_from, verify_on="the repository host, or a fetched copy")
+    return result
+
+
+def read_back(remote, remote_dir, outputs):
+    """(format, manifest entries) of the copy ``outputs`` in ``remote_dir`` on the repository ``remote``.
+
+    Plain: data/<path> is listed as <path> (top-level pg_wal and
+    backup_manifest left out, as walk_copy does) and tablespaces/<oid>/<path>
+    as pg_tblspc/<oid>/<path>; tar: each archive's members, as walk_archives
+    lists them. Links are never followed: a plain copy's pg_tblspc/<oid> is
+    a link, and its files are those under tablespaces/<oid>.
+    """
+    names = sorted(outputs)
+    archives = [(name, tar_archive(name)) for name in names if tar_archive(name)]
+    fmt = "tar" if archives and len(archives) == len(names) else "plain"
+    if fmt == "plain" and set(names) - {DATA_SUBDIR, TABLESPACES_SUBDIR} or not names:
+        raise BackupError("The copy in %s is %s: neither data/ (and tablespaces/) nor tar archives, so no "
+                          "backup_manifest can be read back." % (remote.location(remote_dir), names or "empty"),
+                          "Take the backup with the tar or rsync method.")
+    by_archive = {}
+    entries = []
+
+    def visit(tar, member):
+        if not member.isreg():
+            return
+        name = posixpath.normpath(member.name)
+        kind = tar_archive(name) if fmt == "tar" else None
+        if kind:
+            stem, compression = kind
+            with decompressed(tar.extractfile(member), compression, name) as stream:
+                by_archive[name] = archive_entries(stream, "" if stem == "base" else tablespace_prefix(stem))
+            return
+        top, _, rest = name.partition("/")
+        if top == TABLESPACES_SUBDIR:
+            oid, _, rest = rest.partition("/")
+            path = member_path(rest, tablespace_prefix(oid))
+        else:
+            path = member_path(rest) if top == DATA_SUBDIR else None
+        if path is not None:
+            entries.append(file_entry(path, member.size, member.mtime, sha256_stream(tar.extractfile(member))))
+
+    script = "cd %s && exec tar -cf - %s" % (shlex.quote(remote_dir), " ".join(shlex.quote(n) for n in names))
+    location = remote.location(remote_dir)
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(remote.command(script), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=errors)
+        try:
+            with proc.stdout:
+                read_members(proc.stdout, visit)
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+            proc.kill()
+            proc.wait()
+            errors.seek(0)
+            raise not_read_back(location, "%s %s" % (exc, errors.read().decode("utf-8", "replace").strip()[-2000:]))
+        if proc.wait() != 0:
+            errors.seek(0)
+            raise not_read_back(location, "ssh or tar on the repository host exited with %d: %s" % (
+                proc.returncode, errors.read().decode("utf-8", "replace").strip()[-2000:]))
+    if fmt == "tar":
+        # As walk_archives orders them: base.tar first, then each tablespace by oid.
+        for name, (stem, _compression) in sorted(archives, key=lambda a: (a[1][0] != "base", _oid(a[1][0]))):
+            if name not in by_archive:
+                raise not_read_back(location, "%s was not in what the repository sent back" % name)
+            entries.extend(by_archive[name])
+    return fmt, entries
+
+
+def not_read_back(location, why):
+    return BackupError("The copy in %s could not be read back for the backup_manifest: %s" % (location, why),
+                       REMOTE_HINT + " The repository host needs tar (as for the record), the database host zstd "
+                       "for zstd compression.")
+
+
+def _oid(stem):
+    return int(stem) if stem.isdigit() else 0
 
 
 def verify_tar_command(path, backup_dir):
@@ -321,7 +472,7 @@ def verify_copy(backup_dir):
         if not os.path.lexists(path):
             raise BackupError("The backup %s has no backup_manifest: nothing proves its files are those the backup "
                               "wrote." % backup_dir,
-                              "Restore a backup that has one (tar, rsync and copy to a local destination write it), "
+                              "Restore a backup that has one (tar, rsync and copy write it, also into a repository), "
                               "or restore this one unproved with verify: false.", reason="no backup_manifest")
         raise BackupError("Could not read the backup_manifest of %s: %s" % (backup_dir, exc),
                           "Run the restore as root, or check the backup directory's disk.")

@@ -43,7 +43,11 @@ options:
     type: dict
     required: true
   manifest:
-    description: Write C(backup_manifest) for a plain or tar copy (see M(pgexclusive.backup.pg_backup_record)).
+    description:
+      - Write C(backup_manifest) for a plain or tar copy (see M(pgexclusive.backup.pg_backup_record)), after the stop.
+      - With O(repository) on another host, the copy there is read back over ssh (one C(tar -c) on the repository
+        host, checksummed here) and the manifest goes to the repository with the record; this reads the copy's
+        bytes back across the network once.
     type: bool
     default: false
   include_wal:
@@ -156,7 +160,10 @@ path:
   returned: when written
   type: str
 manifest:
-  description: The manifest written (C(path), C(files), C(bytes), C(verify), C(format), C(duration)); null without one.
+  description:
+    - The manifest written (C(path), C(files), C(bytes), C(verify), C(format), C(duration)); null without one.
+    - For a copy in a repository on another host also C(read_back_from) (where it was read) and C(verify_on); its
+      C(verify) command names the repository's paths.
   returned: success
   type: dict
 wal_files:

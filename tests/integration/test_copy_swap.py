@@ -290,4 +290,3 @@ def test_a_tablespace_swapped_before_the_check_is_refused(one_pg, method, scratc
         checks.done()
     finally:
         case.cleanup()
-

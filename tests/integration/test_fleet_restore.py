@@ -82,6 +82,10 @@ def test_a_backup_in_the_repository_restores_onto_another_host(fleet, fleet_host
     label = run.results[source.name]["result"]["label"]
     record = json.loads((fleet.repository_dir / label / "backup.json").read_text())
     assert record["status"] == "complete" and os.path.isdir(fleet.repository_dir / label / "pg_wal")
+    manifest = run.results[source.name]["result"]["manifest"]
+    assert manifest["read_back_from"] == f"{fleet.repository()}/{label}", manifest
+    assert (fleet.repository_dir / label / "backup_manifest").read_text().count('"Path"') == manifest["files"] > 900, \
+        "the copy read back from the repository, its manifest sent there with the record"
 
     live_pid, live_rows = cluster.pid, cluster.value("SELECT count(*) FROM t", dbname=db)
     target_pid = target.cluster.pid
@@ -103,11 +107,13 @@ def test_a_backup_in_the_repository_restores_onto_another_host(fleet, fleet_host
         assert f"Restoring {where}/data.fetch/{label} (label {label})" in restore.output
         assert "promoted" in restore.output
 
+        assert "proved against its backup_manifest by pg_verifybackup" in restore.output, "the fetched copy was proved"
         must_in, must_out = check_restored_rows(restored, db, writer, record["stop_lsn"], what=target.name)
         assert restored.value("SELECT current_setting('archive_mode')") == "off"
     finally:
         restored.stop(mode="fast")
     assert not (where / "data.fetch").exists(), "what the fetch created is removed (restore_fetch_keep false)"
+    assert_a_changed_repository_copy_is_refused(fleet, target, scratch, label, cluster, record, inventory)
 
     assert repository_state(fleet.repository_dir) == repository_before, "the repository changed"
     assert cluster.pid == live_pid and cluster.value("SELECT count(*) FROM t", dbname=db) == live_rows
@@ -118,3 +124,25 @@ def test_a_backup_in_the_repository_restores_onto_another_host(fleet, fleet_host
     print(f"\nbackup of {source.name} (PG{cluster.major}) in the repository, restored on {target.name} over SSH: "
           f"backup {run.seconds:.1f} s, fetch and restore {restore.seconds:.1f} s; rows committed during the backup: "
           f"{must_in} before the stop, {must_out} after it")
+
+
+def assert_a_changed_repository_copy_is_refused(fleet, target, scratch, label, cluster, record, inventory):
+    """A repository host that changes a relation file of the copy: the fetched copy fails its proof, nothing is laid out."""
+    victim = fleet.repository_dir / label / "data" / "global" / "pg_control"
+    original = victim.read_bytes()
+    victim.write_bytes(original[:100] + bytes([original[100] ^ 0xFF]) + original[101:])
+    where = scratch / f"refused-on-{target.name}"
+    try:
+        _port, variables = restore_vars(fleet, target, where, str(cluster.inst.bindir), record["system_identifier"])
+        directory = run_dir(scratch, "restore-changed")
+        (directory / "vars.json").write_text(json.dumps(variables))
+        refused = run_playbook(REPO / "playbooks" / "restore.yml", inventory, directory,
+                               args=["-e", f"@{directory / 'vars.json'}"],
+                               env=ansible_env(ANSIBLE_HOST_KEY_CHECKING="1", ANSIBLE_PIPELINING="0"))
+    finally:
+        victim.write_bytes(original)
+    assert refused.rc != 0, refused.output[-4000:]
+    assert "global/pg_control" in refused.output and (
+        "does not match its backup_manifest" in refused.output or "checksum mismatch" in refused.output), \
+        refused.output[-4000:]
+    assert not (where / "data").exists(), "nothing laid out"

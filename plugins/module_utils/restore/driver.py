@@ -140,4 +140,3 @@ def restore_task(params, check_mode, connect=None):
             if key in engine.result:
                 exc.facts.setdefault(key, engine.result[key])
         raise
-

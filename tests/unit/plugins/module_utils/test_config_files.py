@@ -66,8 +66,8 @@ def test_capture_never_follows_a_link_planted_in_conf_d(tmp_path):
     settings = {"config_file": str(etc / "postgresql.conf"), "hba_file": str(etc / "pg_hba.conf"),
                 "ident_file": str(etc / "pg_ident.conf")}
     captured = cf.capture_config(settings, str(data), str(backup))
-    assert [e["path"] for e in captured["files"]] == [str(etc / "postgresql.conf"), str(etc / "conf.d" / "ok.conf"),
-                                                     str(etc / "pg_hba.conf")]
+    assert [e["path"] for e in captured["files"]] == [
+        str(etc / "postgresql.conf"), str(etc / "conf.d" / "ok.conf"), str(etc / "pg_hba.conf")]
     assert sorted(e["path"] for e in captured["missing"]) == sorted(
         [str(etc / "conf.d" / "evil.conf"), str(tmp_path / "fifo"), str(etc / "pg_ident.conf")])
     stored = [p for p in backup.rglob("*") if p.is_file()]

@@ -61,8 +61,8 @@ def test_three_timelines_chain():
     history3 = "1\t0/4000000\tx\n2\t0/6000100\ty\n"
     assert restore_wal.chain(3, restore_wal.parse_history(history3)) == [(1, 0), (2, 0x4000000), (3, 0x6000100)]
     names = [seg(1, 2), seg(1, 3), seg(2, 4), seg(2, 5), seg(3, 6), seg(3, 7), "00000002.history", "00000003.history"]
-    assert plan(names, {3: history3}) == {"checked": True, "timeline": 3, "gap": None,
-                                         "newest_segment": seg(3, 7), "allowed": False}
+    assert plan(names, {3: history3}) == {
+        "checked": True, "timeline": 3, "gap": None, "newest_segment": seg(3, 7), "allowed": False}
 
 
 def test_what_cannot_be_listed_says_why():
