@@ -24,6 +24,7 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_server 
 
 PROC = "/proc"
 PROGRAMS = ("postgres", "postmaster")
+MAPPING_HINT = " (tablespace_mapping: oid: path)"
 
 
 def relation(target, used):
@@ -122,6 +123,5 @@ def check_not_live(target, what, servers):
             "removes or writes a path a running server uses, not even with force." % (
                 what, target, how, used, path, server["pid"], server["data_directory"]),
             "Give the %s a path of its own, outside every running server's data directory, WAL and tablespaces%s; "
-            "force cannot help here." % (what, " (tablespace_mapping: oid: path)" if what.startswith("tablespace")
-                                          else ""),
+            "force cannot help here." % (what, MAPPING_HINT if what.startswith("tablespace") else ""),
             live_server={"pid": server["pid"], "data_directory": server["data_directory"]}, live_path=path)

@@ -394,9 +394,9 @@ def read_back(remote, remote_dir, outputs):
             with decompressed(tar.extractfile(member), compression, name) as stream:
                 by_archive[name] = archive_entries(stream, "" if stem == "base" else tablespace_prefix(stem))
             return
-        top, _, rest = name.partition("/")
+        top, rest = (name.split("/", 1) + [""])[:2]
         if top == TABLESPACES_SUBDIR:
-            oid, _, rest = rest.partition("/")
+            oid, rest = (rest.split("/", 1) + [""])[:2]
             path = member_path(rest, tablespace_prefix(oid))
         else:
             path = member_path(rest) if top == DATA_SUBDIR else None

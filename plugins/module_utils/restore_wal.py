@@ -23,6 +23,7 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import B
 from ansible_collections.pgexclusive.backup.plugins.module_utils.wal import (
     infer_segment_size, parse_lsn, segment_name, segment_number)
 
+
 def history_name(timeline):
     return "%08X.history" % timeline
 
