@@ -18,6 +18,8 @@ import pytest
 from restore_proof import Writer, add_rows_after, check_restored_rows, create_table, restore_backup
 from runner import REPO, ansible_env, run_dir, start_playbook
 
+from ansible_collections.pgexclusive.backup.plugins.module_utils.manifest import verify_copy
+
 # One fleet per session: with pytest-xdist (--dist loadgroup) these tests share one worker.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("fleet")]
 FORKS = 3
@@ -134,10 +136,13 @@ def check_complete_in_repository(fleet, fleet_host, run, outputs):
     assert record["status"] == "complete" and record["label"] == result["label"]
     assert record["repository"] == f"{fleet.repository()}/{result['label']}" == result["repository"]
     assert record["api"] == fleet_host.cluster.api
-    assert sorted(p.name for p in backup.iterdir()) == sorted(outputs + ["backup.json"])
-    # Nothing of the copy on the database host: dest holds the record (and include_wal's WAL, sent along).
+    assert sorted(p.name for p in backup.iterdir()) == sorted(outputs + ["backup.json", "backup_manifest"])
+    # Nothing of the copy on the database host: dest holds the record and the manifest read back from the
+    # repository (and include_wal's WAL), sent along.
     assert sorted(p.name for p in (fleet_host.dest / result["label"]).iterdir()) == sorted(
-        ["backup.json"] + [name for name in outputs if name == "pg_wal"])
+        ["backup.json", "backup_manifest"] + [name for name in outputs if name == "pg_wal"])
+    assert result["manifest"]["read_back_from"] == record["repository"]
+    assert verify_copy(str(backup))["files"] == result["manifest"]["files"], "the manifest proves the repository's copy"
     return backup, record
 
 
