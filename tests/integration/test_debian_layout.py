@@ -17,13 +17,12 @@ import os
 import time
 from pathlib import Path
 
-import psycopg2
 import pytest
 
 from restore_helpers import insert, make_dir, socket_dir, stop_restored
 from runner import REPO, ROLE_ENV, ansible_env, localhost_inventory, run_dir, run_playbook, run_role
 from testbed import free_port
-from testbed.debian import DebianCluster, as_os_user, run_root
+from testbed.debian import DebianCluster, query_as_postgres, run_root
 from testbed.provision import DEBIAN_BIN
 
 # One worker takes the module: its live cluster and backup are made once.
@@ -134,18 +133,6 @@ def restore_play(h, tmp_path, **variables):
     vars_file.write_text(json.dumps(variables))
     return run_playbook(REPO / "playbooks" / "restore.yml", localhost_inventory(tmp_path / "inventory.yml"),
                         run_dir(tmp_path, "restore"), args=("-e", f"@{vars_file}"), env=ansible_env(**ROLE_ENV))
-
-
-def query_as_postgres(sock, port, sql, db="postgres"):
-    """Rows of ``sql`` on a restored server, as the postgres OS user (peer, as Debian's pg_hba.conf says)."""
-    with as_os_user():
-        conn = psycopg2.connect(host=str(sock), port=port, user="postgres", dbname=db, connect_timeout=10)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-            return cur.fetchall()
-    finally:
-        conn.close()
 
 
 SETTINGS_SQL = ("SELECT name, setting FROM pg_settings WHERE name IN ('config_file', 'hba_file', 'ident_file', "

@@ -122,7 +122,9 @@ def test_a_backup_in_the_repository_restores_onto_another_host(fleet, fleet_host
         "a restored server wrote into the source's archive"
     assert target.cluster.pid == target_pid and target.cluster.value("SELECT 1") == 1, "the target's own server"
     print(f"\nbackup of {source.name} (PG{cluster.major}) in the repository, restored on {target.name} over SSH: "
-          f"backup {run.seconds:.1f} s, fetch and restore {restore.seconds:.1f} s; rows committed during the backup: "
+          f"backup {run.seconds:.1f} s (its manifest read back from the repository in {manifest['duration']:.2f} s, "
+          f"{manifest['files']} files, {manifest['bytes']} bytes), fetch and restore {restore.seconds:.1f} s; "
+          f"rows committed during the backup: "
           f"{must_in} before the stop, {must_out} after it")
 
 

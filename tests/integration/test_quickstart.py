@@ -28,7 +28,7 @@ import pytest
 from restore_helpers import make_dir, stop_restored
 from runner import ANSIBLE_PLAYBOOK, REPO
 from testbed import free_port
-from testbed.debian import ETC, VAR_LIB, as_os_user, run_root
+from testbed.debian import ETC, RUN_DIR, VAR_LIB, query_as_postgres, run_root
 from testbed.osuser import open_to_postgres
 from testbed.provision import provide
 
@@ -114,10 +114,10 @@ def test_the_quick_start_as_written(stock_cluster, testbed_dir, tmp_path):
         assert record["status"] == "complete" and record["verify_restore"]["ok"] is True, record
         assert (home / ".ansible" / "collections" / "ansible_collections" / "pgexclusive" / "backup").is_dir()
 
-        with as_os_user():
-            restored = sql(root / "restore" / "sock", restore_port, "SELECT id FROM quickstart ORDER BY id")
-            live = sql("/var/run/postgresql", port, "SELECT count(*) FROM quickstart")
-            live_state = sql("/var/run/postgresql", port, "SELECT pg_is_in_backup(), pg_is_in_recovery()")
+        restored = query_as_postgres(root / "restore" / "sock", restore_port, "SELECT id FROM quickstart ORDER BY id",
+                                     "backupctl")
+        live = query_as_postgres(RUN_DIR, port, "SELECT count(*) FROM quickstart", "backupctl")
+        live_state = query_as_postgres(RUN_DIR, port, "SELECT pg_is_in_backup(), pg_is_in_recovery()", "backupctl")
         assert [r[0] for r in restored] == list(range(1, 151)), "exactly the rows before the point in time"
         assert live == [(0,)], "the live cluster keeps its own state (after the mistake)"
         assert live_state == [(False, False)]
@@ -131,13 +131,3 @@ def test_the_quick_start_as_written(stock_cluster, testbed_dir, tmp_path):
     finally:
         stop_restored(root / "restore" / "data", inst)
 
-
-def sql(socket, port, query):
-    import psycopg2
-    conn = psycopg2.connect(host=str(socket), port=port, dbname="backupctl", user="postgres")
-    try:
-        with conn.cursor() as cur:
-            cur.execute(query)
-            return cur.fetchall()
-    finally:
-        conn.close()

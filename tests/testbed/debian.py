@@ -59,6 +59,18 @@ def as_os_user(name=OS_USER):
         os.setegid(0)
 
 
+def query_as_postgres(sock, port, sql, db="postgres"):
+    """Rows of ``sql`` on a server's Unix socket, as the postgres OS user (peer, as Debian's pg_hba.conf says)."""
+    with as_os_user():
+        conn = psycopg2.connect(host=str(sock), port=port, user="postgres", dbname=db, connect_timeout=10)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
 def run_root(argv, check=True):
     """A postgresql-common command as root (it changes to the cluster's owner itself)."""
     proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True, check=False)
