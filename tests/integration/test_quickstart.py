@@ -54,7 +54,7 @@ def test_the_quick_start_blocks_are_what_the_test_runs():
     blocks = quickstart_blocks()
     first = blocks[0][1]
     assert "PG=15 CLUSTER=main PORT=5432" in first and "DEST=/srv/pgbackups" in first
-    for _n, block in blocks[1:]:
+    for _number, block in blocks[1:]:
         assert "/srv/" not in block and "5432" not in block, block
 
 
@@ -87,19 +87,19 @@ def test_the_quick_start_as_written(stock_cluster, testbed_dir, tmp_path):
     settings = (f"# Quick start 1 (the test's own)\nPG=15 CLUSTER={name} PORT={port}\n"
                 f"DEST={root}/pgbackups ARCHIVE={root}/wal-archive RESTORE={root}/restore "
                 f"RESTORE_PORT={restore_port}\n")
-    script = "set -euo pipefail\n" + settings + "".join(block for _n, block in quickstart_blocks()[1:])
+    script = "set -euo pipefail\n" + settings + "".join(block for _number, block in quickstart_blocks()[1:])
     # The shell's directory, as a user's would be, one the postgres OS user may enter (runuser keeps it).
     work = make_dir(root / "work")
     home = make_dir(tmp_path / "home")
     build = subprocess.run([str(BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(work), str(REPO)],
-                           capture_output=True, text=True, cwd=str(REPO))
+                           capture_output=True, text=True, cwd=str(REPO), check=False)
     assert build.returncode == 0, build.stdout + build.stderr
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("ANSIBLE_", "PGX_", "PG")) and k != "VIRTUAL_ENV"}
     env.update(HOME=str(home), PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
     try:
         proc = subprocess.run(["bash", "-c", script], cwd=str(work), env=env, capture_output=True, text=True,
-                              timeout=900)
+                              timeout=900, check=False)
         log = f"/var/log/postgresql/postgresql-15-{name}.log"
         output = proc.stdout + proc.stderr + "\n--- " + log + ":\n" + (
             open(log).read()[-3000:] if os.path.exists(log) else "(none)")
@@ -122,7 +122,7 @@ def test_the_quick_start_as_written(stock_cluster, testbed_dir, tmp_path):
         assert live == [(0,)], "the live cluster keeps its own state (after the mistake)"
         assert live_state == [(False, False)]
         assert not (VAR_LIB / "15" / name / "backup_label").exists()
-        assert subprocess.run(["pg_lsclusters", "15", name], capture_output=True, text=True).stdout.count("online") == 1
+        assert run_root(["pg_lsclusters", "15", name]).stdout.count("online") == 1
 
         etc_after = etc_snapshot(conf_dir)
         changed = {k for k in set(etc_before) | set(etc_after) if etc_before.get(k) != etc_after.get(k)}

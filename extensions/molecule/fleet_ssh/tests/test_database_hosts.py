@@ -67,7 +67,10 @@ def test_no_watchdog_or_copy_of_the_run_is_left(host, variables, result):
 def test_the_host_keeps_the_record_only(host, result):
     backup_dir = host.file(result["backup_dir"])
     assert (backup_dir.user, backup_dir.mode) == ("root", 0o700)
-    assert backup_dir.listdir() == ["backup.json"], "the copy went to the repository, not to the database host"
+    # The copy went to the repository; the host keeps the record and the manifest read back from the repository.
+    assert sorted(backup_dir.listdir()) == ["backup.json", "backup_manifest"]
+    manifest = host.file(f"{result['backup_dir']}/backup_manifest")
+    assert manifest.content_string.count('"Path"') == result["manifest"]["files"] > 900
     record = host.file(f"{result['backup_dir']}/backup.json")
     assert (record.user, record.mode) == ("root", 0o644)
     assert json.loads(record.content_string) == result["record"]

@@ -23,8 +23,8 @@ def test_each_backup_is_the_copy_and_its_record_written_last(host, results):
         backup = host.file(path)
         assert (backup.user, backup.mode) == (login, 0o700), name
         # No backup.json.part: the record was renamed into place whole.
-        assert sorted(backup.listdir()) == ["backup.json", "base.tar.gz"], name
-        for member in ("backup.json", "base.tar.gz"):
+        assert sorted(backup.listdir()) == ["backup.json", "backup_manifest", "base.tar.gz"], name
+        for member in ("backup.json", "backup_manifest", "base.tar.gz"):
             stored = host.file(f"{path}/{member}")
             assert (stored.user, stored.mode) == (login, 0o600), (name, member)
         record = json.loads(host.file(f"{path}/backup.json").content_string)
