@@ -45,7 +45,7 @@ def quickstart_blocks():
     section = text[text.index("## Quick start\n"):]
     section = section[:section.index("\n## ", 1)]
     blocks = [(int(m.group(2)), m.group(1)) for m in BLOCK.finditer(section)]
-    assert [n for n, _ in blocks] == list(range(1, len(blocks) + 1)) and len(blocks) >= 7, blocks
+    assert [number for number, _block in blocks] == list(range(1, len(blocks) + 1)) and len(blocks) >= 7, blocks
     return blocks
 
 
@@ -130,4 +130,3 @@ def test_the_quick_start_as_written(stock_cluster, testbed_dir, tmp_path):
         assert etc_after["pg_ident.conf"].endswith(b"pgbackup root pgx_backup\n")
     finally:
         stop_restored(root / "restore" / "data", inst)
-
