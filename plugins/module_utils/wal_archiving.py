@@ -30,6 +30,8 @@ SETTINGS_QUERY = "SELECT name, setting FROM pg_catalog.pg_settings WHERE name = 
 ARCHIVER_QUERY = (
     "SELECT archived_count, last_archived_wal, last_archived_time, failed_count,"
     " last_failed_wal, last_failed_time, stats_reset FROM pg_catalog.pg_stat_archiver")
+# PostgreSQL's archiver tries a segment this many times in a row, then sleeps a minute (pgarch.c).
+ARCHIVER_RETRIES = 3
 ARCHIVER_COLUMNS = ("archived_count", "last_archived_wal", "last_archived_time", "failed_count",
                     "last_failed_wal", "last_failed_time", "stats_reset")
 # pg_wal/archive_status/*.done is only listed for superusers and pg_monitor;
@@ -91,22 +93,49 @@ def read_archive_settings(session):
     return dict((name, found.get(name)) for name in SETTINGS)
 
 
-def wait_until_archived(session, wal_files, timeout, deadline=None):
+def given_up(first, now):
+    """The segment the archiver has failed on ARCHIVER_RETRIES times since ``first`` without archiving anything,
+    or None: the archiver then sleeps a minute before it tries again, so a check before the start need not wait.
+
+    ``first`` and ``now`` are read_archiver's states at the start of a wait and now.
+    """
+    failures = int(now["failed_count"] or 0) - int(first["failed_count"] or 0)
+    archived = int(now["archived_count"] or 0) - int(first["archived_count"] or 0)
+    if failures >= ARCHIVER_RETRIES and not archived and now["last_failed_wal"]:
+        return now["last_failed_wal"]
+    return None
+
+
+def wait_until_archived(session, wal_files, timeout, deadline=None, fail_fast=False):
     """Poll until every file of ``wal_files`` is archived; return the archiver's last state.
 
     Raises BackupError naming what is missing and the archiver's last failure
     when ``timeout`` seconds pass first, or when ``deadline`` (time.monotonic(),
     of a wait that began earlier) passes: then the files are looked at once.
+    With ``fail_fast`` (a check before any backup started, nothing to lose) it
+    also raises as soon as the archiver has given up for now (given_up), with
+    ``gave_up_on`` set.
     """
     may_list = session.value(STATUS_DIR_ALLOWED)
     if deadline is None:
         deadline = time.monotonic() + timeout
+    first = None
     while True:
         archiver = read_archiver(session)
+        first = first or archiver
         done = [row[0] for row in session.rows(STATUS_DIR_QUERY, ([n + ".done" for n in wal_files],))] if may_list else []
         missing = not_yet_archived(wal_files, archiver["last_archived_wal"], done)
         if not missing:
             return archiver
+        failing = given_up(first, archiver) if fail_fast else None
+        if failing:
+            raise BackupError(
+                "The archiver failed %d times in a row on %s (last at %s) and now waits a minute before it tries "
+                "again." % (int(archiver["failed_count"]) - int(first["failed_count"]), failing,
+                            archiver["last_failed_time"]),
+                "Fix archive_command (see the server log).", missing_wal_files=missing, gave_up_on=failing,
+                last_failed_wal=failing, last_failed_time=_text(archiver["last_failed_time"]),
+                last_archived_wal=archiver["last_archived_wal"], archiver=_texts(archiver))
         if time.monotonic() >= deadline:
             raise BackupError(
                 "The backup is stopped, but %s did not reach the WAL archive within %s seconds; "
@@ -118,12 +147,16 @@ def wait_until_archived(session, wal_files, timeout, deadline=None):
                 missing_wal_files=missing,
                 last_failed_wal=archiver["last_failed_wal"],
                 last_failed_time=_text(archiver["last_failed_time"]),
-                last_archived_wal=archiver["last_archived_wal"])
+                last_archived_wal=archiver["last_archived_wal"], archiver=_texts(archiver))
         time.sleep(POLL_SECONDS)
 
 
 def _text(value):
     return None if value is None else str(value)
+
+
+def _texts(archiver):
+    return dict((k, _text(v)) for k, v in archiver.items())
 
 
 def check_argument_spec():
@@ -158,8 +191,7 @@ def check(session, mode, label, timeout):
     settings = read_archive_settings(session)
     archiver = read_archiver(session)
     healthy, reason = archiving_health(settings, archiver)
-    facts = {"mode": mode, "healthy": healthy, "reason": reason, "settings": settings,
-             "archiver": dict((k, None if v is None else str(v)) for k, v in archiver.items())}
+    facts = {"mode": mode, "healthy": healthy, "reason": reason, "settings": settings, "archiver": _texts(archiver)}
     if not healthy:
         raise BackupError("WAL archiving is not healthy, so no backup was started: %s" % reason,
                           "Fix archiving first: a backup whose WAL is not archived cannot be restored.", **facts)
@@ -167,13 +199,19 @@ def check(session, mode, label, timeout):
         session.rows(RESTORE_POINT_SQL, (restore_point_name(label),))
         segment = session.value(SWITCH_SQL)
         try:
-            wait_until_archived(session, [segment], timeout)
+            wait_until_archived(session, [segment], timeout, fail_fast=True)
         except BackupError as exc:
-            raise BackupError(
-                "WAL archiving does not work, so no backup was started: segment %s was not archived within %s "
-                "seconds (the archiver's last failure: %s)." % (segment, timeout, exc.facts.get("last_failed_wal") or "none"),
-                "Check archive_command and the server log; rerun when pg_stat_archiver shows the segment archived.",
-                switched_wal_file=segment, **facts)
+            # What the archiver did during the wait, not what it had done before the switch.
+            facts.update(archiver=exc.facts["archiver"], healthy=False, reason=exc.msg)
+            if exc.facts.get("gave_up_on"):
+                message = ("WAL archiving does not work, so no backup was started: after the switch to segment %s, "
+                           "%s" % (segment, exc.msg[0].lower() + exc.msg[1:]))
+            else:
+                message = ("WAL archiving does not work, so no backup was started: segment %s was not archived "
+                           "within %s seconds (the archiver's last failure: %s)."
+                           % (segment, timeout, exc.facts.get("last_failed_wal") or "none"))
+            raise BackupError(message, "Check archive_command and the server log; rerun when pg_stat_archiver "
+                              "shows the segment archived.", switched_wal_file=segment, **facts)
         facts["switched_wal_file"] = segment
         facts["reason"] = "segment %s reached the archive" % segment
     return facts

@@ -163,12 +163,18 @@ def test_clear_refuses_a_running_server_and_a_foreign_label(one_pg, scratch):
 
 
 def test_archive_failing_before_the_backup_refuses_it(one_pg, runs):
+    """The archiver gives up for a minute after three failures in a row: the check says so then, long before
+    its archive timeout, since no backup is waiting on it."""
     pg = one_pg
     pg.break_archiving()
-    run = runs(pg, exclusive_backup_verify_archiving="active", exclusive_backup_archive_timeout=5).wait()
+    run = runs(pg, exclusive_backup_verify_archiving="active", exclusive_backup_archive_timeout=240).wait()
     assert run.rc != 0 and not pg.in_backup()
     assert "no backup was started" in run.output, run.output[-3000:]
-    print("\nMEASURED archive broken before: refused in %.1f s; %s" % (run.seconds, _failure_line(run.output)))
+    assert "times in a row on" in run.output and "now waits a minute before it tries again" in run.output, \
+        run.output[-3000:]
+    assert run.seconds < 60, f"refused after {run.seconds:.1f} s: the check waited for its timeout"
+    print("\nMEASURED archive broken before: refused in %.1f s (archive_timeout 240); %s"
+          % (run.seconds, _failure_line(run.output)))
 
 
 def test_archive_failing_during_the_backup_names_the_missing_segment(one_pg, scratch):

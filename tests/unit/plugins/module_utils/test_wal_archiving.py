@@ -1,7 +1,7 @@
 from datetime import datetime, timedelta
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.wal_archiving import (
-    archiving_health, not_yet_archived, restore_point_name)
+    archiving_health, given_up, not_yet_archived, restore_point_name)
 
 T0 = datetime(2026, 11, 21, 10, 0, 0)
 GOOD = {"wal_level": "replica", "archive_mode": "on", "archive_command": "cp %p /a/%f", "archive_library": None}
@@ -66,3 +66,17 @@ def test_not_yet_archived_uses_the_archiver_or_done_files():
 def test_restore_point_name_fits():
     assert restore_point_name("x") == "pgx-verify x"
     assert len(restore_point_name("é" * 100).encode("utf-8")) <= 63
+
+
+def state(archived, failed, last_failed=None):
+    return {"archived_count": archived, "failed_count": failed, "last_failed_wal": last_failed}
+
+
+def test_the_archiver_gives_up_after_three_failures_in_a_row():
+    seg = "000000010000000000000005"
+    first = state(7, 2, "000000010000000000000001")
+    assert given_up(first, state(7, 4, seg)) is None, "two failures: it tries once more at once"
+    assert given_up(first, state(7, 5, seg)) == seg
+    assert given_up(first, state(8, 5, seg)) is None, "it archived something meanwhile: not stuck"
+    assert given_up(state(0, 0), state(0, 3, seg)) == seg
+    assert given_up(state(None, None), state(None, None)) is None
