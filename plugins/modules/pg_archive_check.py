@@ -14,7 +14,8 @@ description:
   - V(passive) reads the archive settings and C(pg_stat_archiver) and fails when archiving is off,
     has no command or library, or its last attempt failed.
   - V(active) does the same, then creates a restore point (so the WAL switch is never a no-op),
-    switches WAL and waits up to O(timeout) seconds until that segment is archived.
+    switches WAL and waits up to O(timeout) seconds until that segment is archived; it fails sooner when
+    PostgreSQL's archiver has failed three times in a row (it then sleeps a minute before trying again).
   - Fails with what is wrong and what to do; a backup should not start when this fails.
 version_added: 0.1.0
 author: pgexclusive.backup maintainers (@pgexclusive)
@@ -31,7 +32,7 @@ options:
     type: str
     default: pgexclusive.backup
   timeout:
-    description: Seconds to wait for the switched segment to be archived (active).
+    description: Seconds to wait for the switched segment to be archived (active); the check fails sooner once the archiver has failed three times in a row.
     type: int
     default: 60
 notes:

@@ -60,7 +60,7 @@ options:
     choices: [active, passive, skip]
     default: active
   archive_timeout:
-    description: Seconds the C(active) check waits for the switched segment to be archived.
+    description: Seconds the C(active) check waits for the switched segment to be archived; it fails sooner once the archiver has failed three times in a row.
     type: int
     default: 60
   create_extension:
