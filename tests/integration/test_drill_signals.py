@@ -186,7 +186,17 @@ def test_a_drill_whose_recovery_fails_stops_its_server(pg, drill):
 def test_a_drill_whose_wal_is_damaged_stops_its_server(pg, scratch, drill):
     backup_dir, stop_wal_file, parent = drill
     archive = scratch / "damaged-archive"
-    subprocess.run(["cp", "-a", str(pg.archive_dir), str(archive)], check=True)
+    archive.mkdir()
+    # The live archiver writes <segment>.part and renames it meanwhile: copy the archived files only, each once.
+    for path in sorted(pg.archive_dir.iterdir()):
+        if not path.name.endswith(".part"):
+            try:
+                shutil.copy2(path, archive / path.name)
+                owner = path.stat()
+            except FileNotFoundError:
+                continue
+            os.chown(archive / path.name, owner.st_uid, owner.st_gid)
+    chown_postgres(archive)
     size = (archive / stop_wal_file).stat().st_size
     (archive / stop_wal_file).write_bytes(b"\0" * size)
     with pytest.raises(BackupError) as caught:
