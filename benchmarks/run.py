@@ -49,7 +49,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.append(str(REPO / "tests" / "integration"))  # after tests/: its conftest is the one imported
 
 import conftest  # noqa: E402  links the collection into tests/output for ansible-playbook
-from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_records import DEFAULT_STATE_DIR  # noqa: E402
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop.records import DEFAULT_STATE_DIR  # noqa: E402
 from ansible_collections.pgexclusive.backup.plugins.module_utils.data_directory import system_identifier  # noqa: E402
 from fleet import Fleet  # noqa: E402
 from testbed import Cluster, provide, stop_all  # noqa: E402

@@ -37,7 +37,7 @@ from runner import ANSIBLE_PLAYBOOK, ansible_env  # noqa: E402
 from testbed import Cluster, TestbedError, provide, stop_all  # noqa: E402
 from testbed.osuser import chown_postgres  # noqa: E402
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_server import postmaster_pid  # noqa: E402
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.server import postmaster_pid  # noqa: E402
 
 ROWS = 10000
 BATCH = 100

@@ -16,7 +16,7 @@ __metaclass__ = type
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_lease import renewal_outcome
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop.lease import renewal_outcome
 from ansible_collections.pgexclusive.backup.plugins.plugin_utils import lease_keeper
 
 display = Display()

@@ -11,7 +11,7 @@ it is installed ('extension'). Anything else is 'none'.
 pg_stop_backup and the safety stop's watchdog both stop through guarded_stop
 under stop_lock, within a time limit: the extension's stop waits for the WAL
 archive, without end while archiving fails. Standard library only: the
-watchdog process runs this file's source outside Ansible (see safety_stop_watchdog.py), so the statements run
+watchdog process runs this file's source outside Ansible (see safety_stop/watchdog.py), so the statements run
 through a ``value(sql, args)`` callable each caller brings.
 """
 
@@ -45,7 +45,7 @@ START_SQL = {
     NATIVE: "SELECT pg_catalog.pg_start_backup(%s, %s, true)::text",
     EXTENSION: "SELECT pg_catalog.pg_start_backup(%s, %s)::text",
 }
-# The native stop is told not to wait: wal_archiving.py waits for both APIs.
+# The native stop is told not to wait: wal/archiving.py waits for both APIs.
 STOP_SQL = {
     NATIVE: "SELECT lsn::text FROM pg_catalog.pg_stop_backup(true, false)",
     EXTENSION: "SELECT pg_catalog.pg_stop_backup()::text",

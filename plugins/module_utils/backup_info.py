@@ -8,16 +8,16 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils import backup_api, config_files
-from ansible_collections.pgexclusive.backup.plugins.module_utils.wal_archiving import (
+from ansible_collections.pgexclusive.backup.plugins.module_utils.wal.archiving import (
     archiving_health, read_archive_settings, read_archiver)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import tablespace
-from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_session import open_server
-from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_records import DEFAULT_STATE_DIR, describe_record
+from ansible_collections.pgexclusive.backup.plugins.module_utils.session.backup_session import open_server
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop.records import DEFAULT_STATE_DIR, describe_record
 from ansible_collections.pgexclusive.backup.plugins.module_utils.connection import connection_argument_spec, with_queries
 from ansible_collections.pgexclusive.backup.plugins.module_utils.data_directory import (
     advice, age_offline, read_data_directory, system_identifier)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
-from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop import all_reports, cluster_id
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop.arming import all_reports, cluster_id
 
 TABLESPACES_QUERY = (
     "SELECT oid::bigint, spcname, pg_catalog.pg_tablespace_location(oid) FROM pg_catalog.pg_tablespace"

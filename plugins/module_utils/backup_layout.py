@@ -75,3 +75,28 @@ def copy_format(backup_dir):
         return "plain"
     names = os.listdir(backup_dir) if os.path.isdir(backup_dir) else []
     return "tar" if any((tar_archive(name) or ("",))[0] == "base" for name in names) else None
+
+
+def _tar_archives(backup_dir):
+    """stem ('base' | '<oid>' | 'pg_wal') -> file name, for the tar layout's archives in ``backup_dir``."""
+    names = sorted(os.listdir(backup_dir)) if os.path.isdir(backup_dir) else []
+    return {found[0]: name for name, found in ((name, tar_archive(name)) for name in names) if found}
+
+
+def base_tar(backup_dir):
+    """The file name of the data directory's archive (base.tar[.gz|.zst]), or None."""
+    return _tar_archives(backup_dir).get("base")
+
+
+def wal_tar(backup_dir):
+    """The path of the WAL archive (pg_wal.tar[.gz|.zst], include_wal), or None."""
+    name = _tar_archives(backup_dir).get("pg_wal")
+    return os.path.join(backup_dir, name) if name else None
+
+
+def backup_tablespaces(backup_dir):
+    """oid -> the tablespace's copy in the backup: a directory (plain) or an archive (tar)."""
+    if copy_format(backup_dir) == "plain":
+        plain = os.path.join(backup_dir, TABLESPACES_SUBDIR)
+        return {oid: os.path.join(plain, oid) for oid in os.listdir(plain)} if os.path.isdir(plain) else {}
+    return {stem: os.path.join(backup_dir, name) for stem, name in _tar_archives(backup_dir).items() if stem.isdigit()}

@@ -25,11 +25,11 @@ import zlib
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import (
     LABEL_FILE, TABLESPACE_MAP, parse_backup_label)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout import (
-    DATA_SUBDIR, RESTORABLE_LABEL_FILE, copy_format, tar_archive)
+    DATA_SUBDIR, RESTORABLE_LABEL_FILE, base_tar, copy_format, tar_archive)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.pgexclusive.backup.plugins.module_utils.manifest import archive_stream, member_path
-from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_layout import base_tar, open_beneath
-from ansible_collections.pgexclusive.backup.plugins.module_utils.wal import parse_lsn
+from ansible_collections.pgexclusive.backup.plugins.module_utils.beneath import open_beneath
+from ansible_collections.pgexclusive.backup.plugins.module_utils.wal.arithmetic import parse_lsn
 
 # The copy's own files the choice and the restore's targets read before anything is laid out.
 LABEL_FILES = (LABEL_FILE, TABLESPACE_MAP)

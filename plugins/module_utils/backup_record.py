@@ -4,7 +4,7 @@
 
 """backup.json: its schema, when a backup may be called complete, and writing it last and durably.
 
-The WAL a backup includes is backup_wal.py's, retention is retention.py's.
+The WAL a backup includes is wal/backup_wal.py's, retention is retention.py's.
 Besides the facts of the backup, backup.json keeps the history of its restore
 drills (``checks``), appended one entry per drill and never touching the rest.
 """

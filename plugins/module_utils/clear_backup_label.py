@@ -22,9 +22,9 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout i
 from ansible_collections.pgexclusive.backup.plugins.module_utils.data_directory import (
     postmaster_running, read_data_directory, system_identifier)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
-from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_records import (
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop.records import (
     DEFAULT_STATE_DIR, EXPIRED_UNREACHABLE, RUNNING, now_iso, read_record, record_path, update_record)
-from ansible_collections.pgexclusive.backup.plugins.module_utils.wal import same_lsn
+from ansible_collections.pgexclusive.backup.plugins.module_utils.wal.arithmetic import same_lsn
 
 
 def clear_argument_spec():

@@ -248,7 +248,7 @@ def _copy_file(path, target, check_mode):
 # -- what a restore writes ------------------------------------------------------------------------------
 
 # Settings that name the source cluster's own files or identity, and archiving into its live archive: a
-# restored configuration keeps none of them (restore_target.py's settings turn archiving off).
+# restored configuration keeps none of them (restore/recovery_target.py's settings turn archiving off).
 SOURCE_SETTINGS = ("data_directory", "hba_file", "ident_file", "external_pid_file", "cluster_name",
                    "stats_temp_directory", "archive_command", "archive_library", "archive_cleanup_command")
 RESTORE_MARK = "# pgexclusive.backup restore: "

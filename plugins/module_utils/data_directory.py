@@ -20,7 +20,7 @@ import time
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import (
     LABEL_FILE, TABLESPACE_MAP, describe_backup, parse_backup_label, parse_tablespace_map, start_time_epoch, tablespace)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
-from ansible_collections.pgexclusive.backup.plugins.module_utils.wal import infer_segment_size, segment_of
+from ansible_collections.pgexclusive.backup.plugins.module_utils.wal.arithmetic import infer_segment_size, segment_of
 
 SIGNAL_FILES = ("standby.signal", "recovery.signal")
 POSTMASTER_PID = "postmaster.pid"
@@ -96,7 +96,7 @@ def _postmaster_pid_fact(path):
 def system_identifier(path):
     """The cluster's system identifier: the first field of global/pg_control, in the host's byte order.
 
-    It names the cluster's state records (safety_stop_records.py) also when the server is down.
+    It names the cluster's state records (safety_stop/records.py) also when the server is down.
     """
     try:
         with open(os.path.join(path, "global", "pg_control"), "rb") as handle:

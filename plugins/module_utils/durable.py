@@ -9,7 +9,7 @@ stable storage and backup.json, written last, is too. A rename is durable only
 once its directory is fsynced.
 
 Standard library only: the watchdog process loads this file's source outside
-Ansible (see safety_stop_watchdog.py).
+Ansible (see safety_stop/watchdog.py).
 """
 
 from __future__ import absolute_import, division, print_function

@@ -25,10 +25,10 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils import connecti
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout import COMPRESSIONS
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_record import (
     COMPLETE, FAILED, facts_from_results, record_backup)
-from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_wal import backup_wal
+from ansible_collections.pgexclusive.backup.plugins.module_utils.wal.backup_wal import backup_wal
 from ansible_collections.pgexclusive.backup.plugins.module_utils.config_files import capture_config
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
-from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_check import (
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.verify_restore import (
     check_options as drill_check_options, verify_restore_task)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.retention import apply_retention
 

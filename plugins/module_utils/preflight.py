@@ -19,18 +19,19 @@ import pwd
 import shutil
 import tempfile
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils import backup_api, wal_archiving
+from ansible_collections.pgexclusive.backup.plugins.module_utils import backup_api
+from ansible_collections.pgexclusive.backup.plugins.module_utils.wal import archiving as wal_archiving
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_files import is_excluded
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout import COMPRESSIONS
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_info import add_state_records, info_argument_spec, online_info
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_record import RECORD_FILE
-from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_session import open_server
+from ansible_collections.pgexclusive.backup.plugins.module_utils.session.backup_session import open_server
 from ansible_collections.pgexclusive.backup.plugins.module_utils.connection import with_queries
-from ansible_collections.pgexclusive.backup.plugins.module_utils.copy import METHODS
+from ansible_collections.pgexclusive.backup.plugins.module_utils.copy.backup_copy import METHODS
 from ansible_collections.pgexclusive.backup.plugins.module_utils.data_directory import tablespace_links
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.pgexclusive.backup.plugins.module_utils.repository import Repository
-from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop import cluster_id
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop.arming import cluster_id
 
 SKIP = "skip"
 ARCHIVE_MODES = wal_archiving.MODES + (SKIP,)

@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout import RECORD_FILE, STAGING_SUBDIR
-from ansible_collections.pgexclusive.backup.plugins.module_utils.copy_io import FAILED_HINT, pipe_stream
+from ansible_collections.pgexclusive.backup.plugins.module_utils.copy.io import FAILED_HINT, pipe_stream
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 
 REMOTE_HINT = ("Check, as root on the database host, that 'ssh' with the same user, key and options reaches the "

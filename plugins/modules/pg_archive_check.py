@@ -77,7 +77,7 @@ queries:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils.wal_archiving import check_argument_spec, verify_archiving
+from ansible_collections.pgexclusive.backup.plugins.module_utils.wal import check_argument_spec, verify_archiving
 from ansible_collections.pgexclusive.backup.plugins.module_utils.module_runner import run_module
 
 

@@ -269,7 +269,7 @@ restore_hint:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils.copy import COPY_REQUIRED_IF, copy_argument_spec, copy_backup
+from ansible_collections.pgexclusive.backup.plugins.module_utils.copy.backup_copy import COPY_REQUIRED_IF, copy_argument_spec, copy_backup
 from ansible_collections.pgexclusive.backup.plugins.module_utils.module_runner import run_module
 
 

@@ -75,7 +75,7 @@ location:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_wal import backup_wal, wal_argument_spec
+from ansible_collections.pgexclusive.backup.plugins.module_utils.wal.backup_wal import backup_wal, wal_argument_spec
 from ansible_collections.pgexclusive.backup.plugins.module_utils.module_runner import run_module
 
 

@@ -15,7 +15,7 @@ description:
     (O(repository), C([user@]host:/path), as C(exclusive_backup_repository) writes it) with rsync over ssh, as the
     user it runs as (root, with C(become)), with O(ssh_user), O(ssh_key) and O(ssh_options).
   - O(repository) names a backup directory (it holds C(backup.json)) or a destination. Only the C(backup.json) files
-    there are read first; the choice is M(pgexclusive.backup.pg_restore)'s own, on the target host - the newest
+    there are read first; the choice is M(pgexclusive.backup.pg_backup_restore)'s own, on the target host - the newest
     C(complete) backup of the cluster O(system_identifier) under a destination, and a backup that is not complete
     is refused unless O(allow_incomplete).
   - The backup goes into C(<fetch_dir>/<label>/), its C(backup.json) last. A staged copy of the same backup left by
@@ -83,7 +83,7 @@ EXAMPLES = r'''
 
 RETURN = r'''
 backup_dir:
-  description: The staged backup, C(<fetch_dir>/<label>); give it to M(pgexclusive.backup.pg_restore).
+  description: The staged backup, C(<fetch_dir>/<label>); give it to M(pgexclusive.backup.pg_backup_restore).
   returned: success, and on a failure after the backup was chosen
   type: str
 label:
@@ -121,7 +121,7 @@ commands:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.module_runner import run_module
-from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_fetch import fetch_argument_spec, fetch_task
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.fetch import fetch_argument_spec, fetch_task
 
 
 def main():

@@ -275,7 +275,7 @@ queries:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_session import (
+from ansible_collections.pgexclusive.backup.plugins.module_utils.session import (
     start_argument_spec, start_backup)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.module_runner import run_module
 

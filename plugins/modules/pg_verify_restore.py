@@ -11,7 +11,7 @@ DOCUMENTATION = r'''
 module: pg_verify_restore
 short_description: Restore drill - restore an exclusive backup into a throwaway server, run SQL checks, keep the result
 description:
-  - The restore drill. Runs the restore engine (the same code as M(pgexclusive.backup.pg_restore)) into a scratch
+  - The restore drill. Runs the restore engine (the same code as M(pgexclusive.backup.pg_backup_restore)) into a scratch
     directory, starts a throwaway server on the copy as the owner of the live data directory, on a free port, on a
     private Unix socket only, with C(recovery_target = 'immediate') and C(recovery_target_action = 'promote'), runs
     the O(checks) on it once it is promoted, then stops it by its PID and removes the scratch directory (unless
@@ -195,7 +195,7 @@ log:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.module_runner import run_module
-from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_check import (
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.verify_restore import (
     verify_restore_argument_spec, verify_restore_task)
 
 

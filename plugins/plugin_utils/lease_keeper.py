@@ -25,7 +25,7 @@ import os
 import threading
 import time
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_lease import ENDED, RENEWED
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop.lease import ENDED, RENEWED
 
 # Why keep() returned.
 CONTROLLER_GONE = "controller-gone"

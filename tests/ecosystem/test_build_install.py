@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_records import DEFAULT_STATE_DIR
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop.records import DEFAULT_STATE_DIR
 from ansible_collections.pgexclusive.backup.plugins.module_utils.data_directory import system_identifier
 from testbed.fixtures import SELECTED
 from tooling import BIN, OUTPUT, REPO, run, shown
@@ -31,7 +31,7 @@ NEVER_SHIPPED = re.compile(r"(^|/)(\.git|\.venv|\.pytest_cache|__pycache__)(/|$)
 MUST_SHIP = ["MANIFEST.json", "FILES.json", "meta/runtime.yml", "playbooks/backup.yml",
              "roles/exclusive_backup/meta/argument_specs.yml", "roles/exclusive_backup/tasks/main.yml",
              "plugins/modules/pg_start_backup.py", "plugins/modules/pg_stop_backup.py",
-             "plugins/module_utils/backup_session.py", "plugins/doc_fragments/connection.py",
+             "plugins/module_utils/session/backup_session.py", "plugins/doc_fragments/connection.py",
              "README.md", "CHANGELOG.rst"]
 
 

@@ -58,7 +58,8 @@ def test_role_readme_and_defaults_follow_the_argument_specs(role):
 
 
 def _module_spec(name):
-    from ansible_collections.pgexclusive.backup.plugins.module_utils import copy, preflight, restore
+    from ansible_collections.pgexclusive.backup.plugins.module_utils import preflight, restore
+    from ansible_collections.pgexclusive.backup.plugins.module_utils.copy import backup_copy as copy
     return {"copy": copy.copy_argument_spec, "preflight": preflight.preflight_argument_spec,
             "restore": restore.restore_argument_spec}[name]()
 

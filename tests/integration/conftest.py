@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_records import DEFAULT_STATE_DIR
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop.records import DEFAULT_STATE_DIR
 from ansible_collections.pgexclusive.backup.plugins.module_utils.data_directory import system_identifier
 from runner import start_role
 from testbed.fixtures import (  # noqa: F401  pylint: disable=unused-import

@@ -13,7 +13,7 @@ from pathlib import Path
 from testbed import free_port
 from testbed.osuser import as_postgres, chown_postgres
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_server import alive, postmaster_pid
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.server import alive, postmaster_pid
 
 
 def insert(cluster, db, first, last, phase):

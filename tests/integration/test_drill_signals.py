@@ -24,8 +24,8 @@ import pytest
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import LABEL_FILE, restorable_label
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
-from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_check import verify_restore
-from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_server import as_user
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.verify_restore import verify_restore
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.server import as_user
 from testbed.osuser import OS_USER, chown_postgres
 
 # Run as postgres: once the drill server's postmaster.pid holds its port and socket lines, put the victim's

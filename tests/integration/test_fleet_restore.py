@@ -27,7 +27,7 @@ from test_fleet import prepare_table, run_backup
 from testbed import Cluster, free_port
 from testbed.osuser import chown_postgres
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_server import postmaster_pid
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.server import postmaster_pid
 
 # One fleet per session: with pytest-xdist (--dist loadgroup) these tests share one worker.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("fleet")]

@@ -1,4 +1,4 @@
-"""Hostile backups against the real pg_restore module, run as root: a backup is data, never a key to the host.
+"""Hostile backups against the real pg_backup_restore module, run as root: a backup is data, never a key to the host.
 
 Per major, one tar backup (compression none) and one plain copy taken by the
 exclusive_backup role of a database with a table in a tablespace. From them,
@@ -182,7 +182,7 @@ def hostile(request, clusters, testbed_dir):
                 restored.append(target / "data")
                 sock = socket_dir(root / ("sock-%d" % len(tasks)))
                 tasks.append(task(
-                    "pg_restore", backup_dir=str(h.backup[case]), data_directory=str(target / "data"),
+                    "pg_backup_restore", backup_dir=str(h.backup[case]), data_directory=str(target / "data"),
                     tablespace_mapping={oid: str(target / "ts")}, wal_archive_dir=str(pg.archive_dir),
                     bindir=str(Path(pg.inst.tool("pg_ctl")).parent), verify=False, timeout=120,
                     settings={"port": str(restore_port()), "listen_addresses": "", "unix_socket_directories": str(sock),

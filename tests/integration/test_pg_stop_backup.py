@@ -19,7 +19,7 @@ def test_stop_waits_until_wal_and_history_file_are_archived(pg):
     ])
     assert stopped["changed"] is True and stopped["archived"] is True, stopped.get("msg")
     assert stopped["label"] == label and not pg.in_backup()
-    # The server's own arithmetic agrees with wal.py's.
+    # The server's own arithmetic agrees with wal/arithmetic.py's.
     assert stopped["stop_wal_file"] == pg.walfile(stopped["stop_lsn"])
     assert stopped["backup_history_file"] == "%s.%08X.backup" % (
         started["start_wal_file"], int(started["start_lsn"].split("/")[1], 16) % (16 * 1024 * 1024))

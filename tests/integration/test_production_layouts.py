@@ -551,7 +551,7 @@ def test_symlink_swapped_in_during_the_copy_never_copies_its_target(one_pg, data
                                                                     monkeypatch):
     """The copy method, in process with a hook at the race's window: the data directory's regular
     file becomes a link to a root-only file between the copy's look at it and its read."""
-    from ansible_collections.pgexclusive.backup.plugins.module_utils.copy import Copier
+    from ansible_collections.pgexclusive.backup.plugins.module_utils.copy.backup_copy import Copier
     from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 
     pg = one_pg

@@ -1,4 +1,4 @@
-"""The restore engine (pg_restore, the restore role, playbooks/restore.yml) against real servers, every major.
+"""The restore engine (pg_backup_restore, the restore role, playbooks/restore.yml) against real servers, every major.
 
 Per major, one cluster of this file's own (pg_wal outside the data directory,
 a table in a tablespace) and one tar+zstd backup taken by the exclusive_backup
@@ -148,7 +148,7 @@ def history(request, testbed_dir):
             params = {k: v for k, v in params.items() if v is not None}
             if case not in ("running",):
                 restored_dirs.append(Path(params["data_directory"]))
-            tasks.append(task("pg_restore", **params))
+            tasks.append(task("pg_backup_restore", **params))
         h.ts_before = tree_listing(h.ts_live)
         h.live_before = live_paths(h)
         open_to_postgres(root)

@@ -1,4 +1,4 @@
-"""Recovery targets of the restore engine (pg_restore) against real servers, every major (issue 13).
+"""Recovery targets of the restore engine (pg_backup_restore) against real servers, every major (issue 13).
 
 Per major, one cluster of this file's own (track_commit_timestamp on, for
 exact commit times) and one tar backup taken by the exclusive_backup role;
@@ -35,7 +35,7 @@ from testbed import Cluster, provide
 from testbed.osuser import as_postgres, chown_postgres, open_to_postgres
 from testbed.fixtures import SELECTED
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_server import acting_as, listening, running_postmaster
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.server import acting_as, listening, running_postmaster
 
 BEFORE = set(range(1, 101))
 BATCH1 = set(range(1001, 1101))
@@ -103,7 +103,7 @@ def run_restores(h, cases):
     for case, params in cases.items():
         h.restored.append(Path(params["data_directory"]))
     open_to_postgres(h.root)
-    return dict(zip(cases, run_tasks([task("pg_restore", **params) for params in cases.values()], timeout=900)))
+    return dict(zip(cases, run_tasks([task("pg_backup_restore", **params) for params in cases.values()], timeout=900)))
 
 
 def server_state(result):

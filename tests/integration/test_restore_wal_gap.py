@@ -102,7 +102,7 @@ def gap(request, testbed_dir):
                                       restore_command=f"cp {g.gappy}/%f %p"),
         }
         open_to_postgres(root)
-        g.results = dict(zip(cases, run_tasks([task("pg_restore", **p) for p in cases.values()], timeout=900)))
+        g.results = dict(zip(cases, run_tasks([task("pg_backup_restore", **p) for p in cases.values()], timeout=900)))
         g.rows = {case: rows_of(r, g.db)["ids"] for case, r in g.results.items() if r.get("running")}
         for data in g.restored:
             stop_restored(data, live.inst)

@@ -14,7 +14,7 @@ included. Then:
 - without a tool that reads tar (15's), the restore's check reads every file
   against the manifest itself (manifest.verify_copy), and a truncated archive
   fails it;
-- the restore engine (pg_restore) restores the backup and the rows are
+- the restore engine (pg_backup_restore) restores the backup and the rows are
   checked against the stop LSN.
 """
 
@@ -35,7 +35,7 @@ from testbed.fixtures import SELECTED, handed_out
 from testbed.osuser import chown_postgres, open_to_postgres
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
-from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_verify import verify_backup
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.verify_copy import verify_backup
 
 COMPRESSIONS = ("none", "gzip", "zstd")
 SUFFIX = {"none": ".tar", "gzip": ".tar.gz", "zstd": ".tar.zst"}
@@ -226,7 +226,7 @@ def test_pg_restore_checks_and_restores_the_tar_backup(tar_backup):
     open_to_postgres(b.scratch)
     data = root / "data"
     result = run_tasks([task(
-        "pg_restore", backup_dir=str(b.dir), data_directory=str(data), bindir=str(pg.inst.bindir),
+        "pg_backup_restore", backup_dir=str(b.dir), data_directory=str(data), bindir=str(pg.inst.bindir),
         tablespace_mapping={b.oid: str(root / "ts")},
         settings={"port": str(free_port()), "listen_addresses": "", "unix_socket_directories": str(sock),
                   "shared_buffers": "16MB"},

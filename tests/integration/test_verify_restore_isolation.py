@@ -21,7 +21,7 @@ import pytest
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import (
     LABEL_FILE, parse_backup_label, restorable_label)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
-from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_check import verify_restore
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.verify_restore import verify_restore
 from testbed import Cluster, provide
 from testbed.fixtures import SELECTED
 

@@ -17,5 +17,5 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.prove i
     check_wal_at_hand, missing_wal, wal_in_backup, wal_needed)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.recover import (  # noqa: F401
     login_role, refused_login, socket_refused)
-from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.targets import (  # noqa: F401
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.check_targets import (  # noqa: F401
     check_target_dir, tablespace_targets)

@@ -21,7 +21,7 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_order im
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_record import (
     COMPLETE, RECORD_FILE, read_record, scan_backups)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
-from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_target import check_target
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.recovery_target import check_target
 
 
 def latest_complete(records, system_identifier=None):

@@ -5,7 +5,7 @@
 """restore phase 5, configure: the laid-out copy is made to recover, and given to its owner.
 
 backup_label is kept, and fixed on 15+ while it still says pg_start_backup
-(DESIGN.md); recovery.signal; the recovery settings of restore_target.py
+(DESIGN.md); recovery.signal; the recovery settings of restore/recovery_target.py
 appended to postgresql.auto.conf, archiving off. With ``minimal_config`` (the
 drill) the copy's own configuration is set aside and the server reads only
 what is written here; with ``confine_to`` no link of the copy may lead out.
@@ -31,8 +31,8 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label im
 from ansible_collections.pgexclusive.backup.plugins.module_utils.config_files import BackedUpConfig, derive_config
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.tools import read_text
-from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_layout import chown_tree, links_out_of, write_new
-from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_target import (
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.layout import chown_tree, links_out_of, write_new
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.recovery_target import (
     recovery_settings, restore_command_for, settings_block)
 
 CONF = "postgresql.conf"

@@ -12,7 +12,7 @@ what force would set aside) as they were; check mode runs exactly those
 phases and stops before the lay-out. A failure carries the phase it happened
 in (``phase``).
 
-The restore drill (restore_check.py: the backup role's restore check, and
+The restore drill (restore/verify_restore.py: the backup role's restore check, and
 pg_verify_restore) is this engine run into a throwaway directory, with the
 options that keep a server started there from writing anywhere else:
 ``tablespaces_under`` (every tablespace under one directory),
@@ -30,10 +30,10 @@ import time
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore import (
-    choose, configure, debian, lay_out, prove, recover, report, targets)
-from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_target import ACTIONS, TARGETS
+    check_targets, choose, configure, debian, lay_out, prove, recover, report)
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.recovery_target import ACTIONS, TARGETS
 
-PHASES = (("choose", choose.run), ("prove", prove.run), ("list_wal", recover.list_wal), ("check_targets", targets.run),
+PHASES = (("choose", choose.run), ("prove", prove.run), ("list_wal", recover.list_wal), ("check_targets", check_targets.run),
           ("lay_out", lay_out.run), ("configure", configure.run), ("recover", recover.run), ("report", report.run))
 # Check mode: what can be known without writing anything.
 LAST_CHECK_PHASE = "check_targets"
@@ -124,7 +124,7 @@ def restore_argument_spec():
 
 
 def restore_task(params, check_mode, connect=None):
-    """pg_restore's task. Check mode runs the phases up to the check of the targets, and changes nothing."""
+    """pg_backup_restore's task. Check mode runs the phases up to the check of the targets, and changes nothing."""
     if connect is None:
         from ansible_collections.pgexclusive.backup.plugins.module_utils.connection import connect_socket
         connect = connect_socket

@@ -7,7 +7,7 @@
 Every target was checked before (targets.py); the tablespaces go where that
 phase decided.
 
-restore_layout.py does the copying and extracting: plain or tar, gzip or
+restore/layout.py does the copying and extracting: plain or tar, gzip or
 zstd, the tablespaces at their targets, pg_wal a real directory, optionally
 elsewhere and linked as initdb --waldir does.
 """
@@ -19,9 +19,9 @@ import os
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_files import EMPTY_DIRS
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import TABLESPACE_MAP
-from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.targets import set_aside
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.check_targets import set_aside
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.tools import read_text
-from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_layout import (
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.layout import (
     lay_out, real_directory, relink_tablespaces, rewrite_tablespace_map, write_new)
 
 

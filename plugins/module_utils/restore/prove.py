@@ -6,7 +6,7 @@
 
 Its copy's own backup_label starts where backup.json says (backup_order.py),
 its own global/pg_control names the cluster backup.json and the user name, its
-files verify against its backup_manifest (restore_verify.py; a backup without
+files verify against its backup_manifest (restore/verify_copy.py; a backup without
 one is refused unless verify: false, and the result then says it was not
 verified), the recovery target does not lie before the backup's end, and the
 WAL from the backup's start to its stop is at hand: without it recovery never
@@ -22,14 +22,14 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label im
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout import DATA_SUBDIR
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_order import (
     copy_label_files, disagreement_error, label_disagreement)
-from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_wal import segments_between
+from ansible_collections.pgexclusive.backup.plugins.module_utils.wal.backup_wal import segments_between
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.tools import find_tool
-from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_layout import copy_system_identifier
-from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_target import (
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.layout import copy_system_identifier
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.recovery_target import (
     before_backup_end_error, target_before_backup_end)
-from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_verify import verify_backup
-from ansible_collections.pgexclusive.backup.plugins.module_utils.wal import infer_segment_size
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.verify_copy import verify_backup
+from ansible_collections.pgexclusive.backup.plugins.module_utils.wal.arithmetic import infer_segment_size
 
 
 def wal_needed(record):

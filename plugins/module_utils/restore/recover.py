@@ -2,10 +2,10 @@
 # Copyright: pgexclusive.backup maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""restore phase 6, recover: start the restored server (restore_server.py) and wait until it reaches its target.
+"""restore phase 6, recover: start the restored server (restore/server.py) and wait until it reaches its target.
 
 Before anything is laid out (``list_wal``, run after prove), the WAL archive
-is listed from the backup's start on (restore_wal.py): a gap before the
+is listed from the backup's start on (wal/restore_wal.py): a gap before the
 target fails the restore naming the segment, unless allow_wal_gap accepts
 ending there. The restored server is this module's child (``job.server``),
 signalled only through that handle; the poll loop waits out only the
@@ -27,12 +27,12 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.connection impo
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.prove import wal_in_backup
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.tools import Owner
-from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_layout import write_new
-from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_server import (
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.layout import write_new
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.server import (
     acting_as, alive, listening, log_tail, postmaster_pid, read_log, start_postmaster)
-from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_target import (
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.recovery_target import (
     end_of_wal, explain_recovery_failure, replay_end_in_log)
-from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_wal import gap_error, listing, plan
+from ansible_collections.pgexclusive.backup.plugins.module_utils.wal.restore_wal import gap_error, listing, plan
 
 # What the driver raises for a failed connection or statement (OSError: a socket the OS refuses); anything
 # else is a bug and stays a traceback.

@@ -14,7 +14,7 @@ a custom restore_command returned (not listed for gaps).
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_target import ended_because
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.recovery_target import ended_because
 
 
 def run(job):

@@ -4,7 +4,7 @@ import os
 import pytest
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils import backup_record as r
-from ansible_collections.pgexclusive.backup.plugins.module_utils import backup_wal as w
+from ansible_collections.pgexclusive.backup.plugins.module_utils.wal import backup_wal as w
 from ansible_collections.pgexclusive.backup.plugins.module_utils import retention as rt
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 

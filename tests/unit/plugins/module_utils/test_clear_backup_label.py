@@ -11,7 +11,7 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.clear_backup_la
     check_label_may_be_set_aside, clear_backup_label, set_aside_backup_label)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.data_directory import read_data_directory
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
-from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_records import record_path, write_record
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop.records import record_path, write_record
 from ansible_collections.pgexclusive.backup.tests.unit.plugins.module_utils.crashed_primary import LABEL, make_datadir
 
 

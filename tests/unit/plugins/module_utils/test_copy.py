@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils import backup_layout as layout
-from ansible_collections.pgexclusive.backup.plugins.module_utils import copy as c
-from ansible_collections.pgexclusive.backup.plugins.module_utils import copy_io as cio
-from ansible_collections.pgexclusive.backup.plugins.module_utils import copy_methods as m
+from ansible_collections.pgexclusive.backup.plugins.module_utils.copy import backup_copy as c
+from ansible_collections.pgexclusive.backup.plugins.module_utils.copy import io as cio
+from ansible_collections.pgexclusive.backup.plugins.module_utils.copy import methods as m
 from ansible_collections.pgexclusive.backup.plugins.module_utils import repository as rp
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_files import EMPTY_DIRS, TOP_FILES
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError

@@ -5,7 +5,7 @@ import struct
 import pytest
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import parse_tablespace_map
-from ansible_collections.pgexclusive.backup.plugins.module_utils.copy import open_sources
+from ansible_collections.pgexclusive.backup.plugins.module_utils.copy.backup_copy import open_sources
 from ansible_collections.pgexclusive.backup.plugins.module_utils.data_directory import (
     advice, age_offline, read_data_directory, read_postmaster_pid, system_identifier)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError

@@ -3,7 +3,7 @@ import os
 import pytest
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils import backup_order as bo
-from ansible_collections.pgexclusive.backup.plugins.module_utils import live_servers as ls
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore import live_servers as ls
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 
 

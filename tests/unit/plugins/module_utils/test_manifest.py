@@ -9,7 +9,7 @@ import pytest
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils import backup_layout as layout
 from ansible_collections.pgexclusive.backup.plugins.module_utils import manifest as m
-from ansible_collections.pgexclusive.backup.plugins.module_utils.copy_io import gzip_parallel
+from ansible_collections.pgexclusive.backup.plugins.module_utils.copy.io import gzip_parallel
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 
 

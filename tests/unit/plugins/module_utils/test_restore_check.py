@@ -7,13 +7,13 @@ import tarfile
 import pytest
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils import backup_record
-from ansible_collections.pgexclusive.backup.plugins.module_utils import restore_check as rc
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore import verify_restore as rc
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_files import EMPTY_DIRS
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore import Restore
-from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_layout import (
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.layout import (
     links_out_of, real_directory, relink_tablespaces, rewrite_tablespace_map, tablespaces_without_copy)
-from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_target import quote, restore_command_for
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.recovery_target import quote, restore_command_for
 
 ME = pwd.getpwuid(os.geteuid()).pw_name
 LABEL = ("START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nCHECKPOINT LOCATION: 0/2000060\n"

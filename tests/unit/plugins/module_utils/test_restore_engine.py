@@ -5,7 +5,7 @@ import struct
 import pytest
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils import restore
-from ansible_collections.pgexclusive.backup.plugins.module_utils.restore import targets
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore import check_targets as targets
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 
 

@@ -6,9 +6,9 @@ import stat
 
 import pytest
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils import restore_fetch as rf
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore import fetch as rf
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
-from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_layout import lay_out
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.layout import lay_out
 
 SYSID = "7310592362290628506"
 

@@ -15,7 +15,7 @@ from testbed import provide
 from testbed.osuser import as_postgres, chown_postgres, open_to_postgres
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils import backup_layout as layout
-from ansible_collections.pgexclusive.backup.plugins.module_utils import restore_layout as rl
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore import layout as rl
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 
 COMPRESSIONS = [c if c != "zstd" or shutil.which("zstd") else pytest.param(c, marks=pytest.mark.skip("no zstd"))

@@ -1,6 +1,6 @@
 import pytest
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils import restore_target as rt
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore import recovery_target as rt
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 
 

@@ -3,7 +3,7 @@ import tarfile
 
 import pytest
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils import restore_verify as rv
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore import verify_copy as rv
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.pgexclusive.backup.plugins.module_utils.manifest import write_manifest
 

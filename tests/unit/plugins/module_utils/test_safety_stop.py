@@ -3,8 +3,8 @@
 
 import pytest
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils import safety_stop
-from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_records import (
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop import arming as safety_stop
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop.records import (
     EXPIRED_STOPPED, RUNNING, record_path, write_record)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 

@@ -8,12 +8,12 @@ import time
 
 import pytest
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils import safety_stop_copy
-from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_lease import (
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop import during_copy as safety_stop_copy
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop.lease import (
     BY_HEARTBEAT, BY_MAX_DURATION, ENDED, RENEWED, end_lease, lease_end, lease_lost, lease_path, lease_renewed_at,
     renew_command, renew_interval, renewal_outcome, start_lease)
-from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_records import EXPIRED_STOPPED, RUNNING, update_record, write_record
-from ansible_collections.pgexclusive.backup.plugins.module_utils.copy_io import copy_tree, open_root
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop.records import EXPIRED_STOPPED, RUNNING, update_record, write_record
+from ansible_collections.pgexclusive.backup.plugins.module_utils.copy.io import copy_tree, open_root
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 
 

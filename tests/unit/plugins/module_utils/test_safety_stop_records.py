@@ -5,7 +5,7 @@ import subprocess
 import sys
 import time
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_records import (
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop.records import (
     RUNNING, STOPPED, WATCHDOG_LOST, describe_record, effective_outcome, is_watchdog_of, list_records,
     read_record, record_path, update_record, write_record)
 

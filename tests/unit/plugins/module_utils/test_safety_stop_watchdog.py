@@ -9,9 +9,10 @@ import signal
 import sys
 import time
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils import backup_api, safety_stop_watchdog
-from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_lease import lease_path, start_lease
-from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_records import (
+from ansible_collections.pgexclusive.backup.plugins.module_utils import backup_api
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop import watchdog as safety_stop_watchdog
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop.lease import lease_path, start_lease
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop.records import (
     EXPIRED_NOT_IN_PROGRESS, EXPIRED_OTHER_LABEL, EXPIRED_STOPPED, EXPIRED_UNREACHABLE, RUNNING, STOPPED,
     is_watchdog_of, read_record, write_record)
 

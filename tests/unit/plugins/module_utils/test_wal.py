@@ -1,6 +1,6 @@
 import pytest
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils import wal
+from ansible_collections.pgexclusive.backup.plugins.module_utils.wal import arithmetic as wal
 
 MB16 = 16 * 1024 * 1024
 

@@ -1,6 +1,6 @@
 from datetime import datetime, timedelta
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils.wal_archiving import (
+from ansible_collections.pgexclusive.backup.plugins.module_utils.wal.archiving import (
     archiving_health, given_up, not_yet_archived, restore_point_name)
 
 T0 = datetime(2026, 11, 21, 10, 0, 0)

@@ -3,7 +3,7 @@
 import os
 import time
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_lease import ENDED, RENEWED
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop.lease import ENDED, RENEWED
 from ansible_collections.pgexclusive.backup.plugins.plugin_utils import lease_keeper
 
 

@@ -52,7 +52,7 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_record i
 from ansible_collections.pgexclusive.backup.plugins.module_utils.connection import connect_socket
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore import Restore, choose_backup
-from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_server import (
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.server import (
     free_port, log_tail, owner_can, postmaster_pid, read_log)
 
 NOT_RESTORABLE = "The backup is not restorable as it is: keep it aside and take a new one."

@@ -4,7 +4,7 @@
 
 """The safety stop during the copy: a copy runs only while its backup's lease holds.
 
-When the lease ends the watchdog (safety_stop_watchdog.py) stops the backup;
+When the lease ends the watchdog (safety_stop/watchdog.py) stops the backup;
 copy_while_leased ends the copy at the same moment, child processes included.
 """
 
@@ -17,8 +17,8 @@ import threading
 import time
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
-from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_lease import lease_lost, lease_renewed_at
-from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_records import RUNNING, read_record
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop.lease import lease_lost, lease_renewed_at
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop.records import RUNNING, read_record
 
 GUARD_INTERVAL = 1.0
 # After the lease ended, how long the copy waits for the watchdog's outcome, to say what became of the backup.

@@ -22,7 +22,7 @@ import time
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.connection import Session, connection_argument_spec, with_queries
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
-from ansible_collections.pgexclusive.backup.plugins.module_utils.wal import archived_according_to
+from ansible_collections.pgexclusive.backup.plugins.module_utils.wal.arithmetic import archived_according_to
 
 SETTINGS = ("archive_mode", "archive_command", "archive_library", "wal_level", "archive_timeout")
 

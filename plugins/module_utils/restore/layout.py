@@ -5,7 +5,7 @@
 """restore_layout: a backup directory laid out again as a data directory, with its tablespaces and pg_wal.
 
 Used by the restore (restore.py) and by its drill, the restore check
-(restore_check.py). A backup is untrusted input: it may come from a
+(restore/verify_restore.py). A backup is untrusted input: it may come from a
 repository host or a destination others can write. Every archive and plain
 copy goes through one decider (refusal) and one writer (_Writer): no link is
 followed, none is made that leads out of the target (but pg_tblspc/<oid> and
@@ -27,13 +27,13 @@ import zlib
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import parse_tablespace_map
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_files import EMPTY_DIRS
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout import (
-    DATA_SUBDIR, TABLESPACES_SUBDIR, TAR_SUFFIX, copy_format, tar_archive)
+    DATA_SUBDIR, TABLESPACES_SUBDIR, backup_tablespaces, base_tar, copy_format, tar_archive, wal_tar)
+from ansible_collections.pgexclusive.backup.plugins.module_utils.beneath import OPEN_DIR, open_beneath
 from ansible_collections.pgexclusive.backup.plugins.module_utils.data_directory import pg_control_identifier
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.pgexclusive.backup.plugins.module_utils.manifest import CHUNK, archive_stream, member_path, read_members
 
 PG_CONTROL = "global/pg_control"
-OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
 
 
 def rewrite_tablespace_map(text, new_locations):
@@ -108,33 +108,6 @@ def links_out_of(top, inside):
             if target != inside and not target.startswith(inside + os.sep):
                 found.append(os.path.relpath(full, inside))
     return sorted(found)
-
-
-def base_tar(backup_dir):
-    names = os.listdir(backup_dir) if os.path.isdir(backup_dir) else []
-    found = [n for n in names if n in ["base" + s for s in TAR_SUFFIX.values()]]
-    return found[0] if found else None
-
-
-def backup_tablespaces(backup_dir):
-    """oid -> the tablespace's copy in the backup: a directory (plain) or an archive (tar)."""
-    found = {}
-    plain = os.path.join(backup_dir, TABLESPACES_SUBDIR)
-    if os.path.isdir(os.path.join(backup_dir, DATA_SUBDIR)):
-        if os.path.isdir(plain):
-            for oid in os.listdir(plain):
-                found[oid] = os.path.join(plain, oid)
-        return found
-    for name in os.listdir(backup_dir):
-        stem = name.split(".", 1)[0]
-        if stem.isdigit() and ".tar" in name:
-            found[stem] = os.path.join(backup_dir, name)
-    return found
-
-
-def wal_tar(backup_dir):
-    names = [n for n in os.listdir(backup_dir) if n.split(".", 1)[0] == "pg_wal" and ".tar" in n]
-    return os.path.join(backup_dir, names[0]) if names else None
 
 
 def lay_out(backup_dir, data, tablespace_dir):
@@ -221,18 +194,6 @@ def _tar_pg_control_head(archive):
                           "zstd must be installed for .zst backups; otherwise the archive is damaged: "
                           "keep the backup aside and restore another one.")
     return None
-
-
-def open_beneath(top, names, last_flags=os.O_RDONLY):
-    """An fd of ``top``/``names``..., no link followed on the way: each directory is opened beneath the one before."""
-    fd = os.open(top, OPEN_DIR)
-    try:
-        for name in names[:-1]:
-            parent, fd = fd, os.open(name, OPEN_DIR, dir_fd=fd)
-            os.close(parent)
-        return os.open(names[-1], last_flags | os.O_NOFOLLOW, dir_fd=fd)
-    finally:
-        os.close(fd)
 
 
 # --- The lay-out: a backup is untrusted input --------------------------------------------------------------

@@ -39,7 +39,7 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.durable import 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.pgexclusive.backup.plugins.module_utils.repository import RECORD_PART, Repository
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore import choose_backup
-from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_server import running_postmaster
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.server import running_postmaster
 
 FETCH_SUFFIX = ".fetch"
 FETCH_HINT = ("Check, as root on the target host, that 'ssh' with the same user, key and options reaches the "

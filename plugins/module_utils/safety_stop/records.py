@@ -8,10 +8,10 @@ A record says who started the backup (controller host, AWX job), when, with
 which lease, and how it ended. The start, the stop and the watchdog write it;
 pg_backup_info and the next start read it. Records live outside the data
 directory, which would otherwise copy them. The lease arithmetic is in
-safety_stop_lease.py, what the modules do with both in safety_stop.py.
+safety_stop/lease.py, what the modules do with both in safety_stop/arming.py.
 
 Standard library and durable.py only: the watchdog process runs this file's
-source outside Ansible (see safety_stop_watchdog.py).
+source outside Ansible (see safety_stop/watchdog.py).
 """
 
 from __future__ import absolute_import, division, print_function

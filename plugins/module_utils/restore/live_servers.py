@@ -20,7 +20,7 @@ __metaclass__ = type
 import os
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
-from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_server import postmaster_pid
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.server import postmaster_pid
 
 PROC = "/proc"
 PROGRAMS = ("postgres", "postmaster")

@@ -34,15 +34,15 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label im
     LABEL_FILE, parse_backup_label, restorable_label, tablespace)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout import (
     COMPRESSIONS, RECORD_FILE, RESTORABLE_LABEL_FILE, STAGING_SUBDIR)
-from ansible_collections.pgexclusive.backup.plugins.module_utils.copy_io import chown_like, open_root, run_argv
-from ansible_collections.pgexclusive.backup.plugins.module_utils.copy_methods import (
+from ansible_collections.pgexclusive.backup.plugins.module_utils.copy.io import chown_like, open_root, run_argv
+from ansible_collections.pgexclusive.backup.plugins.module_utils.copy.methods import (
     METHOD_CLASSES, CopyContext, Sources, make_empty_dirs)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.data_directory import system_identifier, tablespace_links
 from ansible_collections.pgexclusive.backup.plugins.module_utils.durable import atomic_write
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.pgexclusive.backup.plugins.module_utils.repository import (
     Repository, remote_error, send_record)
-from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_copy import copy_while_leased
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop.during_copy import copy_while_leased
 
 METHODS = tuple(method_class.name for method_class in METHOD_CLASSES)
 

@@ -17,7 +17,7 @@ import re
 import time
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
-from ansible_collections.pgexclusive.backup.plugins.module_utils.wal import parse_lsn
+from ansible_collections.pgexclusive.backup.plugins.module_utils.wal.arithmetic import parse_lsn
 
 TARGETS = ("immediate", "latest", "time", "lsn", "name", "xid")
 ACTIONS = ("promote", "pause", "shutdown")

@@ -21,7 +21,7 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_files im
     EMPTY_DIRS, STAGED_FILES, rsync_exclude_args, tar_exclude_args)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout import (
     DATA_SUBDIR, RESTORABLE_LABEL_FILE, TABLESPACES_SUBDIR, TAR_COMPRESS_ARG, tar_name, zstd_program)
-from ansible_collections.pgexclusive.backup.plugins.module_utils.copy_io import (
+from ansible_collections.pgexclusive.backup.plugins.module_utils.copy.io import (
     FAILED_HINT, chown_like, copy_tree, gzip_parallel)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.pgexclusive.backup.plugins.module_utils.repository import (

@@ -11,8 +11,8 @@ so the file's modification time, taken by this host's clock, is the last
 renewal. The watchdog stops the backup when the lease ends; the copy stops
 copying at the same moment.
 
-Standard library and safety_stop_records.py only: the watchdog process runs
-this file's source outside Ansible (see safety_stop_watchdog.py).
+Standard library and safety_stop/records.py only: the watchdog process runs
+this file's source outside Ansible (see safety_stop/watchdog.py).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -22,7 +22,7 @@ import errno
 import os
 import shlex
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_records import RUNNING, now_iso
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop.records import RUNNING, now_iso
 
 # What ended a lease (the record's expired_by):
 BY_MAX_DURATION = "max_duration"

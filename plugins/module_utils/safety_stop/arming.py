@@ -4,10 +4,10 @@
 
 """The safety stop as the modules use it: arm at the start, disarm at the stop, report afterwards.
 
-The start writes the state record (safety_stop_records.py) and, with a lease
-(max_duration or heartbeat_timeout above 0; safety_stop_lease.py), leaves
-the watchdog (safety_stop_watchdog.py); the copy stops copying when the
-lease ends (safety_stop_copy.py); the stop marks the record stopped and ends
+The start writes the state record (safety_stop/records.py) and, with a lease
+(max_duration or heartbeat_timeout above 0; safety_stop/lease.py), leaves
+the watchdog (safety_stop/watchdog.py); the copy stops copying when the
+lease ends (safety_stop/during_copy.py); the stop marks the record stopped and ends
 the lease and the watchdog, or fails when the watchdog has already stopped
 this backup (its copy is void); the next start and pg_backup_info report the
 runs that ended badly.
@@ -21,10 +21,10 @@ import time
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.connection import libpq_params
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
-from ansible_collections.pgexclusive.backup.plugins.module_utils import safety_stop_watchdog
-from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_lease import (
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop import watchdog as safety_stop_watchdog
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop.lease import (
     BY_HEARTBEAT, end_lease, lease_path, lease_renewed_at, renew_command, renew_interval, start_lease)
-from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_records import (
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop.records import (
     ABNORMAL, ENDED_WITHOUT_STOP, RUNNING, STOPPED, WHAT_TO_DO, describe_record, effective_outcome, ensure_dir,
     is_watchdog_of, list_records, now_iso, read_record, record_path, update_record, write_record)
 

@@ -20,7 +20,7 @@ __metaclass__ = type
 import os
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
-from ansible_collections.pgexclusive.backup.plugins.module_utils.wal import (
+from ansible_collections.pgexclusive.backup.plugins.module_utils.wal.arithmetic import (
     infer_segment_size, parse_lsn, segment_name, segment_number)
 
 

@@ -15,16 +15,16 @@ __metaclass__ = type
 import time
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils import backup_api
-from ansible_collections.pgexclusive.backup.plugins.module_utils import safety_stop
-from ansible_collections.pgexclusive.backup.plugins.module_utils.wal_archiving import wait_until_archived
-from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_records import (
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop import arming as safety_stop
+from ansible_collections.pgexclusive.backup.plugins.module_utils.wal.archiving import wait_until_archived
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop.records import (
     DEFAULT_STATE_DIR, EXPIRED_STOPPED, RUNNING, STOPPED, describe_record)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import (
     LABEL_FILE, TABLESPACE_MAP, describe_backup, parse_backup_label, parse_tablespace_map, validate_label)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.connection import (
     DatabaseError, Session, connection_argument_spec, with_queries)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
-from ansible_collections.pgexclusive.backup.plugins.module_utils.wal import (
+from ansible_collections.pgexclusive.backup.plugins.module_utils.wal.arithmetic import (
     backup_history_file, last_segment_before, same_lsn)
 
 FACTS_QUERY = (

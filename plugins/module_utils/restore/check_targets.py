@@ -10,7 +10,7 @@ the user's (tablespace_mapping, by oid or by the old path), else a fresh
 tablespace_map names, which is the source cluster's (the live server's, on
 the same host) or whatever a writer of the backup put there. No target may
 be, lie inside or hold a path a running server on this host uses
-(live_servers.py), with or without force. Nothing is changed here: the
+(restore/live_servers.py), with or without force. Nothing is changed here: the
 set-aside is the first act of the lay-out, so check mode runs this phase as
 it is. The owner of the restored files and pg_ctl (when the restored server is
 to start) are found here too.
@@ -21,13 +21,13 @@ __metaclass__ = type
 
 import os
 
+from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout import backup_tablespaces
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import TABLESPACE_MAP, parse_tablespace_map
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
-from ansible_collections.pgexclusive.backup.plugins.module_utils.live_servers import check_not_live, live_servers
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.live_servers import check_not_live, live_servers
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.tools import owner_entry, pg_ctl_in
-from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_layout import (
-    backup_tablespaces, tablespaces_without_copy)
-from ansible_collections.pgexclusive.backup.plugins.module_utils.restore_server import running_postmaster
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.layout import tablespaces_without_copy
+from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.server import running_postmaster
 
 
 def aside_name(path, stamp):

@@ -14,7 +14,7 @@ The watchdog is detached from everything Ansible owns:
   temporary zip that is deleted when the task ends, so the watchdog carries
   the source of this file and of every module_utils file it imports
   (_CARRIED: durable.py, backup_api.py with the guarded stop and lock it
-  shares with pg_stop_backup, safety_stop_records.py, safety_stop_lease.py)
+  shares with pg_stop_backup, safety_stop/records.py, safety_stop/lease.py)
   in its command line instead of importing them from that zip (it needs
   only the standard library and psycopg2, which the module itself needed);
 - it is double-forked into a new session with its standard streams on
@@ -31,7 +31,7 @@ label in backup_label and stops only if it is this backup's, within
 backup_api.ENDING_LIMIT seconds (the extension's stop would otherwise wait
 for the WAL archive without end while archiving fails). What it did goes
 into the state record. The start arms it and the stop disarms it through
-safety_stop.py.
+safety_stop/arming.py.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -49,9 +49,9 @@ import time
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_api import (
     end_this_backup, label_in_progress, stop_lock)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.durable import atomic_write
-from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_lease import (
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop.lease import (
     end_lease, lease_end, lease_renewed_at)
-from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop_records import (
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop.records import (
     EXPIRED_ERROR, EXPIRED_NOT_IN_PROGRESS, EXPIRED_OTHER_LABEL, EXPIRED_STOPPED, EXPIRED_UNREACHABLE, RUNNING,
     is_watchdog_of, now_iso, read_record, update_record, write_record)
 

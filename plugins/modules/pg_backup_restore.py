@@ -8,7 +8,7 @@ __metaclass__ = type
 
 DOCUMENTATION = r'''
 ---
-module: pg_restore
+module: pg_backup_restore
 short_description: Restore a backup of this collection into a data directory, to a point in time
 description:
   - "Runs as phases: choose, prove, check targets, lay out, configure, recover, report; a failure names its phase
@@ -206,7 +206,7 @@ notes:
 
 EXAMPLES = r'''
 - name: Restore the newest backup to 14:03
-  pgexclusive.backup.pg_restore:
+  pgexclusive.backup.pg_backup_restore:
     dest: /srv/backups
     system_identifier: "7441234567890123456"
     data_directory: /srv/pgdata
@@ -216,7 +216,7 @@ EXAMPLES = r'''
     bindir: /usr/local/pgsql/bin
 
 - name: Restore the newest backup into the stopped Debian cluster 16/main, keeping its /etc configuration
-  pgexclusive.backup.pg_restore:
+  pgexclusive.backup.pg_backup_restore:
     dest: /srv/backups
     debian_cluster: 16/main
     # Its data directory holds the cluster's old data: set aside as <path>.pgx-aside-<time>, never deleted.
@@ -226,7 +226,7 @@ EXAMPLES = r'''
     wal_archive_dir: /srv/wal-archive
 
 - name: Restore one backup beside the live server, to a restore point, and leave it paused
-  pgexclusive.backup.pg_restore:
+  pgexclusive.backup.pg_backup_restore:
     backup_dir: /srv/backups/nightly-2026-11-21
     data_directory: /srv/restore/data
     waldir: /srv/restore/wal

@@ -21,7 +21,7 @@ import subprocess
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout import (
     COMPRESSIONS, DATA_SUBDIR, TAR_COMPRESS_ARG, tar_name)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
-from ansible_collections.pgexclusive.backup.plugins.module_utils.wal import segment_name, segment_number
+from ansible_collections.pgexclusive.backup.plugins.module_utils.wal.arithmetic import segment_name, segment_number
 
 
 def _segment_number(name, segment_size):
