@@ -3,7 +3,7 @@
 import pytest
 
 from ansible_collections.pgexclusive.backup.tests.unit.plugins.modules.test_backup_dir_modules import run_module
-from ansible_collections.pgexclusive.backup.tests.unit.plugins.module_utils.test_restore_fetch import SYSID, backup
+from ansible_collections.pgexclusive.backup.tests.unit.plugins.module_utils.restore.test_fetch import SYSID, backup
 
 
 @pytest.mark.parametrize("check", [True, False])
