@@ -15,4 +15,3 @@ methods import, and the module imports backup_copy.py by its name.
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
-
