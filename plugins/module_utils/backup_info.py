@@ -11,7 +11,7 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils import backup_a
 from ansible_collections.pgexclusive.backup.plugins.module_utils.wal.archiving import (
     archiving_health, read_archive_settings, read_archiver)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_label import tablespace
-from ansible_collections.pgexclusive.backup.plugins.module_utils.session.backup_session import open_server
+from ansible_collections.pgexclusive.backup.plugins.module_utils.session.server import open_server
 from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop.records import DEFAULT_STATE_DIR, describe_record
 from ansible_collections.pgexclusive.backup.plugins.module_utils.connection import connection_argument_spec, with_queries
 from ansible_collections.pgexclusive.backup.plugins.module_utils.data_directory import (

@@ -99,7 +99,8 @@ def restorable_label(text):
 
     PostgreSQL 15+ only waits for the end-of-backup record when the method
     is 'streamed'; with 'pg_start_backup' it would call the copy consistent
-    at the backup's start (DESIGN.md). Only ever applied to a copy.
+    at the backup's start, before the files copied later are repaired by WAL.
+    Only ever applied to a copy.
     """
     return re.sub(r"(?m)^BACKUP METHOD: pg_start_backup$", "BACKUP METHOD: streamed", text)
 

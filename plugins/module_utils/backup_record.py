@@ -29,9 +29,11 @@ RECORD_VERSION = 1
 COMPLETE = "complete"
 FAILED = "failed"
 STATUSES = (COMPLETE, FAILED)
-# backup.json's fields, in the order written: each is the first value found among its sources, (task, key)
-# in the results of the run's tasks as registered; key None takes the whole result. "run" holds what the
-# caller knows of the run itself (label, host, method, compression, data_directory).
+# backup.json's fields, in the order written, each with the phases that own it in precedence order: (phase,
+# key) takes the field from the key of that phase's result (None: the whole result), and the first part with a
+# value gives it. Phases: "run" (what the caller knows of the run itself: label, host, method, compression,
+# data_directory), "info" (pg_backup_preflight), "start", "copy" and "stop" (their modules), and finalize's own
+# steps "wal", "config", "verify" and "drill".
 SCHEMA = (
     ("label", (("run", "label"),)),
     ("host", (("run", "host"),)),
@@ -71,19 +73,109 @@ ORDER = ("format", "label", "status", "error") + tuple(field for field, _sources
     "finished_at", "manifest")
 
 
-def facts_from_results(results):
-    """backup.json's facts picked out of the run's task results by SCHEMA; a task that did not run gives none."""
+# What a phase hands on to finalize's steps that backup.json does not keep.
+HANDED_ON = (
+    ("config_settings", (("info", "config_settings"),)),
+)
+
+
+def _owned():
+    owned = {}
+    for field, owners in SCHEMA + HANDED_ON:
+        for phase, key in owners:
+            owned.setdefault(phase, []).append((field, key))
+    return owned
+
+
+# phase -> the (field, key) it owns, from SCHEMA and HANDED_ON.
+OWNED = _owned()
+
+
+def record_part(phase, result, partial=False):
+    """``phase``'s part of backup.json, ``{"phase": ..., "facts": {field: value}}``, with every field it owns.
+
+    A value is None where the result says None (a local copy has no repository). A result without a key the
+    phase owns is refused: a renamed return key fails the phase instead of dropping a field. A ``partial``
+    result (a failed phase's facts, check mode, the deprecated ``results``) holds None for what it lacks.
+    """
+    if phase not in OWNED:
+        raise BackupError("%r is not a phase of backup.json." % phase, "Use one of %s." % ", ".join(sorted(OWNED)))
     facts = {}
-    for field, sources in SCHEMA:
-        for task, key in sources:
-            result = results.get(task)
-            if not isinstance(result, dict) or result.get("skipped"):
-                continue
-            value = result if key is None else result.get(key)
+    for field, key in OWNED[phase]:
+        if key is None:
+            facts[field] = result
+        elif key in result or partial:
+            facts[field] = result.get(key)
+        else:
+            raise BackupError("The %s phase's result has no %s, which backup.json's %s is taken from." % (phase, key, field),
+                              "Return %s from the %s phase, or rename it in backup_record.SCHEMA." % (key, phase))
+    return {"phase": phase, "facts": facts}
+
+
+def assemble(parts):
+    """The facts of the parts: each field the value of its first owner, by SCHEMA's precedence, with one.
+
+    Every part must be of a known phase, at most one per phase, and hold exactly the fields its phase
+    owns; a phase that did not run has no part.
+    """
+    by_phase = {}
+    for part in parts:
+        phase, facts = _checked_part(part)
+        if phase in by_phase:
+            raise BackupError("Two parts of backup.json are of the %s phase." % phase, "Pass one part per phase.")
+        by_phase[phase] = facts
+    assembled = {}
+    for field, owners in SCHEMA + HANDED_ON:
+        for phase, _key in owners:
+            value = by_phase.get(phase, {}).get(field)
             if value is not None:
-                facts[field] = value
+                assembled[field] = value
                 break
-    return facts
+    return assembled
+
+
+def _checked_part(part):
+    phase = part.get("phase") if isinstance(part, dict) else None
+    facts = part.get("facts") if isinstance(part, dict) else None
+    if phase not in OWNED or not isinstance(facts, dict):
+        raise BackupError("%r is not a part of backup.json." % (part,),
+                          "Pass parts as the phases return them in record_part: phase (one of %s) and facts."
+                          % ", ".join(sorted(OWNED)))
+    owned = set(field for field, _key in OWNED[phase])
+    problems = []
+    missing, unknown = sorted(owned - set(facts)), sorted(set(facts) - owned)
+    if missing:
+        problems.append("lacks " + ", ".join(missing))
+    if unknown:
+        problems.append("has fields its phase does not own: " + ", ".join(unknown))
+    if problems:
+        raise BackupError("The %s part of backup.json %s." % (phase, "; ".join(problems)),
+                          "A part holds every field its phase owns in backup_record.SCHEMA, None for what it does not know.")
+    return phase, facts
+
+
+def recorded(facts):
+    """``facts`` without what is only handed on: what backup.json keeps."""
+    handed_on = set(field for field, _owners in HANDED_ON)
+    return dict((field, value) for field, value in facts.items() if field not in handed_on)
+
+
+def parts_from_results(results):
+    """The parts in the deprecated ``results`` (task -> registered result); a task that did not run gives none."""
+    return [record_part(phase, result, partial=True) for phase, result in results.items()
+            if phase in OWNED and isinstance(result, dict) and not result.get("skipped")]
+
+
+def parts_of(params):
+    """The parts of a call: ``parts``, or those of the deprecated ``results``, never both."""
+    if params.get("parts") and params.get("results"):
+        raise BackupError("Both parts and results are given.", "Pass parts only; results is deprecated.")
+    return list(params.get("parts") or parts_from_results(params.get("results") or {}))
+
+
+def facts_from_results(results):
+    """backup.json's facts picked out of the run's task results (the deprecated ``results``)."""
+    return recorded(assemble(parts_from_results(results)))
 
 
 # What a complete backup must name, and why it is not restorable without it.
@@ -166,7 +258,8 @@ def record_argument_spec():
         backup_dir=dict(type="path", required=True),
         status=dict(type="str", choices=list(STATUSES), required=True),
         facts=dict(type="dict", default={}),
-        results=dict(type="dict", default={}),
+        parts=dict(type="list", elements="dict", default=[]),
+        results=dict(type="dict", default={}, removed_in_version="1.0.0", removed_from_collection="pgexclusive.backup"),
         manifest=dict(type="bool", default=False),
     )
 
@@ -182,7 +275,7 @@ def record_backup(params, check_mode):
     records only runs that started one).
     """
     backup_dir = params["backup_dir"]
-    facts = dict(facts_from_results(params.get("results") or {}), **params["facts"])
+    facts = dict(recorded(assemble(parts_of(params))), **params["facts"])
     facts.setdefault("finished_at", datetime.datetime.utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"))
     record = build_record(facts, params["status"])
     if check_mode:

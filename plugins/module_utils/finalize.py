@@ -19,18 +19,17 @@ record. A failure of retention comes after a complete backup, and says so.
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-import time
-
 from ansible_collections.pgexclusive.backup.plugins.module_utils import connection, repository
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout import COMPRESSIONS
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_record import (
-    COMPLETE, FAILED, facts_from_results, record_backup)
+    COMPLETE, FAILED, assemble, parts_of, record_backup, record_part, recorded)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.wal.backup_wal import backup_wal
 from ansible_collections.pgexclusive.backup.plugins.module_utils.config_files import capture_config
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.verify_restore import (
     check_options as drill_check_options, verify_restore_task)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.retention import apply_retention
+from ansible_collections.pgexclusive.backup.plugins.module_utils.timed_steps import TimedSteps
 
 # The restore check's result as backup.json keeps it.
 VERIFY_SUMMARY = ("ok", "duration", "server_version", "check_ran")
@@ -39,7 +38,8 @@ VERIFY_SUMMARY = ("ok", "duration", "server_version", "check_ran")
 def finalize_argument_spec():
     return dict(
         backup_dir=dict(type="path", required=True),
-        results=dict(type="dict", required=True),
+        parts=dict(type="list", elements="dict", default=[]),
+        results=dict(type="dict", default={}, removed_in_version="1.0.0", removed_from_collection="pgexclusive.backup"),
         manifest=dict(type="bool", default=False),
         include_wal=dict(type="bool", default=False),
         wal_archive_dir=dict(type="path"),
@@ -57,31 +57,22 @@ def finalize_argument_spec():
     )
 
 
-def task_fact(results, task, key):
-    """A value from a task's registered result; None when the task did not run or has no such key."""
-    result = results.get(task)
-    if not isinstance(result, dict) or result.get("skipped"):
-        return None
-    return result.get(key)
-
-
-def wal_params(params):
-    results = params["results"]
+def wal_params(params, facts):
     return dict(
         backup_dir=params["backup_dir"],
         wal_archive_dir=params["wal_archive_dir"],
-        start_wal_file=task_fact(results, "start", "start_wal_file"),
-        stop_wal_file=task_fact(results, "stop", "stop_wal_file"),
-        backup_history_file=task_fact(results, "stop", "backup_history_file"),
-        compression=task_fact(results, "run", "compression") or COMPRESSIONS[0],
+        start_wal_file=facts.get("start_wal_file"),
+        stop_wal_file=facts.get("stop_wal_file"),
+        backup_history_file=facts.get("backup_history_file"),
+        compression=facts.get("compression") or COMPRESSIONS[0],
     )
 
 
-def verify_params(params):
-    results = params["results"]
+def verify_params(params, parts):
+    facts = assemble(parts)
     return dict(
         backup_dir=params["backup_dir"],
-        data_directory=task_fact(results, "copy", "data_directory") or task_fact(results, "run", "data_directory"),
+        data_directory=facts.get("data_directory"),
         bindir=params["verify_restore_bindir"],
         wal_archive_dir=params["wal_archive_dir"],
         work_dir=params["verify_restore_work_dir"],
@@ -89,15 +80,13 @@ def verify_params(params):
         keep=False,
         checks=params["verify_restore_checks"],
         # backup.json is written after the check: the drill gets the facts it will hold.
-        record=facts_from_results(results),
+        record=recorded(facts),
     )
 
 
-def config_step(params, results, check_mode):
+def config_step(params, facts, check_mode):
     """The configuration from outside the data directory (Debian's /etc/postgresql/...), at the stop."""
-    settings = task_fact(results, "info", "config_settings")
-    data_directory = task_fact(results, "copy", "data_directory") or task_fact(results, "run", "data_directory")
-    return capture_config(settings, data_directory, params["backup_dir"], check_mode)
+    return capture_config(facts["config_settings"], facts.get("data_directory"), params["backup_dir"], check_mode)
 
 
 def config_warnings(captured):
@@ -110,33 +99,35 @@ def config_warnings(captured):
             % (entry["what"], entry["path"], entry["named_by"]) for entry in captured["missing"]]
 
 
-def verify_step(params, results, check_mode):
-    """The restore drill; its result, passed or failed, starts the history of checks in backup.json."""
+def verify_step(params, parts, check_mode):
+    """The restore drill; its result, passed or failed, starts the history of checks in backup.json (a drill part)."""
     try:
-        verified = verify_restore_task(verify_params(params), check_mode)
+        verified = verify_restore_task(verify_params(params, parts), check_mode)
     except BackupError as exc:
         if exc.facts.get("history_entry"):
-            results["drill"] = {"checks": [exc.facts["history_entry"]]}
+            parts.append(record_part("drill", {"checks": [exc.facts["history_entry"]]}))
         raise
     if verified.get("history_entry"):
-        results["drill"] = {"checks": [verified["history_entry"]]}
+        parts.append(record_part("drill", {"checks": [verified["history_entry"]]}))
     return verified
 
 
-def retention_params(params):
-    results = params["results"]
+def retention_params(params, facts):
     return dict(
         dest=params["dest"],
         keep=params["retention"],
-        current=task_fact(results, "run", "label"),
-        system_identifier=task_fact(results, "copy", "system_identifier"),
-        data_directory=task_fact(results, "copy", "data_directory"),
-        host=task_fact(results, "run", "host"),
+        current=facts.get("label"),
+        system_identifier=facts.get("system_identifier"),
+        data_directory=facts.get("data_directory"),
+        host=facts.get("host"),
     )
 
 
 def check_options(params):
     """Options that cannot work are refused before any step runs."""
+    if not (params["parts"] or params["results"]):
+        raise BackupError("Finalize needs the parts of the backup's record.",
+                          "Pass parts: the record_part each phase module returned, and the run's own part.")
     if params["include_wal"] and not params["wal_archive_dir"]:
         raise BackupError("include_wal needs wal_archive_dir.", "Set wal_archive_dir to the WAL archive's directory.")
     if params["retention"] < 0:
@@ -149,54 +140,39 @@ def check_options(params):
                           "Install python3-psycopg2 on the database host, or set verify_restore to false.")
 
 
-class Steps(object):
-    """The steps run so far, timed; the time of each is reported as ``durations``."""
-
-    def __init__(self):
-        self.durations = {}
-        self.current = None
-
-    def run(self, name, call, *args):
-        self.current = name
-        began = time.monotonic()
-        try:
-            return call(*args)
-        finally:
-            self.durations[name] = round(time.monotonic() - began, 3)
-
-
 def finalize(params, check_mode):
     """pg_backup_finalize: WAL, restore check, record, repository, retention; a failed record on failure."""
     check_options(params)
-    results = dict(params["results"])
-    steps = Steps()
+    parts = parts_of(params)
+    facts = assemble(parts)
+    steps = TimedSteps()
     result = dict(changed=not check_mode, wal_files=None, wal_location=None, config_files=None, verify=None,
                   sent=None, retention=None, removed=[])
     try:
         if params["include_wal"]:
-            wal = steps.run("wal", backup_wal, wal_params(params), check_mode)
-            results["wal"] = wal
+            wal = steps.run("wal", backup_wal, wal_params(params, facts), check_mode)
+            parts.append(record_part("wal", wal))
             result.update(wal_files=wal["wal_files"], wal_location=wal["location"])
         # Sent to a repository with the record (repository.send_record sends the whole backup directory).
-        if task_fact(results, "info", "config_settings") is not None:
-            captured = steps.run("config", config_step, params, results, check_mode)
-            results["config"] = captured
+        if facts.get("config_settings") is not None:
+            captured = steps.run("config", config_step, params, facts, check_mode)
+            parts.append(record_part("config", captured))
             result.update(config_files=captured, warnings=config_warnings(captured))
         if params["verify_restore"]:
-            verified = steps.run("verify_restore", verify_step, params, results, check_mode)
-            results["verify"] = dict((key, verified.get(key)) for key in VERIFY_SUMMARY)
+            verified = steps.run("verify_restore", verify_step, params, parts, check_mode)
+            parts.append(record_part("verify", dict((key, verified.get(key)) for key in VERIFY_SUMMARY)))
             result["verify"] = verified
-        recorded = steps.run("record", record_backup, record_params(params, results, COMPLETE), check_mode)
-        result.update(record=recorded["record"], path=recorded.get("path"), manifest=recorded["manifest"])
+        written = steps.run("record", record_backup, record_params(params, parts, COMPLETE), check_mode)
+        result.update(record=written["record"], path=written.get("path"), manifest=written["manifest"])
         if params["repository"] and not check_mode:
             result["sent"] = steps.run("send_record", repository.send_record, params["backup_dir"],
                                        params["repository"], params["ssh_user"], params["ssh_key"],
                                        params["ssh_options"])
     except BackupError as exc:
-        raise failed(exc, steps, params, results, check_mode)
+        raise failed(exc, steps, params, parts, check_mode)
     if params["retention"]:
         try:
-            plan = steps.run("retention", apply_retention, retention_params(params), check_mode)
+            plan = steps.run("retention", apply_retention, retention_params(params, facts), check_mode)
         except BackupError as exc:
             exc.msg = "The backup in %s is complete, but retention failed: %s" % (params["backup_dir"], exc.msg)
             exc.facts.update(complete=True, record=result["record"], record_written=True, durations=steps.durations)
@@ -206,15 +182,15 @@ def finalize(params, check_mode):
     return result
 
 
-def record_params(params, results, status, error=None):
+def record_params(params, parts, status, error=None):
     """The record step's parameters; with a repository on another host, the manifest is read back from it."""
     remote = repository.Repository.parse(params["repository"], params["ssh_user"], params["ssh_key"],
                                          params["ssh_options"]) if params["repository"] else None
-    return dict(backup_dir=params["backup_dir"], status=status, results=results, manifest=params["manifest"],
+    return dict(backup_dir=params["backup_dir"], status=status, parts=parts, manifest=params["manifest"],
                 facts={} if error is None else {"error": error}, remote=remote)
 
 
-def failed(exc, steps, params, results, check_mode):
+def failed(exc, steps, params, parts, check_mode):
     """``exc`` from ``steps.current``, after backup.json says failed, naming the step; the record's fate attached.
 
     The record step writes its own failed record when the facts or the fsync fail it; the other steps'
@@ -224,7 +200,7 @@ def failed(exc, steps, params, results, check_mode):
     record = exc.facts.get("record")
     if not (steps.current == "record" and exc.facts.get("path")):
         try:
-            written = record_backup(record_params(params, results, FAILED, error), check_mode)
+            written = record_backup(record_params(params, parts, FAILED, error), check_mode)
             record = written["record"]
             exc.facts["path"] = written.get("path")
         except BackupError as unrecorded:

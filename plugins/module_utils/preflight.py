@@ -25,9 +25,9 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_files im
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout import COMPRESSIONS
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_info import add_state_records, info_argument_spec, online_info
 from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_record import RECORD_FILE
-from ansible_collections.pgexclusive.backup.plugins.module_utils.session.backup_session import open_server
+from ansible_collections.pgexclusive.backup.plugins.module_utils.session.server import open_server
 from ansible_collections.pgexclusive.backup.plugins.module_utils.connection import with_queries
-from ansible_collections.pgexclusive.backup.plugins.module_utils.copy.backup_copy import METHODS
+from ansible_collections.pgexclusive.backup.plugins.module_utils.copy.options import METHODS, check_copy_options
 from ansible_collections.pgexclusive.backup.plugins.module_utils.data_directory import tablespace_links
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.pgexclusive.backup.plugins.module_utils.repository import Repository
@@ -57,12 +57,27 @@ def preflight_argument_spec():
         compression=dict(type="str", choices=list(COMPRESSIONS), default="none"),
         repository=dict(type="str", default=""),
         include_wal=dict(type="bool", default=False),
+        command=dict(type="str"),
+        parallel=dict(type="int", default=1),
+        rsync_target=dict(type="str", default=""),
+        wal_archive_dir=dict(type="path"),
+        verify_restore=dict(type="bool", default=False),
     )
     return spec
 
 
 def backup_dir_of(dest, label):
     return os.path.join(dest.rstrip("/") or "/", label)
+
+
+def refuse_copy_options(params):
+    """The copy's options, checked as the copy will check them, which would be after the start."""
+    try:
+        check_copy_options(params["method"], params["compression"], params["command"], params["repository"],
+                           params["parallel"], params["rsync_target"], params["include_wal"],
+                           params["wal_archive_dir"], params["verify_restore"])
+    except BackupError as exc:
+        raise BackupError(exc.msg + NOTHING_STARTED, exc.hint)
 
 
 def refuse_earlier_backup(backup_dir):
@@ -253,6 +268,9 @@ def refuse_dest_inside(dest, data_directory):
 
 def preflight(params, check_mode):
     """pg_backup_preflight: every check before the start; the server's facts and the archive check's."""
+    refuse_copy_options(params)
+    # The role's older name of the repository, now known not to be set with it.
+    params = dict(params, repository=params["repository"] or params["rsync_target"])
     backup_dir = backup_dir_of(params["dest"], params["label"])
     refuse_earlier_backup(backup_dir)
     where = refuse_unwritable(backup_dir, check_mode)

@@ -262,9 +262,17 @@ commands:
   type: list
   elements: dict
 restore_hint:
-  description: For the command method, what to change in the snapshot before restoring it.
-  returned: when method is command
+  description: For the command method, what to change in the snapshot before restoring it; null for the other methods.
+  returned: success, unless O(send_record)
   type: str
+record_part:
+  description:
+    - This phase's part of C(backup.json), for the C(parts) of M(pgexclusive.backup.pg_backup_finalize) and
+      M(pgexclusive.backup.pg_backup_record), with C(phase) (C(copy)) and C(facts), each field of C(backup.json) the
+      phase owns, null where it has none; in check mode, which copies nothing, its sizes and cluster are null.
+    - A failure carries the facts the phase learned before it failed, null for the rest.
+  returned: unless O(send_record)
+  type: dict
 '''
 
 from ansible.module_utils.basic import AnsibleModule
@@ -275,7 +283,8 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.module_runner i
 
 def main():
     module = AnsibleModule(argument_spec=copy_argument_spec(), required_if=COPY_REQUIRED_IF, supports_check_mode=True)
-    run_module(module, copy_backup, needs_database=False)
+    # Sending the record is not the copy phase: it learns nothing backup.json keeps.
+    run_module(module, copy_backup, needs_database=False, record_phase=None if module.params["send_record"] else "copy")
 
 
 if __name__ == "__main__":

@@ -25,8 +25,9 @@ description:
   - When a step before the record is complete fails, C(backup.json) says C(failed) with the step and the reason,
     and the module fails with RV(complete) false. When retention fails, the backup is complete and the module
     fails with RV(complete) true.
-  - The facts come from O(results), the run's task results as registered, as for
-    M(pgexclusive.backup.pg_backup_record).
+  - The facts come from O(parts), each phase's part of C(backup.json), as for
+    M(pgexclusive.backup.pg_backup_record); the steps here add their own (C(wal_included), C(config_files),
+    C(verify_restore), C(checks)).
 version_added: 0.1.0
 author: pgexclusive.backup maintainers (@pgexclusive)
 options:
@@ -34,14 +35,23 @@ options:
     description: The backup directory, C(<dest>/<label>), on the database host (with a repository, the one that holds the record).
     type: path
     required: true
+  parts:
+    description:
+      - The parts of C(backup.json), as for M(pgexclusive.backup.pg_backup_record)
+        O(pgexclusive.backup.pg_backup_record#module:parts), the run's own (C(phase) C(run)) and the RV(record_part)
+        of M(pgexclusive.backup.pg_backup_preflight), M(pgexclusive.backup.pg_start_backup),
+        M(pgexclusive.backup.pg_backup_copy) and M(pgexclusive.backup.pg_stop_backup).
+      - The WAL files come from the start and stop parts, the cluster retention keeps from the copy and run parts.
+      - O(parts) or O(results) is required.
+    type: list
+    elements: dict
+    default: []
   results:
     description:
-      - The results of the run's tasks by task, as for M(pgexclusive.backup.pg_backup_record)
-        O(pgexclusive.backup.pg_backup_record#module:results) - C(run) (C(label), C(host), C(method),
-        C(compression), C(data_directory)), C(info), C(start), C(copy), C(stop).
-      - The WAL files come from C(start) and C(stop), the cluster retention keeps from C(copy) and C(run).
+      - Deprecated, to be removed in 1.0.0; use O(parts). The results of the run's tasks by task, as for
+        O(pgexclusive.backup.pg_backup_record#module:results).
     type: dict
-    required: true
+    default: {}
   manifest:
     description:
       - Write C(backup_manifest) for a plain or tar copy (see M(pgexclusive.backup.pg_backup_record)), after the stop.
@@ -71,31 +81,6 @@ options:
   verify_restore_work_dir:
     description: Where the throwaway copy goes; default beside O(backup_dir).
     type: path
-  verify_restore_checks:
-    description:
-      - SQL checks run on the restored copy once it is promoted, as M(pgexclusive.backup.pg_verify_restore)'s
-        O(pgexclusive.backup.pg_verify_restore#module:checks) takes them. A failing check fails the restore check,
-        so the backup is recorded C(failed).
-      - The drill's result starts the C(checks) history in C(backup.json).
-    type: list
-    elements: dict
-    default: []
-    suboptions:
-      name:
-        description: The check's name, in the result and the history.
-        type: str
-        required: true
-      sql:
-        description: One query.
-        type: str
-        required: true
-      expect:
-        description: The first column of the first row, compared as text; without it the query must return a row.
-        type: raw
-      db:
-        description: The database to run it in.
-        type: str
-        default: postgres
   repository:
     description: The repository the copy went to, C([user@]host:/path); the record is sent there last.
     type: str
@@ -117,6 +102,8 @@ options:
     description: Keep this many complete backups of this cluster under O(dest); 0 keeps all.
     type: int
     default: 0
+extends_documentation_fragment:
+  - pgexclusive.backup.checks.finalize
 attributes:
   check_mode:
     support: full
@@ -138,11 +125,14 @@ EXAMPLES = r'''
     verify_restore: true
     dest: /srv/backups
     retention: 7
-    results:
-      run: {label: "{{ label }}", host: "{{ inventory_hostname }}", method: rsync, compression: none}
-      start: "{{ started }}"
-      copy: "{{ copied }}"
-      stop: "{{ stopped }}"
+    parts:
+      - phase: run
+        facts: {label: "{{ label }}", host: "{{ inventory_hostname }}", method: rsync, compression: none,
+                data_directory: /var/lib/postgresql/16/main}
+      - "{{ checked.record_part }}"
+      - "{{ started.record_part }}"
+      - "{{ copied.record_part }}"
+      - "{{ stopped.record_part }}"
   become: true
 '''
 
@@ -179,7 +169,7 @@ config_files:
   description:
     - The server's configuration files that lie outside the data directory (Debian's
       C(/etc/postgresql/<major>/<cluster>/)), copied into C(config/) of the backup under their absolute paths;
-      C(backup.json) keeps the same as C(config_files). Null when O(results) has no C(info) with C(config_settings).
+      C(backup.json) keeps the same as C(config_files). Null without an C(info) part with C(config_settings).
     - C(settings) (C(config_file), C(hba_file), C(ident_file) as the server reported them), C(files) (each C(what),
       C(path), C(named_by), C(stored), C(size), C(sha256), C(mode)), C(dirs) (the C(include_dir) directories outside),
       C(missing) (what a setting or directive names but is missing, a symbolic link - never followed - or not a

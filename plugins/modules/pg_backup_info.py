@@ -25,19 +25,16 @@ options:
       - Enables RV(files) and RV(advice), and the report on a stopped server.
       - Reading it needs root or the server's OS user (C(become)).
     type: path
-  state_dir:
-    description:
-      - Where M(pgexclusive.backup.pg_start_backup) keeps its state records; they are reported as
-        RV(state_records), and the one naming the backup in progress (or the C(backup_label) a
-        crash left) as RV(backup.state_record).
-    type: path
-    default: /var/lib/pgexclusive-backup
 extends_documentation_fragment:
   - pgexclusive.backup.connection
+  - pgexclusive.backup.state_dir
 attributes:
   check_mode:
     support: full
     description: The module only reads; check mode runs it unchanged.
+notes:
+  - The state records in O(state_dir) are reported as RV(state_records), and the one naming the backup in
+    progress (or the C(backup_label) a crash left) as RV(backup.state_record).
 seealso:
   - module: pgexclusive.backup.pg_start_backup
   - module: pgexclusive.backup.pg_stop_backup

@@ -12,6 +12,9 @@ short_description: Check everything an exclusive backup needs before it starts, 
 description:
   - The exclusive_backup role's first phase, on the database host. Nothing is started; when a check
     fails, the message says what and that nothing was started.
+  - The copy's options - the rules M(pgexclusive.backup.pg_backup_copy) checks (O(compression) with C(tar)
+    only, C(command) with O(command), a O(repository) with C(tar) or C(rsync), C(tar) to another host only),
+    and those between the copy and the finalize step (O(include_wal), O(verify_restore), O(rsync_target)).
   - The destination - refuses a C(<dest>/<label>) that holds a C(backup.json) already, and a O(dest)
     inside the data directory (symbolic links resolved).
   - Refuses a O(dest) that the user this module runs as (the user the copy runs as, with the same become)
@@ -47,10 +50,6 @@ options:
       - The server's data directory on the database host; default the server's C(data_directory) setting,
         which needs a superuser or C(pg_read_all_settings) (C(pg_monitor)) to read.
     type: path
-  state_dir:
-    description: Where M(pgexclusive.backup.pg_start_backup) keeps its state records (reported as RV(state_records)).
-    type: path
-    default: /var/lib/pgexclusive-backup
   verify_archiving:
     description:
       - C(active) creates a restore point, switches the WAL segment and waits until the archive has it;
@@ -84,15 +83,42 @@ options:
     type: str
     default: ''
   include_wal:
-    description: Whether the finalize step puts the WAL into the backup (a gzip tar copy then needs C(gzip)).
+    description:
+      - Whether the finalize step puts the WAL into the backup (a gzip tar copy then needs C(gzip)); needs
+        O(wal_archive_dir).
+    type: bool
+    default: false
+  command:
+    description: The command the C(command) method runs; that method is refused without it.
+    type: str
+  parallel:
+    description: The copy's workers; refused below 1.
+    type: int
+    default: 1
+  rsync_target:
+    description:
+      - The exclusive_backup role's older name of the repository, for the C(rsync) method only; refused together
+        with O(repository).
+    type: str
+    default: ''
+  wal_archive_dir:
+    description: The WAL archive the finalize step reads; O(include_wal) is refused without it.
+    type: path
+  verify_restore:
+    description:
+      - Whether the finalize step restores the copy on the database host; refused with a O(repository) or
+        O(rsync_target), which leave no copy there.
     type: bool
     default: false
 extends_documentation_fragment:
   - pgexclusive.backup.connection
+  - pgexclusive.backup.state_dir
 attributes:
   check_mode:
     support: full
     description: Reads only; the archive check runs passive.
+notes:
+  - The state records in O(state_dir) are reported as RV(state_records).
 seealso:
   - module: pgexclusive.backup.pg_backup_info
   - module: pgexclusive.backup.pg_archive_check
@@ -169,6 +195,14 @@ queries:
   returned: always
   type: list
   elements: str
+record_part:
+  description:
+    - This phase's part of C(backup.json), for the C(parts) of M(pgexclusive.backup.pg_backup_finalize) and
+      M(pgexclusive.backup.pg_backup_record), with C(phase) (C(info)) and C(facts), each field of C(backup.json) the
+      phase owns, null where it has none.
+    - A failure carries the facts the phase learned before it failed, null for the rest.
+  returned: always
+  type: dict
 '''
 
 from ansible.module_utils.basic import AnsibleModule
@@ -178,7 +212,8 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.preflight impor
 
 
 def main():
-    run_module(AnsibleModule(argument_spec=preflight_argument_spec(), supports_check_mode=True), preflight)
+    run_module(AnsibleModule(argument_spec=preflight_argument_spec(), supports_check_mode=True), preflight,
+               record_phase="info")
 
 
 if __name__ == "__main__":

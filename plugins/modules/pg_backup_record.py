@@ -54,13 +54,26 @@ options:
         removes only backups whose record names its cluster.
     type: dict
     default: {}
+  parts:
+    description:
+      - The parts of the record, to take its fields from (the role passes them; O(facts) override what they give),
+        each with C(phase) and C(facts), as the RV(pgexclusive.backup.pg_start_backup#module:record_part) of
+        M(pgexclusive.backup.pg_backup_preflight) (C(info)), M(pgexclusive.backup.pg_start_backup) (C(start)),
+        M(pgexclusive.backup.pg_backup_copy) (C(copy)), M(pgexclusive.backup.pg_stop_backup) (C(stop)) and
+        M(pgexclusive.backup.pg_backup_wal) (C(wal)) return it, and the run's own, C(phase) C(run) with C(facts)
+        C(label), C(host), C(method), C(compression) and C(data_directory).
+      - A phase that did not run has no part; a part holds every field its phase owns (null for what it does not
+        know), or the module fails. A field several phases own comes from the first with a value (C(data_directory)
+        from the copy, else the run; C(api) from the start, else the preflight).
+    type: list
+    elements: dict
+    default: []
   results:
     description:
-      - The results of the run's tasks as registered, by task, to pick the record's fields from (the role passes
-        them; O(facts) override what is picked). Keys C(run) (C(label), C(host), C(method), C(compression),
-        C(data_directory)), C(info) (pg_backup_info), C(start) (pg_start_backup), C(copy) (pg_backup_copy),
-        C(stop) (pg_stop_backup), C(wal) (pg_backup_wal) and C(verify) (the restore check's summary).
-      - A task that did not run (missing, null, or skipped) gives nothing.
+      - Deprecated, to be removed in 1.0.0; use O(parts), which it cannot be given with.
+      - The results of the run's tasks as registered, by task (C(run), C(info), C(start), C(copy), C(stop),
+        C(wal), C(verify)), to pick the record's fields from. A task that did not run (missing, null, or skipped)
+        gives nothing.
     type: dict
     default: {}
   manifest:

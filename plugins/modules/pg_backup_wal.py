@@ -71,6 +71,14 @@ location:
   description: Where they are, relative to the backup directory.
   returned: success
   type: str
+record_part:
+  description:
+    - This phase's part of C(backup.json), for the C(parts) of M(pgexclusive.backup.pg_backup_finalize) and
+      M(pgexclusive.backup.pg_backup_record), with C(phase) (C(wal)) and C(facts), each field of C(backup.json) the
+      phase owns, null where it has none.
+    - A failure carries the facts the phase learned before it failed, null for the rest.
+  returned: always
+  type: dict
 '''
 
 from ansible.module_utils.basic import AnsibleModule
@@ -80,7 +88,8 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.module_runner i
 
 
 def main():
-    run_module(AnsibleModule(argument_spec=wal_argument_spec(), supports_check_mode=True), backup_wal, needs_database=False)
+    run_module(AnsibleModule(argument_spec=wal_argument_spec(), supports_check_mode=True), backup_wal, needs_database=False,
+               record_phase="wal")
 
 
 if __name__ == "__main__":

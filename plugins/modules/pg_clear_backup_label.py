@@ -36,10 +36,8 @@ options:
     description: The label written in C(backup_label), typed back as explicit confirmation.
     type: str
     default: ''
-  state_dir:
-    description: Where M(pgexclusive.backup.pg_start_backup) kept its state records.
-    type: path
-    default: /var/lib/pgexclusive-backup
+extends_documentation_fragment:
+  - pgexclusive.backup.state_dir
 attributes:
   check_mode:
     support: full

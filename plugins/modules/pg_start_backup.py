@@ -80,14 +80,6 @@ options:
       - C(0) means the controller does not renew anything (only O(max_duration) applies).
     type: int
     default: 0
-  state_dir:
-    description:
-      - Directory on the host the module runs on for the state records, one per cluster and label
-        (who started the backup, when, the lease, the outcome). Created with mode C(0700).
-      - Must be writable when O(max_duration) or O(heartbeat_timeout) is above C(0); otherwise an unusable directory only
-        warns. Never inside the data directory (it would be copied).
-    type: path
-    default: /var/lib/pgexclusive-backup
   controller_host:
     description: The controller running the play, for the state record (which run left a backup).
     type: str
@@ -96,11 +88,14 @@ options:
     type: str
 extends_documentation_fragment:
   - pgexclusive.backup.connection
+  - pgexclusive.backup.state_dir
 attributes:
   check_mode:
     support: full
     description: Reports whether it would start a backup, and the statements it would run.
 notes:
+  - O(state_dir) must be writable when O(max_duration) or O(heartbeat_timeout) is above C(0); otherwise an unusable
+    directory only warns.
   - "Least privilege, run by a superuser in O(login_db), on PostgreSQL 15 and later -
     GRANT EXECUTE ON FUNCTION pg_catalog.pg_start_backup(text, boolean), pg_catalog.pg_stop_backup(),
     pg_catalog.pg_read_file(text, bigint, bigint, boolean) TO backup_user;"
@@ -271,6 +266,14 @@ queries:
   type: list
   elements: str
   sample: ["SELECT pg_catalog.pg_start_backup('nightly', true)::text"]
+record_part:
+  description:
+    - This phase's part of C(backup.json), for the C(parts) of M(pgexclusive.backup.pg_backup_finalize) and
+      M(pgexclusive.backup.pg_backup_record), with C(phase) (C(start)) and C(facts), each field of C(backup.json) the
+      phase owns, null where it has none.
+    - A failure carries the facts the phase learned before it failed, null for the rest.
+  returned: always
+  type: dict
 '''
 
 from ansible.module_utils.basic import AnsibleModule
@@ -281,7 +284,8 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.module_runner i
 
 
 def main():
-    run_module(AnsibleModule(argument_spec=start_argument_spec(), supports_check_mode=True), start_backup)
+    run_module(AnsibleModule(argument_spec=start_argument_spec(), supports_check_mode=True), start_backup,
+               record_phase="start")
 
 
 if __name__ == "__main__":

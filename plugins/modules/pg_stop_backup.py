@@ -74,20 +74,17 @@ options:
         this limit.
     type: int
     default: 300
-  state_dir:
-    description:
-      - Where M(pgexclusive.backup.pg_start_backup) keeps its state records (same host, same value).
-      - The stop marks this label's record stopped and ends its watchdog. When nothing is in
-        progress and the record says the watchdog stopped this label's backup at lease expiry, the
-        module fails with RV(safety_stopped), because the copy taken under it is not usable.
-    type: path
-    default: /var/lib/pgexclusive-backup
 extends_documentation_fragment:
   - pgexclusive.backup.connection
+  - pgexclusive.backup.state_dir
 attributes:
   check_mode:
     support: full
     description: Reports whether it would stop a backup, and the statements it would run; waits for nothing.
+notes:
+  - The stop marks this label's record in O(state_dir) stopped and ends its watchdog. When nothing is in
+    progress and the record says the watchdog stopped this label's backup at lease expiry, the
+    module fails with RV(safety_stopped), because the copy taken under it is not usable.
 seealso:
   - module: pgexclusive.backup.pg_start_backup
   - module: pgexclusive.backup.pg_backup_info
@@ -204,6 +201,14 @@ queries:
   type: list
   elements: str
   sample: ["SELECT pg_catalog.pg_stop_backup()::text"]
+record_part:
+  description:
+    - This phase's part of C(backup.json), for the C(parts) of M(pgexclusive.backup.pg_backup_finalize) and
+      M(pgexclusive.backup.pg_backup_record), with C(phase) (C(stop)) and C(facts), each field of C(backup.json) the
+      phase owns, null where it has none.
+    - A failure carries the facts the phase learned before it failed, null for the rest.
+  returned: always
+  type: dict
 '''
 
 from ansible.module_utils.basic import AnsibleModule
@@ -214,7 +219,8 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.module_runner i
 
 
 def main():
-    run_module(AnsibleModule(argument_spec=stop_argument_spec(), supports_check_mode=True), stop_backup)
+    run_module(AnsibleModule(argument_spec=stop_argument_spec(), supports_check_mode=True), stop_backup,
+               record_phase="stop")
 
 
 if __name__ == "__main__":

@@ -78,33 +78,6 @@ options:
     description: Keep the scratch directory (for a person to look at).
     type: bool
     default: false
-  checks:
-    description:
-      - SQL checks run on the restored server once it is promoted, each in its own connection, as O(login_user).
-      - A check passes when its query runs and returns at least one row; with C(expect), when the first column of
-        the first row equals C(expect) as text (booleans as C(true)/C(false); cast in SQL for other formats).
-      - A failing check fails the drill, naming the check, its SQL, and what it returned against what was expected
-        (or the SQL error). Every check runs, and all results are returned and kept in C(backup.json).
-    type: list
-    elements: dict
-    default: []
-    version_added: 0.2.0
-    suboptions:
-      name:
-        description: The check's name, in the result and the history; unique among the checks.
-        type: str
-        required: true
-      sql:
-        description: One query.
-        type: str
-        required: true
-      expect:
-        description: The first column of the first row, compared as text.
-        type: raw
-      db:
-        description: The database to run it in.
-        type: str
-        default: postgres
   login_user:
     description:
       - The role the throwaway server is asked as, over its private socket (trusted there), to see it promoted and
@@ -112,6 +85,8 @@ options:
       - Default the name of the live data directory's owner, which C(initdb) makes the bootstrap superuser.
     type: str
     version_added: 0.2.0
+extends_documentation_fragment:
+  - pgexclusive.backup.checks
 notes:
   - Check mode starts nothing.
   - C(playbooks/restore_drill.yml) runs this module on a chosen backup.

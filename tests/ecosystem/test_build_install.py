@@ -3,8 +3,8 @@
 The playbook runs from the installed copy only (ANSIBLE_COLLECTIONS_PATH is the
 install path, nothing else is on Ansible's search path), so a file that
 build_ignore drops by mistake or a wrong meta/runtime.yml fails here. It runs
-as the least-privileged backup user README.md documents, with exactly the
-GRANTs README.md gives, which proves that list.
+as the least-privileged backup user docs/installing.md documents, with exactly
+the GRANTs it gives, which proves that list.
 """
 
 import json
@@ -31,7 +31,7 @@ NEVER_SHIPPED = re.compile(r"(^|/)(\.git|\.venv|\.pytest_cache|__pycache__)(/|$)
 MUST_SHIP = ["MANIFEST.json", "FILES.json", "meta/runtime.yml", "playbooks/backup.yml",
              "roles/exclusive_backup/meta/argument_specs.yml", "roles/exclusive_backup/tasks/main.yml",
              "plugins/modules/pg_start_backup.py", "plugins/modules/pg_stop_backup.py",
-             "plugins/module_utils/session/backup_session.py", "plugins/doc_fragments/connection.py",
+             "plugins/module_utils/session/start.py", "plugins/doc_fragments/connection.py",
              "README.md", "CHANGELOG.rst"]
 
 
@@ -91,8 +91,8 @@ def installed(tarball):
     return path
 
 
-# The statements README.md gives, per API (run by a superuser in the database the
-# backups connect to: the extension's on 15+); README.md must hold them as they are here.
+# The statements docs/installing.md gives, per API (run by a superuser in the database the
+# backups connect to: the extension's on 15+); docs/installing.md must hold them as they are here.
 _ROLE = [f"CREATE ROLE {BACKUP_USER} LOGIN PASSWORD 'change-me'", f"GRANT pg_monitor TO {BACKUP_USER}"]
 _ALSO = ("pg_catalog.pg_read_file(text, bigint, bigint, boolean), pg_catalog.pg_create_restore_point(text),"
          f" pg_catalog.pg_switch_wal() TO {BACKUP_USER}")
@@ -106,14 +106,14 @@ GRANTS = {
 
 @pytest.mark.parametrize("api", sorted(GRANTS))
 def test_readme_gives_the_grants_this_test_proves(api):
-    readme = " ".join((REPO / "README.md").read_text().split())
+    readme = " ".join((REPO / "docs" / "installing.md").read_text().split())
     for statement in GRANTS[api]:
         assert statement + ";" in readme, statement
 
 
 @pytest.fixture(params=SELECTED, ids=lambda m: f"pg{m}")
 def cluster(request, clusters):
-    """A test bed cluster of each major, with the least-privileged backup user README.md describes."""
+    """A test bed cluster of each major, with the least-privileged backup user docs/installing.md describes."""
     cluster = clusters(request.param)
     if cluster.pid is None:
         cluster.start()

@@ -1,4 +1,4 @@
-"""The documentation stays in step with the code: ansible-doc, the role's README, README's troubleshooting."""
+"""The documentation stays in step with the code: ansible-doc, the roles' READMEs, docs/troubleshooting.md, the links."""
 
 import ast
 import json
@@ -118,9 +118,9 @@ def error_messages():
     return found
 
 
-def test_readme_troubleshooting_covers_every_error_message():
-    readme = (REPO / "README.md").read_text()
-    section = readme[readme.index("## Troubleshooting"):]
+def test_troubleshooting_covers_every_error_message():
+    page = (REPO / "docs" / "troubleshooting.md").read_text()
+    section = page[page.index("# Troubleshooting"):]
     section = " ".join(section.replace("\\|", "|").split())
     messages = error_messages()
     assert len(messages) > 40, "the scan found too few messages to be working"
@@ -131,3 +131,26 @@ def test_readme_troubleshooting_covers_every_error_message():
         if fixed not in section:
             missing.append(f"{where}: {message}")
     assert not missing, "\n".join(missing)
+
+
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), *sorted((REPO / "roles").glob("*/README.md"))]
+
+
+def _anchors(page):
+    """GitHub's anchors for a page's headings: lower case, punctuation dropped, spaces as hyphens."""
+    headings = re.findall(r"^#+ (.+)$", re.sub(r"^```.*?^```", "", page.read_text(), flags=re.M | re.S), re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+@pytest.mark.parametrize("page", DOCS, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_relative_link_resolves(page):
+    broken = []
+    for target in LINK.findall(page.read_text()):
+        if re.match(r"[a-z]+:", target):
+            continue
+        path, _, anchor = target.partition("#")
+        linked = (page.parent / path).resolve() if path else page
+        if not linked.exists() or (anchor and linked.suffix == ".md" and anchor not in _anchors(linked)):
+            broken.append(target)
+    assert not broken, broken

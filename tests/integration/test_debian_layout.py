@@ -1,10 +1,10 @@
 """The Debian layout: a cluster made by pg_createcluster, its configuration in /etc/postgresql/15/<name>/.
 
 One live cluster for the module (tests/testbed/debian.py): Debian's
-postgresql-15, archiving from a conf.d file as README.md's Debian section
-shows it, the fixture extension in backupctl, and root mapped to README.md's
+postgresql-15, archiving from a conf.d file as docs/restore.md's Debian section
+shows it, the fixture extension in backupctl, and root mapped to docs/installing.md's
 least-privilege login (Debian's local connections are peer). The role backs it
-up as root, as README.md says; rows are committed before and after a noted
+up as root, as README.md's Quick start does; rows are committed before and after a noted
 time; the backup is then restored to that time into a new plain directory and
 into a new Debian cluster. Each test asserts the exact rows, that the restored
 configuration points at nothing of the source cluster, and that the live

@@ -457,16 +457,16 @@ class Cluster:
 
 
 def readme_login_statements(api):
-    """The SQL statements README.md gives for a least-privilege backup user, per API (``extension``: 15+).
+    """The SQL statements docs/installing.md gives for a least-privilege backup user, per API (``extension``: 15+).
 
     Each indented block of the section "A least-privilege backup user" belongs
     to the paragraph before it: the one naming "PostgreSQL 15 and later" holds
     the extension's statements, the one naming "PostgreSQL 14" the native ones.
     """
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "docs" / "installing.md").read_text()
     section = text.split("## A least-privilege backup user", 1)
     if len(section) != 2:
-        raise TestbedError("README.md has no section '## A least-privilege backup user'.")
+        raise TestbedError("docs/installing.md has no section '## A least-privilege backup user'.")
     body = section[1].split("\n## ", 1)[0]
     blocks = {}
     paragraph, code = [], []
@@ -489,5 +489,5 @@ def readme_login_statements(api):
             paragraph.append(line.strip())
     flush()
     if api not in blocks:
-        raise TestbedError(f"README.md's least-privilege section has no SQL block for the {api} API.")
+        raise TestbedError(f"docs/installing.md's least-privilege section has no SQL block for the {api} API.")
     return [s.strip() for s in blocks[api].split(";") if s.strip()]

@@ -80,15 +80,15 @@ def run_root(argv, check=True):
 
 
 def readme_archiving_conf(archive_dir):
-    """The conf.d file README.md's Debian section gives for WAL archiving, for ``archive_dir``: (name, text).
+    """The conf.d file docs/restore.md's Debian section gives for WAL archiving, for ``archive_dir``: (name, text).
 
     Read from the block under the line ``# /etc/postgresql/<major>/<cluster>/conf.d/<file>``, so the test bed
     sets archiving up exactly as users are told to.
     """
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "docs" / "restore.md").read_text()
     found = re.search(r"^ {4}# /etc/postgresql/\d+/\w+/conf\.d/(\S+\.conf)\n((?: {4}\S.*\n)+)", text, re.M)
     if not found:
-        raise TestbedError("README.md shows no conf.d file for archiving (a block starting "
+        raise TestbedError("docs/restore.md shows no conf.d file for archiving (a block starting "
                            "'# /etc/postgresql/<major>/<cluster>/conf.d/<name>.conf').")
     body = "".join(line[4:] + "\n" for line in found.group(2).splitlines())
     return found.group(1), body.replace(README_ARCHIVE, str(archive_dir))

@@ -37,14 +37,13 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout i
 from ansible_collections.pgexclusive.backup.plugins.module_utils.copy.io import chown_like, open_root, run_argv
 from ansible_collections.pgexclusive.backup.plugins.module_utils.copy.methods import (
     METHOD_CLASSES, CopyContext, Sources, make_empty_dirs)
+from ansible_collections.pgexclusive.backup.plugins.module_utils.copy.options import METHODS, check_copy_options
 from ansible_collections.pgexclusive.backup.plugins.module_utils.data_directory import system_identifier, tablespace_links
 from ansible_collections.pgexclusive.backup.plugins.module_utils.durable import atomic_write
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.pgexclusive.backup.plugins.module_utils.repository import (
     Repository, remote_error, send_record)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop.during_copy import copy_while_leased
-
-METHODS = tuple(method_class.name for method_class in METHOD_CLASSES)
 
 
 def copy_argument_spec():
@@ -67,8 +66,8 @@ def copy_argument_spec():
     )
 
 
-COPY_REQUIRED_IF = [("method", "command", ("command",)), ("send_record", False, ("data_directory",)),
-                    ("send_record", True, ("repository",))]
+# What each of the module's two tasks needs; the rules between the copy's options are check_copy_options'.
+COPY_REQUIRED_IF = [("send_record", False, ("data_directory",)), ("send_record", True, ("repository",))]
 
 
 def copy_backup(params, check_mode):
@@ -214,25 +213,9 @@ class Copier(object):
     def __init__(self, data_directory, backup_dir, label, method="tar", compression="none", exclude=(),
                  fix_label=False, command=None, repository=None, run=None, parallel=1, ssh_user=None,
                  ssh_key=None, ssh_options=(), cancel=None):
-        if method not in METHODS:
-            raise BackupError("Unknown copy method %r." % method, "Use one of %s." % ", ".join(METHODS))
-        if method != "tar" and compression != "none":
-            raise BackupError("Compression %r only applies to the tar method." % compression,
-                              "Set compression to none, or use method tar.")
-        if parallel < 1:
-            raise BackupError("parallel is %d; it must be 1 or more." % parallel,
-                              "Set it to the number of copy workers (1: one stream).")
-        if method == "command" and not command:
-            raise BackupError("The command method needs a command.", "Set exclusive_backup_command.")
+        check_copy_options(method, compression, command, repository, parallel)
         # A local path stays as it was: rsync into that directory on the database host.
         remote = Repository.parse(repository, ssh_user, ssh_key, ssh_options) if repository else None
-        if repository and method not in ("tar", "rsync"):
-            raise BackupError("The %s method copies on the database host only: a repository needs the tar or "
-                              "rsync method." % method, "Set the method to tar or rsync, or leave the repository empty.")
-        if method == "tar" and repository and not remote:
-            raise BackupError("The tar method sends to a repository on another host only, and %r is a local path."
-                              % repository, "Give the repository as [user@]host:/path, or leave it empty to copy into "
-                              "the backup directory on the database host.")
         self.method = method
         self.fix_label = fix_label
         # Set when the backup's lease ends (safety_stop.copy_while_leased): the copy method stops between files.
@@ -299,8 +282,7 @@ class Copier(object):
             "warnings": ctx.warnings,
             "repository": ctx.remote.location(ctx.remote_dir()) if ctx.remote else None,
         }
-        if self.method == "command":
-            result["restore_hint"] = restore_hint(self.fix_label)
+        result["restore_hint"] = restore_hint(self.fix_label) if self.method == "command" else None
         result["bytes"] = method.size()
         result["output_bytes"] = method.output_bytes()
         return result

@@ -4,8 +4,8 @@
 
 """restore phase 5, configure: the laid-out copy is made to recover, and given to its owner.
 
-backup_label is kept, and fixed on 15+ while it still says pg_start_backup
-(DESIGN.md); recovery.signal; the recovery settings of restore/recovery_target.py
+backup_label is kept, and on 15+ its method pg_start_backup is made streamed
+(see needs_label_fix); recovery.signal; the recovery settings of restore/recovery_target.py
 appended to postgresql.auto.conf, archiving off. With ``minimal_config`` (the
 drill) the copy's own configuration is set aside and the server reads only
 what is written here; with ``confine_to`` no link of the copy may lead out.
@@ -45,7 +45,8 @@ SETTINGS_TITLE = "pgexclusive.backup restore: recovery settings (remove once the
 
 
 def needs_label_fix(label_text, major):
-    """15+ recovery needs 'streamed' to wait for the end of the backup (DESIGN.md)."""
+    """15+ recovery waits for the end-of-backup record only when the label says 'streamed'; with
+    'pg_start_backup' it would call the copy consistent at the backup's start."""
     return major >= 15 and "BACKUP METHOD: pg_start_backup" in label_text
 
 

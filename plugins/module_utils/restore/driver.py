@@ -32,6 +32,7 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import B
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore import (
     check_targets, choose, configure, debian, lay_out, prove, recover, report)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.restore.recovery_target import ACTIONS, TARGETS
+from ansible_collections.pgexclusive.backup.plugins.module_utils.timed_steps import TimedSteps
 
 PHASES = (("choose", choose.run), ("prove", prove.run), ("list_wal", recover.list_wal), ("check_targets", check_targets.run),
           ("lay_out", lay_out.run), ("configure", configure.run), ("recover", recover.run), ("report", report.run))
@@ -69,16 +70,14 @@ class Restore(object):
 
     def run(self, until=None):
         """Run the phases in order, through ``until`` when given."""
+        steps = TimedSteps(self.durations)
         for name, phase in PHASES:
             self.step = name
-            started = time.time()
             try:
-                phase(self)
+                steps.run(name, phase, self)
             except BackupError as exc:
                 exc.facts.setdefault("phase", name)
                 raise
-            finally:
-                self.durations[name] = round(time.time() - started, 3)
             if name == until:
                 break
         return self.result

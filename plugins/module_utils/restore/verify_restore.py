@@ -14,9 +14,9 @@ checks. Each drill's result is added to the backup's backup.json (its
 ``checks`` history) when the backup has one; the role's own check, which runs
 before backup.json is written, hands its result to the record instead.
 
-Nothing the drill runs writes outside its scratch directory (DESIGN.md,
-"Nothing outside our own"): not the live data directory, not the target of its
-pg_wal link, not a tablespace, not the WAL archive. So, before the server
+Nothing the drill runs writes outside its scratch directory, because a drill
+runs beside a live server and must not touch what it does not own: not the
+live data directory, not the target of its pg_wal link, not a tablespace, not the WAL archive. So, before the server
 starts, the engine makes the copy's pg_wal (and the other directories a backup
 leaves empty) a real directory of its own, never a link; points every
 pg_tblspc/<oid> link and tablespace_map line at the copy's own tablespace

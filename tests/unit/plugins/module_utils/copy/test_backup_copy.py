@@ -1,63 +1,19 @@
 import os
-import threading
-import pwd
 import shutil
 import stat
-import struct
 import subprocess
 import tarfile
-import tempfile
-from pathlib import Path
 
 import pytest
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils import backup_layout as layout
 from ansible_collections.pgexclusive.backup.plugins.module_utils.copy import backup_copy as c
 from ansible_collections.pgexclusive.backup.plugins.module_utils.copy import io as cio
-from ansible_collections.pgexclusive.backup.plugins.module_utils.copy import methods as m
 from ansible_collections.pgexclusive.backup.plugins.module_utils import repository as rp
-from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_files import EMPTY_DIRS, TOP_FILES
+from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_files import EMPTY_DIRS
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
-
-LABEL = """START WAL LOCATION: 0/2000028 (file 000000010000000000000002)
-CHECKPOINT LOCATION: 0/2000060
-BACKUP METHOD: pg_start_backup
-BACKUP FROM: primary
-START TIME: 2026-11-21 10:56:35 UTC
-LABEL: run-1
-START TIMELINE: 1
-"""
-
-
-def test_normal_exit_codes_per_tool():
-    assert m.is_normal_exit("tar", 1) and m.is_normal_exit("rsync", 24)
-    assert not m.is_normal_exit("tar", 2) and not m.is_normal_exit("rsync", 23)
-    assert not m.is_normal_exit("command", 1)
-
-
-def test_tar_names():
-    assert layout.tar_name("base", "none") == "base.tar"
-    assert layout.tar_name("16384", "zstd") == "16384.tar.zst"
-    with pytest.raises(BackupError):
-        layout.tar_name("base", "lz4")
-
-
-def test_tar_command_excludes_live_label_and_empty_dirs_and_adds_staged_ones():
-    argv = m.tar_data_command("/d", "/s", "/b/base.tar.gz", "gzip", ["*.log"])
-    assert argv[:5] == ["tar", "-C", "/d", "-cf", "/b/base.tar.gz"]
-    assert "--gzip" in argv and "--exclude=*.log" in argv
-    assert "--exclude=./backup_label" in argv and "--exclude=./pg_wal" in argv
-    assert argv[argv.index("."):] == [".", "-C", "/s", "backup_label"] + list(EMPTY_DIRS)
-
-
-def test_rsync_command_anchors_keeps_links_and_takes_the_list_from_backup_files():
-    argv = m.rsync_data_command("/d/", "/b/data")
-    assert argv[:2] == ["rsync", "-a"] and argv[-2:] == ["/d/", "/b/data/"]
-    assert "--exclude=/pg_wal" in argv and "--exclude=/backup_label" in argv
-    assert all("--exclude=/" + name in argv for name in TOP_FILES)
-    assert "--exclude=pgsql_tmp*" in argv and "-L" not in argv
-    staged = m.rsync_staged_command("/s", "h:/b/data")
-    assert staged == ["rsync", "-a", "/s/backup_label"] + ["/s/" + name for name in EMPTY_DIRS] + ["h:/b/data/"]
+from ansible_collections.pgexclusive.backup.tests.unit.plugins.module_utils.copy.live_data_directory import (
+    LABEL, SYSTEM_IDENTIFIER, NOBODY, make_data_dir, swap_for_link, elsewhere)
 
 
 def test_label_checked_and_fixed():
@@ -71,35 +27,6 @@ def test_label_checked_and_fixed():
 def test_restore_hint_only_asks_for_the_fix_on_15_plus():
     assert "BACKUP METHOD: streamed" in c.restore_hint(True)
     assert "as it is" in c.restore_hint(False)
-
-
-SYSTEM_IDENTIFIER = 7309871234567890123
-NOBODY = pwd.getpwnam("nobody")
-
-
-def make_data_dir(root, waldir=False):
-    """A data directory in backup mode with a tablespace; with ``waldir``, pg_wal links to another disk."""
-    data = root / "data"
-    for d in ("base/1", "pg_stat_tmp", "pg_tblspc", "base/pgsql_tmp", "global"):
-        (data / d).mkdir(parents=True)
-    if waldir:
-        (root / "waldisk/archive_status").mkdir(parents=True)
-        os.symlink(str(root / "waldisk"), str(data / "pg_wal"))
-    else:
-        (data / "pg_wal/archive_status").mkdir(parents=True)
-    (data / "global/pg_control").write_bytes(struct.pack("=Q", SYSTEM_IDENTIFIER) + b"\0" * 100)
-    (data / "PG_VERSION").write_text("15\n")
-    (data / "base/1/1259").write_text("x" * 100)
-    (data / "base/pgsql_tmp/tmp1").write_text("t")
-    (data / "pg_wal/000000010000000000000002").write_text("w")
-    (data / "pg_stat_tmp/global.stat").write_text("s")
-    (data / "postmaster.pid").write_text("123\n")
-    (data / "backup_label").write_text(LABEL)
-    (data / "tablespace_map").write_text("16384 %s\n" % (root / "ts"))
-    (root / "ts/PG_15_1").mkdir(parents=True)
-    (root / "ts/PG_15_1/f").write_text("ts")
-    os.symlink(str(root / "ts"), str(data / "pg_tblspc/16384"))
-    return data
 
 
 def test_plain_copy_layout(tmp_path):
@@ -191,15 +118,6 @@ def test_rsync_to_a_target_creates_label_directory_and_keeps_links(tmp_path):
     assert not result["warnings"]
 
 
-def test_balanced_shares_are_near_equal_and_keep_every_job():
-    jobs = [(size, "f%d" % i) for i, size in enumerate([100, 90, 50, 40, 30, 20, 10, 5, 5, 1])]
-    shares = cio.balanced(jobs, 3)
-    assert sorted(j for share in shares for j in share) == sorted(jobs)
-    totals = [sum(j[0] for j in share) for share in shares]
-    assert max(totals) - min(totals) <= 10
-    assert len(cio.balanced(jobs[:2], 4)) == 2, "no empty share for a worker with nothing to do"
-
-
 def tree(root):
     return {str(p.relative_to(root)): (p.is_symlink(), p.read_bytes() if p.is_file() and not p.is_symlink() else None)
             for p in root.rglob("*")}
@@ -214,16 +132,6 @@ def test_parallel_copy_writes_the_same_tree_as_one_stream(tmp_path):
     assert tree(tmp_path / "one") == tree(tmp_path / "many")
     assert one["bytes"] == many["bytes"]
     assert "BACKUP METHOD: streamed" in (tmp_path / "many/data/backup_label").read_text()
-
-
-def test_parallel_zstd_uses_threads_and_other_compressions_do_not():
-    assert m.tar_compress_args("zstd", 2) == ["--use-compress-program=zstd -1 -T2"]
-    assert m.tar_compress_args("zstd", 1) == ["--use-compress-program=zstd -1 -T1"], "level and threads never left to the host"
-    assert m.tar_compress_args("gzip", 4) == ["--gzip"]
-    argv = m.tar_data_command("/d", "/s", "/b/base.tar.zst", "zstd", parallel=2)
-    assert "--use-compress-program=zstd -1 -T2" in argv and "--zstd" not in argv
-    with pytest.raises(BackupError):
-        c.Copier("/d", "/b", "l", method="copy", parallel=0)
 
 
 @pytest.mark.parametrize("parallel", [1, 3])
@@ -243,34 +151,6 @@ def test_gzip_is_a_gzip_tar_reads(tmp_path, parallel):
     subprocess.run(["tar", "-xzf", str(out / "base.tar.gz"), "-C", str(extracted)], check=True)
     assert (extracted / "base/1/big").read_bytes() == (data / "base/1/big").read_bytes()
     assert "BACKUP METHOD: streamed" in (extracted / "backup_label").read_text()
-
-
-def test_parallel_gzip_small_blocks_and_tar_failure(tmp_path):
-    import gzip
-    source = tmp_path / "src"
-    source.mkdir()
-    (source / "f").write_bytes(os.urandom(50000))
-    out = tmp_path / "o.tar.gz"
-    rc, _err = cio.gzip_parallel(["tar", "-C", str(source), "-cf", "-", "."], str(out), 2, block=1000)
-    assert rc == 0 and len(gzip.open(str(out)).read()) % 512 == 0
-    rc, err = cio.gzip_parallel(["tar", "-C", str(tmp_path / "missing"), "-cf", "-", "."], str(out), 2)
-    assert rc == 2 and "missing" in err
-
-
-@pytest.mark.parametrize("size,block", [(0, 1000), (999, 1000), (1000, 1000), (250000, 1000), (3 << 20, 1 << 20)])
-def test_parallel_gzip_writes_one_member_that_ends_where_the_file_ends(tmp_path, size, block):
-    """pg_verifybackup -F t reads a .tar.gz as one gzip member: whatever follows the first is never read."""
-    import zlib
-    payload = (os.urandom(size // 2) + b"pgx" * size)[:size]
-    source = tmp_path / "payload"
-    source.write_bytes(payload)
-    out = tmp_path / "o.gz"
-    rc, _err = cio.gzip_parallel(["cat", str(source)], str(out), 3, block=block)
-    raw = out.read_bytes()
-    one = zlib.decompressobj(31)
-    assert rc == 0 and one.decompress(raw) == payload and one.eof and one.unused_data == b""
-    assert subprocess.run(["gzip", "-t", str(out)], check=False).returncode == 0
-    assert int.from_bytes(raw[-4:], "little") == size and int.from_bytes(raw[-8:-4], "little") == zlib.crc32(payload)
 
 
 def copied_data_dir(out, method, tmp_path):
@@ -318,87 +198,6 @@ def test_rsync_target_gets_a_real_empty_pg_wal_and_a_second_run_keeps_it_so(tmp_
     assert stat.S_IMODE(os.stat(str(target / "run-1" / "data")).st_mode) == stat.S_IMODE(os.stat(str(data)).st_mode)
 
 
-def tree_copy(source, target, **kwargs):
-    """cio.copy_tree of the directory ``source``, opened as the Copier opens its roots."""
-    with cio.open_root(str(source)) as root:
-        return cio.copy_tree(root, target, **kwargs)
-
-
-def test_copy_tree_copies_links_as_links_and_never_their_targets(tmp_path):
-    data = make_data_dir(tmp_path)
-    (tmp_path / "secret").write_text("secret")
-    os.symlink(str(tmp_path / "secret"), str(data / "base/1/link"))
-    os.symlink(str(tmp_path), str(data / "base/dirlink"))
-    tree_copy(data, str(tmp_path / "copy"))
-    copy = tmp_path / "copy"
-    assert os.readlink(str(copy / "base/1/link")) == str(tmp_path / "secret")
-    assert os.readlink(str(copy / "base/dirlink")) == str(tmp_path)
-    assert not (copy / "pg_wal").exists(), "copy_tree leaves out the empty dirs: the Copier makes new ones"
-
-
-def test_copy_tree_keeps_mode_owner_and_content(tmp_path):
-    data = make_data_dir(tmp_path)
-    src = data / "base/1/1259"
-    os.chmod(str(src), 0o640)
-    if os.geteuid() == 0:
-        os.chown(str(src), NOBODY.pw_uid, NOBODY.pw_gid)
-    tree_copy(data, str(tmp_path / "copy"), workers=2)
-    copied = tmp_path / "copy/base/1/1259"
-    st, orig = os.stat(str(copied)), os.stat(str(src))
-    assert copied.read_bytes() == src.read_bytes() and stat.S_IMODE(st.st_mode) == 0o640
-    assert (st.st_uid, st.st_gid, st.st_mtime_ns) == (orig.st_uid, orig.st_gid, orig.st_mtime_ns)
-
-
-def swap(monkeypatch, action):
-    """Run ``action`` after the walk, just before the files are copied: the window of a swap."""
-    copy_files = cio.copy_files
-
-    def swapped(*args):
-        action()
-        return copy_files(*args)
-    monkeypatch.setattr(cio, "copy_files", swapped)
-
-
-@pytest.mark.parametrize("workers", [1, 2])
-def test_a_file_swapped_for_a_link_after_the_walk_fails_the_copy(tmp_path, monkeypatch, workers):
-    data = make_data_dir(tmp_path)
-    (tmp_path / "secret").write_text("root's secret")
-    victim = data / "base/1/1259"
-
-    def action():
-        # Atomic, as the threads of workers=2 may both get here: the victim is never missing for a moment.
-        link = tmp_path / ("link-%d" % threading.get_ident())
-        os.symlink(str(tmp_path / "secret"), str(link))
-        os.replace(str(link), str(victim))
-    swap(monkeypatch, action)
-    with pytest.raises(BackupError, match="base/1/1259 became a symbolic link during the copy.*take the backup again"):
-        tree_copy(data, str(tmp_path / "copy"), workers=workers)
-    assert not any(b"secret" in p.read_bytes() for p in (tmp_path / "copy").rglob("*") if p.is_file())
-
-
-def test_a_directory_swapped_for_a_link_after_the_walk_fails_the_copy(tmp_path, monkeypatch):
-    data = make_data_dir(tmp_path)
-    (tmp_path / "elsewhere").mkdir()
-    (tmp_path / "elsewhere/1259").write_text("root's secret")
-
-    def action():
-        if not (data / "base/1").is_symlink():
-            os.rename(str(data / "base/1"), str(tmp_path / "moved"))
-            os.symlink(str(tmp_path / "elsewhere"), str(data / "base/1"))
-    swap(monkeypatch, action)
-    with pytest.raises(BackupError, match="base/1 became a symbolic link during the copy"):
-        tree_copy(data, str(tmp_path / "copy"))
-    assert not (tmp_path / "copy/base/1/1259").exists()
-
-
-def test_files_that_vanish_are_skipped(tmp_path, monkeypatch):
-    data = make_data_dir(tmp_path)
-    swap(monkeypatch, lambda: shutil.rmtree(str(data / "base/1"), ignore_errors=True))
-    assert tree_copy(data, str(tmp_path / "copy")) == 3
-    assert sorted(p.name for p in (tmp_path / "copy").rglob("*") if p.is_file()) == [
-        "PG_VERSION", "pg_control", "tablespace_map"]
-
-
 def test_copy_method_refuses_an_existing_copy(tmp_path):
     data = make_data_dir(tmp_path)
     (tmp_path / "b/data").mkdir(parents=True)
@@ -434,22 +233,6 @@ def test_a_tablespace_link_to_a_directory_of_another_owner_is_refused_before_any
     assert "leads to %s, owned by uid %d" % (foreign, os.stat(foreign).st_uid) in message
     assert "owned by uid %d" % os.getuid() in message and "take the backup again" in message
     assert not (tmp_path / "b").exists(), "refused before anything is copied"
-
-
-def swap_for_link(path, target):
-    """What the server's OS user can do to a directory it owns the parent of: rename it away, put a link in its place."""
-    os.rename(str(path), str(path) + ".moved")
-    os.symlink(str(target), str(path))
-
-
-def elsewhere(tmp_path):
-    """A directory the copy must never read, holding a file named like the tablespace's and data directory's."""
-    other = tmp_path / "elsewhere"
-    (other / "PG_15_1").mkdir(parents=True)
-    (other / "PG_15_1/f").write_text("elsewhere")
-    (other / "backup_label").write_text(LABEL)
-    (other / "secret").write_text("elsewhere")
-    return other
 
 
 def swap_after_the_check(monkeypatch, action):
@@ -518,20 +301,6 @@ def test_a_root_swapped_for_a_link_between_its_resolution_and_its_open_is_refuse
     assert not (tmp_path / "b").exists()
 
 
-def test_an_external_tool_reads_the_opened_directory_only_when_it_is_passed_the_descriptor(tmp_path):
-    """The /proc/self/fd path is the descriptor's: without pass_fds the tool finds no such directory."""
-    (tmp_path / "d").mkdir()
-    (tmp_path / "d/f").write_text("d")
-    with cio.open_root(str(tmp_path / "d")) as root:
-        swap_for_link(tmp_path / "d", elsewhere(tmp_path))
-        rc, _out, _err = cio.run_argv(["tar", "-C", root.source, "-cf", str(tmp_path / "d.tar"), "."],
-                                      pass_fds=(root.fd,))
-        assert rc == 0
-        assert cio.run_argv(["tar", "-C", root.source, "-cf", str(tmp_path / "x.tar"), "."])[0] != 0
-    with tarfile.open(str(tmp_path / "d.tar")) as tar:
-        assert sorted(tar.getnames()) == [".", "./f"]
-
-
 def test_without_proc_the_copy_refuses_before_anything_is_copied(tmp_path, monkeypatch):
     """A tool given /proc/self/fd/<n> without /proc would read nothing, or what another mount has there."""
     real = cio.SourceRoot
@@ -545,72 +314,6 @@ def test_without_proc_the_copy_refuses_before_anything_is_copied(tmp_path, monke
     with pytest.raises(BackupError, match="the copy reads through /proc/self/fd, which this host does not provide"):
         c.Copier(str(data), str(tmp_path / "b"), "run-1").copy()
     assert not (tmp_path / "b").exists()
-
-
-def as_unprivileged(func):
-    """func() as a user whom file modes bind: nobody when the tests run as root (root ignores modes).
-
-    A BackupError in the child comes back as a BackupError; anything else as an AssertionError.
-    """
-    if os.geteuid() != 0:
-        return func()
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(read)
-            os.setgroups([])
-            os.setgid(NOBODY.pw_gid)
-            os.setuid(NOBODY.pw_uid)
-            try:
-                func()
-                answer = "ok\n"
-            except BackupError as exc:
-                answer = "BackupError\n" + str(exc)
-            except BaseException as exc:
-                answer = "other\n" + repr(exc)
-            os.write(write, answer.encode())
-        finally:
-            os._exit(0)
-    os.close(write)
-    with os.fdopen(read) as pipe:
-        kind, _nl, text = pipe.read().partition("\n")
-    os.waitpid(pid, 0)
-    if kind == "BackupError":
-        raise BackupError(text)
-    assert kind == "ok", text
-
-
-@pytest.fixture
-def shared_tmp():
-    """A directory nobody can reach (tmp_path lives under root's private 0700 directory)."""
-    path = tempfile.mkdtemp(prefix="pgx-copy-test-")
-    os.chmod(path, 0o755)
-    yield path
-    shutil.rmtree(path)
-
-
-def unreadable_tree(shared_tmp, entry):
-    root = Path(shared_tmp)
-    data = make_data_dir(root)
-    shutil.rmtree(str(root / "ts"))
-    os.unlink(str(data / "pg_tblspc/16384"))
-    (root / "out").mkdir()
-    for path in [root / "out", data] + list(data.rglob("*")):
-        if os.geteuid() == 0:
-            os.lchown(str(path), NOBODY.pw_uid, NOBODY.pw_gid)
-    os.chmod(str(data / entry), 0)
-    return data, root / "out" / "copy"
-
-
-@pytest.mark.parametrize("entry", ["base/1", "base/1/1259"])
-def test_an_unreadable_directory_or_file_fails_the_copy(shared_tmp, entry):
-    data, target = unreadable_tree(shared_tmp, entry)
-    with pytest.raises(BackupError, match="Could not read %s: Permission denied.*as root or as the server's OS user"
-                       % (data / entry)):
-        as_unprivileged(lambda: tree_copy(data, str(target)))
-    os.chmod(str(data / entry), 0o700)
-    as_unprivileged(lambda: tree_copy(data, str(target) + "2"))
 
 
 def test_the_result_names_the_cluster(tmp_path):
@@ -634,38 +337,6 @@ def test_command_method_writes_the_restorable_label_before_the_command_runs(tmp_
 
 
 # -- a repository on another host, over SSH ------------------------------------------
-
-def test_repository_names_host_path_and_user():
-    repo = rp.Repository.parse("backup@repo1:/srv/pg backups/")
-    assert (repo.user, repo.host, repo.path) == ("backup", "repo1", "/srv/pg backups")
-    assert rp.Repository.parse("[fd00::5]:/srv", user="backup").command("true")[-2:] == ["fd00::5", "true"]
-    assert rp.Repository.parse("/srv/local") is None and rp.Repository.parse("./a:b") is None
-    for bad in ("repo1:relative", "-oProxyCommand=x:/srv", "-l@repo:/srv", "a@b@c:/srv"):
-        with pytest.raises(BackupError, match="is not \\[user@\\]host:/absolute/path"):
-            rp.Repository.parse(bad)
-    with pytest.raises(BackupError, match="Give the user once"):
-        rp.Repository.parse("backup@repo1:/srv", user="other")
-
-
-def test_the_users_ssh_options_come_first_so_that_they_win():
-    repo = rp.Repository.parse("repo1:/srv", user="backup", key="/root/k", options=["-o", "BatchMode=no"])
-    argv = repo.ssh_argv()
-    assert argv[:3] == ["ssh", "-o", "BatchMode=no"]
-    assert argv.index("BatchMode=no") < argv.index("BatchMode=yes")
-    assert argv[argv.index("-i"):argv.index("-i") + 4] == ["-i", "/root/k", "-o", "IdentitiesOnly=yes"]
-    assert "ServerAliveInterval=15" in argv and argv[-2:] == ["-l", "backup"]
-
-
-def test_a_repository_that_drops_off_the_network_fails_the_copy_in_75_seconds():
-    # README and the fleet's fault test (test_fleet_faults.py) rely on this number.
-    argv = rp.Repository.parse("repo1:/srv").ssh_argv()
-    options = dict(argv[i + 1].split("=", 1) for i, arg in enumerate(argv) if arg == "-o")
-    # ssh gives up at the first check past ServerAliveCountMax unanswered ones.
-    assert int(options["ServerAliveInterval"]) * (int(options["ServerAliveCountMax"]) + 1) == 75
-    assert options["ConnectTimeout"] == "30" and options["BatchMode"] == "yes"
-    patient = rp.Repository.parse("repo1:/srv", options=["-o", "ServerAliveCountMax=20"]).ssh_argv()
-    assert patient.index("ServerAliveCountMax=20") < patient.index("ServerAliveCountMax=4")
-
 
 def test_tar_streams_into_the_repository_and_the_record_goes_last(tmp_path, fake_ssh):
     data = make_data_dir(tmp_path)

@@ -98,3 +98,23 @@ def test_a_bug_is_not_taken_for_a_server_still_starting(tmp_path):
 
     with pytest.raises(TypeError):
         restore.Restore({}, connect)._state(str(tmp_path), owner)
+
+
+def test_login_role_is_the_owner_unless_login_user_is_given():
+    assert restore.login_role({"login_user": None}, "postgres") == "postgres"
+    assert restore.login_role({}, "pgdata") == "pgdata"
+    assert restore.login_role({"login_user": "restorer"}, "postgres") == "restorer"
+
+
+@pytest.mark.parametrize("message,refused", [
+    ('connection to server on socket "/s/.s.PGSQL.5499" failed: FATAL:  the database system is starting up', False),
+    ('connection to server on socket "/s/.s.PGSQL.5499" failed: FATAL:  the database system is not yet accepting '
+     'connections\nDETAIL:  Consistent recovery state has not been yet reached.', False),
+    ('connection to server on socket "/s/.s.PGSQL.5499" failed: No such file or directory', False),
+    ('connection to server on socket "/s/.s.PGSQL.5499" failed: FATAL:  Peer authentication failed for user "x"', True),
+    ('connection to server on socket "/s/.s.PGSQL.5499" failed: FATAL:  role "restorer" does not exist', True),
+    ('FATAL:  no pg_hba.conf entry for host "[local]", user "x", database "postgres", no encryption', True),
+    ('connection to server on socket "/s/.s.PGSQL.5499" failed: Permission denied', True),
+])
+def test_a_refused_login_is_told_from_a_server_still_starting(message, refused):
+    assert restore.refused_login(message) is refused

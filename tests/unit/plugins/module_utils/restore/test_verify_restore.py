@@ -391,30 +391,11 @@ def test_run_checks_runs_every_check_as_the_owner_in_its_database():
 
 # -- the history ---------------------------------------------------------------
 
-def test_the_history_entry_keeps_what_the_drill_found():
-    checks = [{"name": "count", "ok": False, "returned": "999"},
-              {"name": "x", "ok": False, "returned": None, "error": "boom"}]
-    entry = backup_record.check_entry("2026-11-21T10:00:00Z", False, 12.5, checks, "The restored copy failed")
-    assert entry == {"time": "2026-11-21T10:00:00Z", "ok": False, "check_ran": True, "duration": 12.5,
-                     "checks": checks, "error": "The restored copy failed"}
-    assert "error" not in backup_record.check_entry("t", True, 1.0)
-
-
 def write_record(backup_dir, **facts):
     backup_dir.mkdir(parents=True, exist_ok=True)
     record = dict({"format": 1, "label": "b", "status": "complete", "data_directory": "/pg"}, **facts)
     (backup_dir / "backup.json").write_text(json.dumps(record))
     return record
-
-
-def test_append_check_adds_an_entry_and_changes_nothing_else(tmp_path):
-    backup_dir = tmp_path / "b"
-    before = write_record(backup_dir)
-    backup_record.append_check(str(backup_dir), {"ok": True})
-    backup_record.append_check(str(backup_dir), {"ok": False})
-    after = json.loads((backup_dir / "backup.json").read_text())
-    assert after.pop("checks") == [{"ok": True}, {"ok": False}]
-    assert after == before
 
 
 def test_a_read_only_backup_keeps_the_drills_result_with_a_warning(tmp_path, monkeypatch):

@@ -1,7 +1,9 @@
 """safety_stop_watchdog: its decision under the lock with a fake cursor, and the detached process itself (no server)."""
 
 import ast
+import json
 import os
+import subprocess
 
 import psycopg2
 import pytest
@@ -11,7 +13,8 @@ import time
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils import backup_api
 from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop import watchdog as safety_stop_watchdog
-from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop.lease import lease_path, start_lease
+from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop.lease import (
+    BY_MAX_DURATION, lease_path, start_lease)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.safety_stop.records import (
     EXPIRED_NOT_IN_PROGRESS, EXPIRED_OTHER_LABEL, EXPIRED_STOPPED, EXPIRED_UNREACHABLE, RUNNING, STOPPED,
     is_watchdog_of, read_record, write_record)
@@ -152,6 +155,44 @@ def test_the_bootstrap_carries_every_module_the_carried_sources_import():
             # Only the carried modules are registered there, not the package above them.
             assert node.module != package, "%s imports from the package, not from a module" % name
             assert node.module in names[:position], "%s imports %s, not carried before it" % (name, node.module)
+
+
+def run_outside_the_collection(argv, cfg):
+    """argv as spawn runs it, but where nothing of the collection is importable: cwd /, no PYTHONPATH."""
+    return subprocess.run(argv, input=json.dumps(cfg).encode("utf-8"), capture_output=True, cwd="/",
+                          env={"PATH": os.environ["PATH"]}, timeout=60, check=False)
+
+
+def test_the_bootstrap_runs_the_carried_modules_where_the_collection_cannot_be_imported(tmp_path):
+    """The detached process has only the sources it carries: the packages above them are never registered."""
+    outside = run_outside_the_collection([sys.executable, "-c", "import ansible_collections"], {})
+    assert b"No module named 'ansible_collections'" in outside.stderr, "the collection must not be importable here"
+    cfg = config(tmp_path, lease=1)
+    cfg["record"]["expires_epoch"] = time.time() - 1   # already ended: the watchdog acts at once
+    done = run_outside_the_collection(safety_stop_watchdog.watchdog_argv(cfg["record_path"]), cfg)
+    assert done.returncode == 0 and done.stdout.strip().isdigit(), done.stderr
+    pid = int(done.stdout)
+    try:
+        deadline = time.time() + 20
+        while read_record(cfg["record_path"])["outcome"] == RUNNING and time.time() < deadline:
+            time.sleep(0.1)
+        rec = read_record(cfg["record_path"])
+        assert rec["outcome"] == EXPIRED_UNREACHABLE and rec["error"] and rec["watchdog_pid"] == pid, rec
+        assert rec["expired_by"] == BY_MAX_DURATION, rec
+    finally:
+        if is_watchdog_of(pid, cfg["record_path"]):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("left_out", range(len(safety_stop_watchdog._CARRIED)))
+def test_a_module_left_out_of_the_carried_ones_fails_the_bootstrap(tmp_path, monkeypatch, left_out):
+    """What the previous test proves holds only because every module the watchdog imports is carried."""
+    carried = safety_stop_watchdog._CARRIED
+    monkeypatch.setattr(safety_stop_watchdog, "_CARRIED", carried[:left_out] + carried[left_out + 1:])
+    cfg = config(tmp_path, lease=1)
+    failed = run_outside_the_collection(safety_stop_watchdog.watchdog_argv(cfg["record_path"]), cfg)
+    assert failed.returncode != 0 and b"ModuleNotFoundError: No module named 'ansible_collections" in failed.stderr, failed
+    assert read_record(cfg["record_path"]) == cfg["record"], "no watchdog started"
 
 
 def test_detached_watchdog_records_an_unreachable_server(tmp_path):

@@ -1,4 +1,4 @@
-"""The pure parts of the preflight and finalize phases, and finalize's failure bookkeeping on real files."""
+"""The pure parts of the finalize phase, and its failure bookkeeping on real files."""
 
 import json
 import os
@@ -6,8 +6,8 @@ import os
 import pytest
 
 from ansible_collections.pgexclusive.backup.plugins.module_utils import finalize as f
-from ansible_collections.pgexclusive.backup.plugins.module_utils import preflight as p
 from ansible_collections.pgexclusive.backup.plugins.module_utils import retention
+from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_record import record_part
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 
 SEGMENT = 1024 * 1024
@@ -36,48 +36,6 @@ def older_complete_backup(dest):
     (older / "backup.json").write_text(json.dumps(dict(status="complete", system_identifier="7", host="db1",
                                                        data_directory="/pg", start_lsn="0/1000028")))
     return older
-
-
-def test_dest_inside_the_data_directory_is_found_through_links(tmp_path):
-    data = tmp_path / "data"
-    (data / "sub").mkdir(parents=True)
-    link = tmp_path / "link"
-    link.symlink_to(data / "sub")
-    assert p.is_inside(str(link), str(data))
-    assert p.is_inside(str(data), str(data))
-    assert not p.is_inside(str(tmp_path / "data-backups"), str(data))
-    with pytest.raises(BackupError, match="inside the data directory .* Nothing was started"):
-        p.refuse_dest_inside(str(link), str(data))
-
-
-def test_the_backup_dir_is_dest_and_label():
-    assert p.backup_dir_of("/srv/backups/", "L") == "/srv/backups/L"
-    assert p.backup_dir_of("/", "L") == "/L"
-
-
-def test_an_earlier_backup_under_the_label_is_refused(tmp_path):
-    p.refuse_earlier_backup(str(tmp_path / "L"))
-    (tmp_path / "L").mkdir()
-    (tmp_path / "L" / "backup.json").write_text("{}")
-    with pytest.raises(BackupError, match="already holds a backup"):
-        p.refuse_earlier_backup(str(tmp_path / "L"))
-
-
-def test_a_standby_or_a_server_without_api_is_refused():
-    primary = {"in_recovery": False, "api": "extension", "api_reason": None}
-    p.refuse_server(primary, False, "postgres")
-    with pytest.raises(BackupError, match="standby"):
-        p.refuse_server(dict(primary, in_recovery=True), True, "postgres")
-    with pytest.raises(BackupError, match="No exclusive backup API in backupctl"):
-        p.refuse_server(dict(primary, api="none"), False, "backupctl")
-    p.refuse_server(dict(primary, api="none"), True, "backupctl")
-
-
-def test_an_unknown_data_directory_is_refused_with_the_grant():
-    assert p.data_directory_of("/given", {"data_directory": "/server"}, "u") == "/given"
-    assert p.data_directory_of(None, {"data_directory": "/server"}, "u") == "/server"
-    with pytest.raises(BackupError, match="GRANT pg_monitor TO backup_user"):
-        p.data_directory_of(None, {"data_directory": None}, "backup_user")
 
 
 def test_finalize_refuses_options_that_cannot_work(tmp_path):
@@ -183,64 +141,20 @@ def test_the_restore_check_starts_the_history_of_checks_in_the_record(tmp_path, 
     assert record["status"] == "failed" and record["checks"] == [failed_entry]
 
 
-def test_the_programs_each_method_needs():
-    assert p.tools_needed("tar", "none", "", False) == [("tar", "the tar method")]
-    assert [t for t, _w in p.tools_needed("tar", "zstd", "", True)] == ["tar", "zstd"]
-    # The copy gzips with zlib; only the WAL archive runs gzip.
-    assert [t for t, _w in p.tools_needed("tar", "gzip", "", False)] == ["tar"]
-    assert [t for t, _w in p.tools_needed("tar", "gzip", "", True)] == ["tar", "gzip"]
-    assert [t for t, _w in p.tools_needed("rsync", "none", "backup@repo1:/srv/pg", False)] == ["rsync", "ssh"]
-    assert [t for t, _w in p.tools_needed("rsync", "none", "/mnt/local-target", False)] == ["rsync"]
-    assert p.tools_needed("copy", "none", "", False) == [] and p.tools_needed("command", "none", "", False) == []
-
-
-def test_a_missing_program_is_named_with_what_needs_it_and_its_package():
-    p.refuse_missing_tools([("tar", "the tar method")], which=lambda tool: "/usr/bin/" + tool)
-    with pytest.raises(BackupError) as caught:
-        p.refuse_missing_tools([("rsync", "the rsync method"), ("ssh", "the repository r:/x")],
-                               which=lambda tool: None)
-    assert "The copy needs rsync (the rsync method), ssh (the repository r:/x), not found in the PATH" in caught.value.msg
-    assert caught.value.msg.endswith("Nothing was started.")
-    assert "apt-get install openssh-client rsync" in caught.value.hint
-
-
-def test_room_refuses_a_plain_copy_that_cannot_fit_and_warns_for_a_compressed_one():
-    assert p.room_verdict(100, 100, False) is None
-    text, refuse = p.room_verdict(200 * p.MIB, 100 * p.MIB, False)
-    assert refuse and text == ("100.0 MiB free, and the copy of the data directory and its tablespaces takes "
-                               "about 200.0 MiB.")
-    text, refuse = p.room_verdict(200 * p.MIB, 100 * p.MIB, True)
-    assert not refuse and text.endswith("before compression: it may not fit.")
-
-
-def test_the_copy_size_leaves_out_what_the_copy_leaves_out_and_counts_tablespaces(tmp_path):
-    data = tmp_path / "data"
-    for name, size in (("base/1/1259", 5000), ("global/pg_control", 300), ("pg_wal/000000010000000000000001", 7000),
-                       ("postmaster.pid", 50), ("base/pgsql_tmp/pgsql_tmp1.0", 900)):
-        (data / name).parent.mkdir(parents=True, exist_ok=True)
-        (data / name).write_bytes(b"x" * size)
-    space = tmp_path / "space"
-    (space / "PG_15_1").mkdir(parents=True)
-    (space / "PG_15_1" / "16384").write_bytes(b"x" * 1000)
-    (data / "pg_tblspc").mkdir()
-    (data / "pg_tblspc" / "16500").symlink_to(space)
-    assert p.copy_size(str(data)) == 5000 + 300 + 1000
-
-
-def test_the_writer_is_tried_in_the_nearest_existing_directory(tmp_path):
-    assert p.existing_parent(str(tmp_path / "not" / "yet" / "L")) == str(tmp_path)
-    assert p.refuse_unwritable(str(tmp_path / "L"), False) == str(tmp_path)
-    assert os.listdir(tmp_path) == [], "the probe leaves nothing behind"
-    (tmp_path / "file").write_text("")
-    with pytest.raises(BackupError, match="file is not writable by .*it is not a directory. Nothing was started"):
-        p.refuse_unwritable(str(tmp_path / "file" / "L"), False)
-
-
-def test_the_missing_extension_hint_never_sends_the_user_to_postgres():
-    hint = p.extension_hint("postgres")
-    assert "Do not install it in postgres" in hint and "exclusive_backup_login_db: backupctl" in hint
-    assert "CREATE DATABASE backupctl" in hint
-    assert "Install the pg_exclusive_backup extension in backupctl" in p.extension_hint("backupctl")
-    with pytest.raises(BackupError) as caught:
-        p.refuse_server({"in_recovery": False, "api": "none", "api_reason": None}, False, "postgres")
-    assert "Do not install it in postgres" in caught.value.hint
+def test_finalize_takes_the_parts_the_phases_returned_and_adds_its_own(tmp_path):
+    """The old results and the phases' parts give one record; the WAL step's part adds wal_included."""
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    for name in ("000000010000000000000002", "000000010000000000000003"):
+        (archive / name).write_bytes(b"\0" * SEGMENT)
+    parts = [{"phase": "run", "facts": RESULTS["run"]}] + [
+        record_part(phase, RESULTS[phase], partial=True) for phase in ("start", "copy", "stop")]
+    records = []
+    for label, given in (("by-parts", dict(parts=parts, results={})), ("by-results", {})):
+        backup = tmp_path / label
+        (backup / "data").mkdir(parents=True)
+        done = f.finalize(finalize_params(backup, include_wal=True, wal_archive_dir=str(archive), **given), False)
+        records.append(dict(done["record"], finished_at=None))
+    assert records[0] == records[1] and records[0]["wal_included"][-1] == "000000010000000000000003"
+    with pytest.raises(BackupError, match="Finalize needs the parts"):
+        f.finalize(finalize_params(tmp_path, results={}), False)
