@@ -15,7 +15,8 @@ provision: $(PY)
 	$(PY) -m tests.testbed provision
 
 # Two workers, each with its own servers; tests sharing files outside their
-# temporary directories are grouped onto one worker (tests/conftest.py).
+# temporary directories, or one parameter of a module-scoped fixture, are
+# grouped onto one worker (tests/conftest.py).
 test: provision
 	$(PY) -m pytest -n 2 --dist loadgroup
 

@@ -58,10 +58,34 @@ if not os.environ.get("PGX_TEST_HOME"):
 SERIAL_GROUPS = {"ecosystem": "ecosystem", "test_role_molecule.py": "molecule"}
 
 
+def _module_fixture_group(item):
+    """The group of a test that uses a parametrized module-scoped fixture: its file and that parameter.
+
+    Such a fixture (a cluster with a backup and a history, set up in a minute or more) is built once
+    per parameter on every worker that runs one of its tests: tests dealt out one by one build each
+    twice. One group per parameter builds it once, and a file's groups still spread over the workers.
+    """
+    callspec = getattr(item, "callspec", None)
+    if callspec is None:
+        return None
+    # pytest's own record of each parameter's scope, which it sorts the tests by.
+    params = sorted(name for name, scope in callspec._arg2scope.items() if getattr(scope, "value", scope) == "module")
+    if not params:
+        return None
+    # No '[' or ']': xdist reads the group after the last '@' only when no ']' follows it.
+    values = ["-".join(map(str, value)) if isinstance(value, tuple) else str(value)
+              for value in (callspec.params[name] for name in params)]
+    return f"{Path(str(item.fspath)).name}:" + ",".join(f"{name}={value}" for name, value in zip(params, values))
+
+
 # First: xdist's own hook turns the markers into the groups it schedules by.
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        for part in Path(str(item.fspath)).parts:
-            if part in SERIAL_GROUPS:
-                item.add_marker(pytest.mark.xdist_group(SERIAL_GROUPS[part]))
+        groups = [SERIAL_GROUPS[part] for part in Path(str(item.fspath)).parts if part in SERIAL_GROUPS]
+        for group in groups:
+            item.add_marker(pytest.mark.xdist_group(group))
+        if not groups and item.get_closest_marker("xdist_group") is None:
+            group = _module_fixture_group(item)
+            if group:
+                item.add_marker(pytest.mark.xdist_group(group))
