@@ -38,7 +38,7 @@ options:
   parts:
     description:
       - The parts of C(backup.json), as for M(pgexclusive.backup.pg_backup_record)
-        O(pgexclusive.backup.pg_backup_record#module:parts), the run's own (C(phase) C(run)) and the RV(record_part)
+        O(pgexclusive.backup.pg_backup_record#module:parts), the run's own (C(phase) C(run)) and the C(record_part)
         of M(pgexclusive.backup.pg_backup_preflight), M(pgexclusive.backup.pg_start_backup),
         M(pgexclusive.backup.pg_backup_copy) and M(pgexclusive.backup.pg_stop_backup).
       - The WAL files come from the start and stop parts, the cluster retention keeps from the copy and run parts.

@@ -149,7 +149,7 @@ def test_every_relative_link_resolves(page):
     for target in LINK.findall(page.read_text()):
         if re.match(r"[a-z]+:", target):
             continue
-        path, _, anchor = target.partition("#")
+        path, _hash, anchor = target.partition("#")
         linked = (page.parent / path).resolve() if path else page
         if not linked.exists() or (anchor and linked.suffix == ".md" and anchor not in _anchors(linked)):
             broken.append(target)

@@ -1,6 +1,6 @@
 import pytest
 
-from ansible_collections.pgexclusive.backup.plugins.module_utils.wal import restore_wal as restore_wal
+from ansible_collections.pgexclusive.backup.plugins.module_utils.wal import restore_wal
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 
 RECORD = {"start_wal_file": "000000010000000000000002", "start_lsn": "0/2000028"}
