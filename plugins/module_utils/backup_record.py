@@ -173,11 +173,6 @@ def parts_of(params):
     return list(params.get("parts") or parts_from_results(params.get("results") or {}))
 
 
-def facts_from_results(results):
-    """backup.json's facts picked out of the run's task results (the deprecated ``results``)."""
-    return recorded(assemble(parts_from_results(results)))
-
-
 # What a complete backup must name, and why it is not restorable without it.
 REQUIRED = (
     ("label", "no label"),

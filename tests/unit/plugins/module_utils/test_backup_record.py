@@ -74,7 +74,10 @@ def test_scan_and_write(tmp_path):
 
 def test_the_record_is_picked_from_the_task_results_by_the_schema():
     from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_record import (
-        ORDER, SCHEMA, facts_from_results)
+        ORDER, SCHEMA, assemble, parts_from_results, recorded)
+
+    def facts_from_results(results):
+        return recorded(assemble(parts_from_results(results)))
     results = {
         "run": {"label": "L", "host": "db1", "method": "tar", "compression": "zstd", "data_directory": "/fallback"},
         "info": {"server_version": "15.4", "api": "extension"},
