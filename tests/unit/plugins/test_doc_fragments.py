@@ -98,6 +98,23 @@ def test_the_checks_fragment_documents_the_suboptions_the_code_takes(variable, o
         assert suboption.get("default") == spec[name].get("default"), name
 
 
+
+def test_both_checks_fragments_document_the_same_suboptions_word_for_word():
+    """ansible-test wants each fragment a literal, so the suboptions are written twice: they must not drift."""
+    checks_doc = yaml.safe_load(checks.ModuleDocFragment.DOCUMENTATION)["options"]["checks"]
+    finalize_doc = yaml.safe_load(checks.ModuleDocFragment.FINALIZE)["options"]["verify_restore_checks"]
+    assert checks_doc["suboptions"] == finalize_doc["suboptions"]
+
+
+def test_every_fragment_variable_is_a_string_literal_as_ansible_test_reads_it():
+    for path in sorted((PLUGINS / "doc_fragments").glob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ClassDef):
+                for statement in node.body:
+                    if isinstance(statement, ast.Assign):
+                        assert isinstance(statement.value, ast.Constant), "%s: %s is not a literal" % (path.name, statement.targets[0].id)
+
+
 @pytest.mark.parametrize("module, fragment", [
     ("pg_verify_restore", "pgexclusive.backup.checks"),
     ("pg_backup_finalize", "pgexclusive.backup.checks.finalize"),

@@ -126,7 +126,9 @@ def test_a_copy_whose_lease_ends_is_terminated_and_fails(tmp_path, monkeypatch):
     acting.join()
     took = time.time() - started
     assert children[0].returncode is not None and children[0].returncode < 0, "the child was signalled"
-    assert 4 <= took < 4 + 2 * safety_stop_copy.GUARD_INTERVAL + 3
+    # Not a timing test: the child sleeps 120 s, so ending within a minute shows the guard ended it
+    # (a loaded CI machine took 9 s where a quiet one takes 5).
+    assert 4 <= took < 60
     assert "The copy was stopped: the backup's lease ended (the controller stopped renewing" in failed.value.msg
     assert "outcome expired-stopped" in failed.value.msg
     assert failed.value.facts["lease_lost"]

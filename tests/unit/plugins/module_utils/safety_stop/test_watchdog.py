@@ -245,7 +245,9 @@ def test_renewals_hold_the_backup_and_their_end_ends_it(tmp_path):
         rec = read_record(cfg["record_path"])
         # The server is unreachable here: what counts is when the watchdog acted, and why.
         assert rec["outcome"] == EXPIRED_UNREACHABLE and rec["expired_by"] == "heartbeat", rec
-        assert 4 <= time.time() - last < 4 + 3 + safety_stop_watchdog.RETRY_INTERVAL + 2
+        # Not before the timeout; that it came at all within the 20 s deadline is the outcome above
+        # (an upper bound in seconds only measures how loaded the machine is).
+        assert 4 <= time.time() - last
         assert not os.path.exists(lease_path(cfg["record_path"])), "the lease is ended with the outcome"
     finally:
         if is_watchdog_of(pid, cfg["record_path"]):
