@@ -28,7 +28,7 @@ from ansible_collections.pgexclusive.backup.plugins.module_utils.backup_layout i
     DATA_SUBDIR, RESTORABLE_LABEL_FILE, base_tar, copy_format, tar_archive)
 from ansible_collections.pgexclusive.backup.plugins.module_utils.errors import BackupError
 from ansible_collections.pgexclusive.backup.plugins.module_utils.manifest import archive_stream, member_path
-from ansible_collections.pgexclusive.backup.plugins.module_utils.beneath import open_beneath
+from ansible_collections.pgexclusive.backup.plugins.module_utils.beneath import NotRegularFile, open_file_beneath
 from ansible_collections.pgexclusive.backup.plugins.module_utils.wal.arithmetic import parse_lsn
 
 # The copy's own files the choice and the restore's targets read before anything is laid out.
@@ -77,9 +77,10 @@ def copy_label_files(backup_dir):
 
 def _plain_file(data, name):
     try:
-        fd = open_beneath(data, [name])
+        fd = open_file_beneath(data, [name])
     except OSError as exc:
-        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+        # A link or a FIFO under the name is not the copy's label file: read as absent, the copy disagrees.
+        if isinstance(exc, NotRegularFile) or exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
             return None
         raise BackupError("Could not read %s of the backup: %s" % (os.path.join(data, name), exc),
                           "Run the restore as root.")

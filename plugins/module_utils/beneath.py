@@ -7,7 +7,9 @@
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import errno
 import os
+import stat
 
 OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
 
@@ -22,3 +24,20 @@ def open_beneath(top, names, last_flags=os.O_RDONLY):
         return os.open(names[-1], last_flags | os.O_NOFOLLOW, dir_fd=fd)
     finally:
         os.close(fd)
+
+
+class NotRegularFile(OSError):
+    """A FIFO, socket, device or directory where a backup's file should be."""
+
+
+def open_file_beneath(top, names):
+    """An fd of the regular file ``top``/``names``..., opened as open_beneath does, without blocking.
+
+    A FIFO planted under the name would hang a blocking open until a writer came, and a device would be read:
+    anything but a regular file raises NotRegularFile.
+    """
+    fd = open_beneath(top, names, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotRegularFile(errno.EINVAL, "not a regular file", os.path.join(top, *names))
+    return fd

@@ -24,6 +24,7 @@ import json
 import os
 import posixpath
 import shlex
+import stat
 import subprocess
 import tarfile
 import tempfile
@@ -75,7 +76,13 @@ CHUNK = 1 << 20
 
 
 def sha256_file(path):
-    with open(path, "rb") as handle:
+    """The file's SHA-256; a FIFO or device in a copy (untrusted input) is refused, never opened blocking or read."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise BackupError("%s in the copy is not a regular file: no backup holds a FIFO, socket or device." % path,
+                              "Someone or something changed this copy after it was taken: keep it aside for a person "
+                              "to look at, and restore another backup.")
         return sha256_stream(handle)
 
 

@@ -290,3 +290,11 @@ def test_verify_copy_refuses_a_tablespace_linked_out_of_the_backup(tmp_path):
     (backup / "tablespaces" / "16384").symlink_to(secret)
     with pytest.raises(BackupError, match="outside the backup directory"):
         m.verify_copy(str(backup))
+
+
+@pytest.mark.timeout(10)
+def test_a_fifo_in_a_copy_is_refused_not_read(tmp_path):
+    """A backup is untrusted input: a planted FIFO must not hang the check that proves the copy."""
+    os.mkfifo(str(tmp_path / "planted"))
+    with pytest.raises(BackupError, match="planted in the copy is not a regular file"):
+        m.sha256_file(str(tmp_path / "planted"))
