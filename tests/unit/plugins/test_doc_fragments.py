@@ -98,7 +98,6 @@ def test_the_checks_fragment_documents_the_suboptions_the_code_takes(variable, o
         assert suboption.get("default") == spec[name].get("default"), name
 
 
-
 def test_both_checks_fragments_document_the_same_suboptions_word_for_word():
     """ansible-test wants each fragment a literal, so the suboptions are written twice: they must not drift."""
     checks_doc = yaml.safe_load(checks.ModuleDocFragment.DOCUMENTATION)["options"]["checks"]
