@@ -34,7 +34,8 @@ def damage_one_byte(path):
 
 
 def test_the_catalog_on_the_repository_host_over_ssh(fleet, fleet_hosts, scratch):
-    run = run_backup(fleet, scratch, exclusive_backup_include_wal=True, **fleet.repository_vars())
+    archives = {h.name: {"exclusive_backup_wal_archive_dir": str(h.cluster.archive_dir)} for h in fleet_hosts}
+    run = run_backup(fleet, scratch, host_vars=archives, exclusive_backup_include_wal=True, **fleet.repository_vars())
     assert run.rc == 0, run.output[-6000:]
     labels = {h.name: run.results[h.name]["result"]["label"] for h in fleet_hosts}
     sids = {h.name: str(h.cluster.value("SELECT system_identifier FROM pg_control_system()")) for h in fleet_hosts}

@@ -1,7 +1,9 @@
-"""Fixtures of the unit tests: an ssh on PATH that runs the remote side here, for a repository on another host."""
+"""Fixtures of the unit tests: an ssh on PATH that runs the remote side here, for a repository on another host;
+a bound on a test that would hang (ansible-test units has no pytest-timeout, and refuses unknown marks)."""
 
 import json
 import os
+import signal
 import sys
 
 import pytest
@@ -34,3 +36,20 @@ def fake_ssh(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", "%s:%s" % (bindir, os.environ["PATH"]))
     monkeypatch.setenv("FAKE_SSH_LOG", str(log))
     return lambda: [json.loads(line) for line in log.read_text().splitlines()]
+
+
+NO_HANG_SECONDS = 10
+
+
+@pytest.fixture
+def no_hang():
+    """The test fails, instead of hanging, when it is still running after NO_HANG_SECONDS: a FIFO opened blocking
+    waits for a writer that never comes. The alarm's exception ends the blocked system call (PEP 475)."""
+    def expired(_signum, _frame):
+        raise AssertionError("still blocked after %d s" % NO_HANG_SECONDS)
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(NO_HANG_SECONDS)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)

@@ -28,7 +28,7 @@ def test_a_regular_file_beneath_is_read(top):
     assert read(open_file_beneath(str(top), ["data", "backup_label"])).startswith(b"START WAL")
 
 
-@pytest.mark.timeout(10)
+@pytest.mark.usefixtures("no_hang")
 def test_a_fifo_is_refused_without_waiting_for_a_writer(top):
     os.mkfifo(str(top / "data" / "fifo"))
     with pytest.raises(NotRegularFile):
@@ -54,7 +54,7 @@ def test_a_link_is_not_followed(top, where):
         assert failed.value.errno in (errno.ELOOP, errno.ENOTDIR), failed.value
 
 
-@pytest.mark.timeout(10)
+@pytest.mark.usefixtures("no_hang")
 def test_a_fifo_as_the_copys_label_reads_as_no_label_and_does_not_hang(top):
     """Retention and the restore's proof read the copy's label files (backup_order.copy_label_files)."""
     (top / "backup.json").write_text("{}")

@@ -292,7 +292,7 @@ def test_verify_copy_refuses_a_tablespace_linked_out_of_the_backup(tmp_path):
         m.verify_copy(str(backup))
 
 
-@pytest.mark.timeout(10)
+@pytest.mark.usefixtures("no_hang")
 def test_a_fifo_in_a_copy_is_refused_not_read(tmp_path):
     """A backup is untrusted input: a planted FIFO must not hang the check that proves the copy."""
     os.mkfifo(str(tmp_path / "planted"))
