@@ -19,9 +19,11 @@ every change the Quick start made and no other in /etc.
 
 import json
 import os
+import pwd
 import re
 import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -47,6 +49,11 @@ def quickstart_blocks():
     blocks = [(int(m.group(2)), m.group(1)) for m in BLOCK.finditer(section)]
     assert [number for number, _block in blocks] == list(range(1, len(blocks) + 1)) and len(blocks) >= 7, blocks
     return blocks
+
+
+def mtimes(*paths):
+    """Each path's mtime, None when absent: a directory that gained or lost an entry has a new one."""
+    return [path.stat().st_mtime_ns if path.exists() else None for path in paths]
 
 
 def test_the_quick_start_blocks_are_what_the_test_runs():
@@ -96,7 +103,12 @@ def test_the_quick_start_as_written(stock_cluster, testbed_dir, tmp_path):
     assert build.returncode == 0, build.stdout + build.stderr
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("ANSIBLE_", "PGX_", "PG")) and k != "VIRTUAL_ENV"}
-    env.update(HOME=str(home), PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
+    # Ansible expands its default remote_tmp ~/.ansible/tmp as ~root, the real home, not $HOME (tests/conftest.py):
+    # the one ANSIBLE_ setting kept, so that the run leaves nothing there.
+    env.update(HOME=str(home), PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+               ANSIBLE_REMOTE_TEMP=str(home / ".ansible" / "tmp"))
+    real_home = Path(pwd.getpwuid(os.getuid()).pw_dir) / ".ansible"
+    real_home_before = mtimes(real_home, real_home / "tmp")
     try:
         proc = subprocess.run(["bash", "-c", script], cwd=str(work), env=env, capture_output=True, text=True,
                               timeout=900, check=False)
@@ -113,6 +125,8 @@ def test_the_quick_start_as_written(stock_cluster, testbed_dir, tmp_path):
         record = json.loads((root / "pgbackups" / label / "backup.json").read_text())
         assert record["status"] == "complete" and record["verify_restore"]["ok"] is True, record
         assert (home / ".ansible" / "collections" / "ansible_collections" / "pgexclusive" / "backup").is_dir()
+        assert mtimes(real_home, real_home / "tmp") == real_home_before, \
+            "the Quick start's run wrote into the real home's .ansible"
 
         restored = query_as_postgres(root / "restore" / "sock", restore_port, "SELECT id FROM quickstart ORDER BY id",
                                      "backupctl")
